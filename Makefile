@@ -1,0 +1,42 @@
+# Corral: the README's two commands are `make demo` and `make test`.
+# Everything is installed into .venv on first use (torch's CPU wheel first, so that
+# nothing pulls a multi-GB CUDA build).
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.corral-installed
+PYTEST_ARGS ?=
+
+export OMP_NUM_THREADS ?= 1
+
+.PHONY: venv test test-unit lint crds demo clean bench
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade "pip>=24"
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+test: venv
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-unit: venv
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+lint: venv
+	$(VENV)/bin/ruff check platform operators tests bench scripts
+	$(VENV)/bin/mypy
+	$(VENV)/bin/corral crds --check
+
+crds: venv
+	$(VENV)/bin/corral crds --out charts/corral/crds
+
+demo: venv
+	$(VENV)/bin/corral demo
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

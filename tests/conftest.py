@@ -1,0 +1,15 @@
+"""Shared pytest configuration: fixtures modules registered for every test directory."""
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+pytest_plugins: list[str] = []
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    """The repository root."""
+    return REPO
