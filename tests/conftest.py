@@ -6,7 +6,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 
-pytest_plugins: list[str] = []
+pytest_plugins = ["tests.fixtures.s3"]
 
 
 @pytest.fixture(scope="session")

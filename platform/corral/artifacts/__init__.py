@@ -1,0 +1,62 @@
+"""Artifact storage behind one URI-addressed API: ``file://``, ``s3://`` and ``hf://``.
+
+Checkpoints, adapters, merged weights and datasets are read and written through
+:func:`open_store`::
+
+    store = open_store("s3://corral-artifacts/models/support-bot")
+    info = store.put_file("adapter.safetensors", "s3://corral-artifacts/models/support-bot/adapter.safetensors")
+    store.download_dir("hf://corral/tiny-llama@main", "/tmp/base")
+
+Every put records the content's SHA-256 (as ``sha256`` object metadata on S3); every get
+writes atomically (temp file + rename) and verifies it where the backend recorded one.
+``hf://`` is read-only and honours huggingface_hub's offline mode and cache.
+"""
+
+from __future__ import annotations
+
+from corral.artifacts._base import ArtifactError, ArtifactInfo, ArtifactNotFound, ArtifactStore
+from corral.artifacts._settings import ArtifactSettings
+from corral.artifacts._uri import ArtifactURI, parse_uri
+
+__all__ = [
+    "ArtifactError",
+    "ArtifactInfo",
+    "ArtifactNotFound",
+    "ArtifactSettings",
+    "ArtifactStore",
+    "ArtifactURI",
+    "open_store",
+    "parse_uri",
+]
+
+
+def open_store(uri: str | ArtifactURI, settings: ArtifactSettings | None = None) -> ArtifactStore:
+    """Return the store that serves ``uri``'s scheme.
+
+    The S3 and Hugging Face backends (and so boto3 and huggingface_hub) are imported only
+    when such a URI is opened.
+
+    Args:
+        uri: Any URI of the wanted scheme (``file://``/absolute path, ``s3://``, ``hf://``).
+        settings: Store settings; ``None`` uses :class:`ArtifactSettings` defaults, which
+            leave S3 and Hugging Face configuration to their libraries' standard chains.
+            Use ``ArtifactSettings.from_env()`` to read ``CORRAL_*`` variables.
+
+    Returns:
+        A store for that scheme.
+
+    Raises:
+        ValueError: When ``uri`` is not a valid artifact URI.
+    """
+    scheme = parse_uri(uri).scheme
+    if scheme == "s3":
+        from corral.artifacts._s3 import S3Store
+
+        return S3Store(settings)
+    if scheme == "hf":
+        from corral.artifacts._hf import HfStore
+
+        return HfStore(settings)
+    from corral.artifacts._local import LocalStore
+
+    return LocalStore()
