@@ -9,25 +9,22 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 import yaml
 from prometheus_client import CollectorRegistry
 
 from corral.api.v1alpha1 import Model
 from corral.controlapi import TokenAuth, create_app, hash_token
 from corral.store import SqliteStore
+from tests.support.http import serve
 
 API = "/apis/corral.dev/v1alpha1"
 TOKEN_A = "token-for-team-a-0001"
@@ -45,30 +42,6 @@ class Server:
     def client(self, token: str | None = TOKEN_A) -> httpx.Client:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         return httpx.Client(base_url=self.url, headers=headers, timeout=httpx.Timeout(10.0))
-
-
-@contextmanager
-def serve(app: Any, **ssl: str) -> Iterator[int]:
-    """Run ``app`` under uvicorn in a thread on a free loopback port; yield the port."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port: int = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5, lifespan="off", **ssl)  # type: ignore[arg-type]
-    uv = uvicorn.Server(config)
-    thread = threading.Thread(target=uv.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not uv.started:
-        assert thread.is_alive(), "uvicorn exited during startup"
-        assert time.monotonic() < deadline, "uvicorn did not start within 30 s"
-        time.sleep(0.02)
-    try:
-        yield port
-    finally:
-        uv.should_exit = True
-        thread.join(timeout=30)
-        sock.close()
 
 
 @pytest.fixture(scope="module")

@@ -76,18 +76,21 @@ def test_directory_loads_every_yaml_file(tmp_path: Path) -> None:
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "b.yml").write_text(JOB.replace("name: bot", "name: bot2"))
     (tmp_path / "notes.txt").write_text("not yaml")
-    assert [o.metadata.name for o in load_documents(tmp_path)] == ["bot", "bot2"]
+    assert [o.metadata.name for o in load_documents(tmp_path)] == ["bot"]
+    assert [o.metadata.name for o in load_documents(tmp_path, recursive=True)] == ["bot", "bot2"]
 
 
 def test_cli_validate_accepts_examples_and_rejects_bad_files(tmp_path: Path) -> None:
     runner = CliRunner()
-    ok = runner.invoke(app, ["validate", "-f", str(REPO / "examples")])
+    ok = runner.invoke(
+        app, ["validate", "-f", str(REPO / "examples/support-bot"), "-f", str(REPO / "examples/cluster")]
+    )
     assert ok.exit_code == 0, ok.output
     assert "FineTuneJob/support-bot-v1 is valid" in ok.output
     bad = tmp_path / "bad.yaml"
     bad.write_text(JOB + "  intendedUse: profit\n  suspend: maybe\n")
-    result = runner.invoke(app, ["validate", "-f", str(REPO / "examples"), "-f", str(bad), "-f", "never-read.yaml"])
+    result = runner.invoke(app, ["validate", "-f", str(REPO / "examples/cluster"), "-f", str(bad), "-f", "never.yaml"])
     assert result.exit_code == 1
     assert "spec.intendedUse: 'profit': Input should be 'research' or 'commercial'" in result.output
     assert "spec.suspend: 'maybe'" in result.output
-    assert "never-read.yaml" not in result.output
+    assert "never.yaml" not in result.output

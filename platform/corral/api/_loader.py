@@ -165,12 +165,13 @@ def parse_document(doc: Any, *, source: str = "<input>", index: int = 0) -> Reso
         raise DocumentError(source, index, kind, name, _problems(cls, exc)) from None
 
 
-def _read(source: str | Path) -> list[tuple[str, str]]:
+def _read(source: str | Path, recursive: bool = False) -> list[tuple[str, str]]:
     """Return ``(label, text)`` pairs for a path (file or directory) or literal YAML text."""
     if isinstance(source, Path) or ("\n" not in source and Path(source).exists()):
         path = Path(source)
         if path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.suffix in _YAML_SUFFIXES and p.is_file())
+            found = path.rglob("*") if recursive else path.glob("*")
+            files = sorted(p for p in found if p.suffix in _YAML_SUFFIXES and p.is_file())
             return [(str(p), p.read_text(encoding="utf-8")) for p in files]
         return [(str(path), path.read_text(encoding="utf-8"))]
     return [("<input>", source)]
@@ -188,11 +189,15 @@ def _decode(label: str, text: str) -> list[Any]:
         ) from None
 
 
-def validate_source(source: str | Path) -> tuple[list[Resource], list[DocumentError]]:
-    """Parse every document of ``source`` and collect (objects, errors) without stopping at the first error."""
+def validate_source(source: str | Path, *, recursive: bool = False) -> tuple[list[Resource], list[DocumentError]]:
+    """Parse every document of ``source`` and collect (objects, errors) without stopping at the first error.
+
+    A directory contributes its ``*.yaml``/``*.yml``/``*.json`` files (and those of its subdirectories
+    when ``recursive``), sorted by path, as ``kubectl apply -f DIR [-R]`` does.
+    """
     objects: list[Resource] = []
     errors: list[DocumentError] = []
-    for label, text in _read(source):
+    for label, text in _read(source, recursive):
         try:
             docs = _decode(label, text)
         except DocumentError as exc:
@@ -206,11 +211,12 @@ def validate_source(source: str | Path) -> tuple[list[Resource], list[DocumentEr
     return objects, errors
 
 
-def load_documents(source: str | Path) -> list[Resource]:
+def load_documents(source: str | Path, *, recursive: bool = False) -> list[Resource]:
     """Read multi-document YAML into typed Corral objects.
 
     Args:
-        source: A file path, a directory (every ``*.yaml``/``*.yml``/``*.json`` below it, sorted), or YAML text.
+        source: A file path, a directory (its ``*.yaml``/``*.yml``/``*.json`` files, sorted), or YAML text.
+        recursive: Also read the files in a directory's subdirectories.
 
     Returns:
         The objects in document order.
@@ -218,7 +224,7 @@ def load_documents(source: str | Path) -> list[Resource]:
     Raises:
         DocumentError: The first invalid document; its ``problems`` list every error in that document.
     """
-    objects, errors = validate_source(source)
+    objects, errors = validate_source(source, recursive=recursive)
     if errors:
         raise errors[0]
     return objects

@@ -18,6 +18,9 @@ def validate(
         list[Path],
         typer.Option("-f", "--filename", help="YAML/JSON file or directory to validate; repeat for more."),
     ],
+    recursive: Annotated[
+        bool, typer.Option("-R", "--recursive", help="Also read the files in subdirectories of a directory.")
+    ] = False,
 ) -> None:
     """Validate Corral resources offline; exit 1 at the first bad file, printing every error in it."""
     total = 0
@@ -25,7 +28,7 @@ def validate(
         if not path.exists():
             typer.echo(f"error: {path}: no such file or directory", err=True)
             raise typer.Exit(2)
-        objects, errors = validate_source(path)
+        objects, errors = validate_source(path, recursive=recursive)
         if errors:
             for error in errors:
                 typer.echo(f"error: {error}", err=True)

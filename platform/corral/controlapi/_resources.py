@@ -224,6 +224,14 @@ class _KindRoutes:
         name = request.path_params["name"]
         return _ok(await self._call(self._store(request).get, self.cls, namespace, name))
 
+    async def events(self, request: Request, principal: Caller) -> Response:
+        namespace = self._namespace(request)
+        _authorize(principal, "get", self.cls, namespace)
+        name = request.path_params["name"]
+        await self._call(self._store(request).get, self.cls, namespace, name)
+        records = await self._call(self._store(request).list_events, self.cls, namespace, name)
+        return JSONResponse({"apiVersion": "v1", "kind": "EventList", "items": [r.to_dict() for r in records]})
+
     async def replace(self, request: Request, principal: Caller) -> Response:
         namespace = self._namespace(request)
         _authorize(principal, "update", self.cls, namespace)
@@ -382,6 +390,7 @@ def resource_router(watch_timeout: float = 1800.0) -> APIRouter:
             ),
             (item, "DELETE", routes.delete, "delete", f"Delete a {kind}", _openapi(cls, "item")),
             (f"{item}/status", "GET", routes.get, "read", f"Read a {kind}'s status", _openapi(cls, "status")),
+            (f"{item}/events", "GET", routes.events, "list", f"List the events about a {kind}", _openapi(cls, "item")),
             (
                 f"{item}/status",
                 "PUT",
@@ -400,7 +409,7 @@ def resource_router(watch_timeout: float = 1800.0) -> APIRouter:
             ),
         ]
         for path, method, handler, verb, summary, extra in table:
-            suffix = "Status" if path.endswith("/status") else ""
+            suffix = "Status" if path.endswith("/status") else "Events" if path.endswith("/events") else ""
             router.add_api_route(
                 path,
                 handler,
