@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from . import _api, _catalog
+from . import _api, _catalog, _resources
 
 __all__ = ["app", "main"]
 
@@ -21,6 +21,7 @@ app = typer.Typer(
 )
 _api.register(app)
 _catalog.register(app)
+_resources.register(app)
 
 
 def main() -> None:
