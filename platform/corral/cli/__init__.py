@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from . import _api, _catalog, _resources
+from . import _api, _catalog, _dataset, _resources, _up
 
 __all__ = ["app", "main"]
 
@@ -21,7 +21,9 @@ app = typer.Typer(
 )
 _api.register(app)
 _catalog.register(app)
+_dataset.register(app)
 _resources.register(app)
+_up.register(app)
 
 
 def main() -> None:

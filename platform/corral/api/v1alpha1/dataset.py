@@ -83,6 +83,9 @@ class DatasetReport(CorralModel):
     invalid: int = Field(default=0, ge=0, description="Records with at least one error.")
     duplicates: int = Field(default=0, ge=0, description="Exact duplicate examples.")
     over_max_seq_len: int = Field(default=0, ge=0, description="Examples longer than maxSeqLen.")
+    leaked: int = Field(
+        default=0, ge=0, description="Validation examples that also appear in the training data (train/val leakage)."
+    )
     token_stats: list[RoleTokenStats] = Field(default_factory=list, description="Per-role token statistics.")
     errors: list[DatasetError] = Field(
         default_factory=list, max_length=100, description="The first errors found (at most 100)."

@@ -1,0 +1,197 @@
+"""Reading raw records from JSON or JSONL files, local or ``s3://``.
+
+A file whose first non-space character is ``[`` is a JSON array: records are numbered by
+their 0-based index. Anything else is JSON Lines: records are numbered by their 1-based
+line. A line that is not valid JSON (or not UTF-8) is yielded as a :class:`RecordError`
+with code ``invalid_json`` in place of the record, so the caller can count it; blank lines
+are not records and are counted by :class:`RecordReader`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+__all__ = ["ErrorCode", "RecordError", "RecordReader", "read_records"]
+
+ErrorCode = Literal[
+    "invalid_json",
+    "missing_field",
+    "unrecognized_role",
+    "missing_content",
+    "no_assistant_message",
+    "wrong_type",
+    "empty_example",
+]
+
+
+class RecordError(ValueError):
+    """One problem with one record, in the error classes of OpenAI's data preparation checks.
+
+    Attributes:
+        code: The error class (see :data:`ErrorCode`).
+        field: Path of the offending field inside the record, e.g. ``messages[2].role``
+            (empty for the record as a whole).
+        message: What is wrong and what is allowed.
+        line: 1-based line (JSONL) or 0-based index (JSON array); ``-1`` until known.
+    """
+
+    def __init__(self, code: ErrorCode, field: str, message: str, line: int = -1) -> None:
+        """Create the error.
+
+        Args:
+            code: The error class.
+            field: Path of the offending field ("" for the whole record).
+            message: Human-readable explanation.
+            line: Line or index of the record, when known.
+        """
+        super().__init__(message)
+        self.code: ErrorCode = code
+        self.field = field
+        self.message = message
+        self.line = line
+
+    def at(self, line: int) -> RecordError:
+        """Return a copy of this error located at ``line``."""
+        return RecordError(self.code, self.field, self.message, line)
+
+    def __str__(self) -> str:
+        where = f"line {self.line}" if self.line >= 0 else "record"
+        field = f" {self.field}:" if self.field else ""
+        return f"{where}:{field} {self.code}: {self.message}"
+
+    def __repr__(self) -> str:
+        return f"RecordError({self.code!r}, {self.field!r}, {self.message!r}, line={self.line})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, RecordError):
+            return NotImplemented
+        return (self.code, self.field, self.message, self.line) == (other.code, other.field, other.message, other.line)
+
+    def __hash__(self) -> int:
+        return hash((self.code, self.field, self.message, self.line))
+
+
+@dataclass
+class RecordReader:
+    """Iterates the records of one file and remembers how it was read.
+
+    Attributes:
+        source: The path or URI given.
+        layout: ``"jsonl"`` or ``"json"`` once iteration has started.
+        blank_lines: Number of blank JSONL lines (not records, reported for completeness).
+        records: Number of records yielded (valid JSON or not).
+        sha256: Hex SHA-256 of the file, once iteration has started.
+    """
+
+    source: str | os.PathLike[str]
+    layout: Literal["jsonl", "json", ""] = ""
+    blank_lines: int = 0
+    records: int = 0
+    sha256: str = ""
+    _tmp: list[tempfile.TemporaryDirectory[str]] = field(default_factory=list, repr=False)
+
+    def __iter__(self) -> Iterator[tuple[int, Any]]:
+        path = _local_path(self.source, self._tmp)
+        try:
+            yield from self._iter_file(path)
+        finally:
+            for tmp in self._tmp:
+                tmp.cleanup()
+            self._tmp.clear()
+
+    def _iter_file(self, path: Path) -> Iterator[tuple[int, Any]]:
+        digest = hashlib.sha256()
+        with path.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+        self.sha256 = digest.hexdigest()
+        with path.open("rb") as fh:
+            head = fh.read(4096).lstrip(b"\xef\xbb\xbf").lstrip()
+        if head.startswith(b"["):
+            self.layout = "json"
+            yield from self._iter_array(path)
+        else:
+            self.layout = "jsonl"
+            yield from self._iter_lines(path)
+
+    def _iter_array(self, path: Path) -> Iterator[tuple[int, Any]]:
+        try:
+            data = json.loads(path.read_bytes().decode("utf-8-sig"))
+        except UnicodeDecodeError as exc:
+            self.records += 1
+            yield 0, RecordError("invalid_json", "", f"file is not UTF-8 (byte {exc.start})", 0)
+            return
+        except json.JSONDecodeError as exc:
+            # The array cannot be split into records: one error for the file, at the
+            # position of the syntax error (line and column of the file).
+            self.records += 1
+            yield 0, RecordError(
+                "invalid_json", "", f"the JSON array is not valid JSON: {exc.msg} at line {exc.lineno} "
+                f"column {exc.colno}; no record could be read", 0
+            )
+            return
+        for index, record in enumerate(data):
+            self.records += 1
+            yield index, record
+
+    def _iter_lines(self, path: Path) -> Iterator[tuple[int, Any]]:
+        with path.open("rb") as fh:
+            for number, raw in enumerate(fh, start=1):
+                data = raw[3:] if number == 1 and raw.startswith(b"\xef\xbb\xbf") else raw
+                if not data.strip():
+                    self.blank_lines += 1
+                    continue
+                self.records += 1
+                try:
+                    yield number, json.loads(data.decode("utf-8").rstrip("\r\n"))
+                except UnicodeDecodeError as exc:
+                    yield number, RecordError("invalid_json", "", f"line is not UTF-8 (byte {exc.start})", number)
+                except json.JSONDecodeError as exc:
+                    yield number, RecordError(
+                        "invalid_json", "", f"not valid JSON: {exc.msg} at column {exc.colno}", number
+                    )
+
+
+def read_records(source: str | os.PathLike[str]) -> Iterator[tuple[int, Any]]:
+    """Yield ``(line_or_index, record)`` for every record of a JSON or JSONL file.
+
+    Args:
+        source: A local path, a ``file://`` URI or an ``s3://`` URI (downloaded to a
+            temporary directory through :mod:`corral.artifacts`).
+
+    Yields:
+        ``(line, record)``: the 1-based line (JSONL) or 0-based index (JSON array) and the
+        decoded value, or a :class:`RecordError` with code ``invalid_json`` for a line
+        that does not parse.
+
+    Raises:
+        FileNotFoundError: The local file does not exist.
+    """
+    return iter(RecordReader(source))
+
+
+def _local_path(source: str | os.PathLike[str], tmp: list[tempfile.TemporaryDirectory[str]]) -> Path:
+    text = os.fspath(source)
+    if text.startswith("s3://"):
+        from corral.artifacts import open_store  # lazy: boto3 only when needed
+
+        directory = tempfile.TemporaryDirectory(prefix="corral-data-")
+        tmp.append(directory)
+        local = Path(directory.name) / (text.rstrip("/").rsplit("/", 1)[-1] or "data.jsonl")
+        open_store(text).get_file(text, local)
+        return local
+    if text.startswith("file://"):
+        text = text[len("file://") :]
+    elif "://" in text:
+        raise ValueError(f"unsupported dataset URI {text!r}: use a local path, file:// or s3://")
+    path = Path(text)
+    if not path.is_file():
+        raise FileNotFoundError(f"dataset file not found: {path}")
+    return path
