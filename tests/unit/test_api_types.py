@@ -82,7 +82,7 @@ def test_lora_defaults_follow_llama_factory() -> None:
         (ModelSpec, {"catalogName": "x", "uri": "s3://b/k"}, "exactly one of catalogName and uri"),
         (ModelSpec, {"type": "adapter", "uri": "s3://b/k"}, "needs baseModel"),
         (ModelSpec, {"catalogName": "x", "revision": "main"}, "revision applies only to hf://"),
-        (ModelSpec, {"uri": "ftp://x"}, "String should match pattern"),
+        (ModelSpec, {"uri": "ftp://x"}, "'ftp://x' is not an artifact URI"),
         (AutoscalingSpec, {"minReplicas": 3, "maxReplicas": 2}, "minReplicas=3, maxReplicas=2"),
         (ModelDeploymentSpec, {"model": {"name": "m"}, "replicas": 1, "autoscaling": {}}, "not both"),
         (

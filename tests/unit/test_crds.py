@@ -14,7 +14,7 @@ import celpy
 import pytest
 import yaml
 
-from corral.api import load_documents, parse_document
+from corral.api import load_documents, parse_document, resolve_relative_uris
 from corral.api.crdgen import check_crds, crd_for, render_crds
 from corral.api.v1alpha1 import KINDS
 from tests.conftest import REPO
@@ -75,7 +75,7 @@ def validators() -> dict[str, CRDValidator]:
 def _examples() -> list[dict[str, Any]]:
     docs = []
     for path in sorted((REPO / "examples").glob("*/*.yaml")):
-        docs += [d for d in yaml.safe_load_all(path.read_text()) if d]
+        docs += [resolve_relative_uris(d, path.parent) for d in yaml.safe_load_all(path.read_text()) if d]
     return docs
 
 
@@ -233,6 +233,7 @@ BAD = [
         "CEL revision only hf",
     ),
     (_with(MODEL, "spec.uri", "http://x"), "uri pattern (and CEL)"),
+    (_with(DATASET, "spec.uri", "file://relative/data.jsonl"), "relative file uri"),
     (_with(DEPLOY, "spec.autoscaling", {"minReplicas": 4, "maxReplicas": 2}), "CEL min <= max"),
     (_with(_with(DEPLOY, "spec.replicas", 2), "spec.autoscaling", {"maxReplicas": 2}), "CEL replicas xor autoscaling"),
     (

@@ -94,3 +94,31 @@ def test_cli_validate_accepts_examples_and_rejects_bad_files(tmp_path: Path) -> 
     assert "spec.intendedUse: 'profit': Input should be 'research' or 'commercial'" in result.output
     assert "spec.suspend: 'maybe'" in result.output
     assert "never.yaml" not in result.output
+
+
+DATASET = """\
+apiVersion: corral.dev/v1alpha1
+kind: Dataset
+metadata: {name: faq, namespace: team-a}
+spec:
+  uri: URI
+  license: {name: MIT, commercialUse: allowed}
+"""
+
+
+def test_relative_file_uri_resolves_against_the_yaml_folder(tmp_path: Path) -> None:
+    (tmp_path / "conf").mkdir()
+    path = tmp_path / "conf" / "ds.yaml"
+    path.write_text(DATASET.replace("URI", "file://./data/faq.jsonl"))
+    [obj] = load_documents(path)
+    assert obj.spec.uri == (tmp_path / "conf" / "data" / "faq.jsonl").as_uri()  # type: ignore[attr-defined]
+    path.write_text(DATASET.replace("URI", "file://../faq.jsonl"))
+    assert load_documents(path)[0].spec.uri == (tmp_path / "faq.jsonl").as_uri()  # type: ignore[attr-defined]
+
+
+def test_other_relative_file_uris_are_refused_with_advice() -> None:
+    _, errors = validate_source(DATASET.replace("URI", "file://data/faq.jsonl"))
+    text = str(errors[0])
+    assert "spec.uri" in text and "is not an absolute file:// URI" in text and "file://./relative/path" in text
+    _, errors = validate_source(DATASET.replace("URI", "ftp://host/faq.jsonl"))
+    assert "allowed: file:///absolute/path, s3://bucket/key, hf://org/name" in str(errors[0])

@@ -1,6 +1,13 @@
 """Corral's API: the ``corral.dev/v1alpha1`` types, document loading and CRD generation."""
 
-from ._loader import DocumentError, FieldProblem, load_documents, parse_document, validate_source
+from ._loader import (
+    DocumentError,
+    FieldProblem,
+    load_documents,
+    parse_document,
+    resolve_relative_uris,
+    validate_source,
+)
 from ._names import kind_for_name
 
 __all__ = [
@@ -9,5 +16,6 @@ __all__ = [
     "kind_for_name",
     "load_documents",
     "parse_document",
+    "resolve_relative_uris",
     "validate_source",
 ]

@@ -14,7 +14,14 @@ from pydantic import BaseModel, ValidationError
 
 from .v1alpha1 import GROUP_VERSION, KINDS, Resource
 
-__all__ = ["DocumentError", "FieldProblem", "load_documents", "parse_document", "validate_source"]
+__all__ = [
+    "DocumentError",
+    "FieldProblem",
+    "load_documents",
+    "parse_document",
+    "resolve_relative_uris",
+    "validate_source",
+]
 
 _YAML_SUFFIXES = (".yaml", ".yml", ".json")
 
@@ -177,6 +184,23 @@ def _read(source: str | Path, recursive: bool = False) -> list[tuple[str, str]]:
     return [("<input>", source)]
 
 
+_RELATIVE_FILE = ("file://./", "file://../")
+
+
+def resolve_relative_uris(doc: Any, base_dir: Path) -> Any:
+    """Rewrite ``spec.uri: file://./x`` (or ``file://../x``) into an absolute ``file:///`` URI.
+
+    Relative file URIs in a YAML file mean "relative to this file's folder", as paths in a
+    kustomization do; the control plane only ever sees absolute URIs.
+    """
+    spec = doc.get("spec") if isinstance(doc, dict) else None
+    if isinstance(spec, dict):
+        uri = spec.get("uri")
+        if isinstance(uri, str) and uri.startswith(_RELATIVE_FILE):
+            spec["uri"] = (base_dir / uri.removeprefix("file://")).resolve().as_uri()
+    return doc
+
+
 def _decode(label: str, text: str) -> list[Any]:
     try:
         return [doc for doc in yaml.safe_load_all(text) if doc is not None]
@@ -203,7 +227,9 @@ def validate_source(source: str | Path, *, recursive: bool = False) -> tuple[lis
         except DocumentError as exc:
             errors.append(exc)
             continue
+        base_dir = Path(label).parent if label != "<input>" else Path.cwd()
         for index, doc in enumerate(docs):
+            resolve_relative_uris(doc, base_dir)
             try:
                 objects.append(parse_document(doc, source=label, index=index))
             except DocumentError as exc:

@@ -7,6 +7,7 @@ CRD schema), as the Kubernetes API conventions ask.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, ClassVar, Literal
@@ -16,6 +17,8 @@ from pydantic.alias_generators import to_camel
 
 __all__ = [
     "API_GROUP",
+    "ARTIFACT_URI_PATTERN",
+    "ArtifactURIString",
     "API_VERSION",
     "GROUP_VERSION",
     "CommercialUse",
@@ -81,6 +84,29 @@ DecimalString = Annotated[
     AfterValidator(_check_decimal),
 ]
 """A non-negative decimal written as a string (money, hours): ``"2.50"``."""
+
+ARTIFACT_URI_PATTERN = r"^(file:///|s3://|hf://).+$"
+
+
+def _check_artifact_uri(value: str) -> str:
+    if re.match(ARTIFACT_URI_PATTERN, value) is None:
+        if value.startswith("file://"):
+            raise ValueError(
+                f"{value!r} is not an absolute file:// URI: write file:///absolute/path, or file://./relative/path "
+                "in a YAML file read by corral apply/validate (resolved against that file's folder)"
+            )
+        raise ValueError(
+            f"{value!r} is not an artifact URI (allowed: file:///absolute/path, s3://bucket/key, hf://org/name)"
+        )
+    return value
+
+
+ArtifactURIString = Annotated[
+    str,
+    Field(max_length=2048, json_schema_extra={"pattern": ARTIFACT_URI_PATTERN}),
+    AfterValidator(_check_artifact_uri),
+]
+"""An absolute artifact URI: ``file:///...``, ``s3://bucket/key`` or ``hf://org/name``."""
 
 IntendedUse = Literal["research", "commercial"]
 CommercialUse = Literal["allowed", "forbidden", "conditional"]

@@ -8,7 +8,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field
 
-from .common import Condition, CorralModel, LicenseSpec, LocalObjectReference, Resource
+from .common import ArtifactURIString, Condition, CorralModel, LicenseSpec, LocalObjectReference, Resource
 
 __all__ = [
     "DATASET_FORMATS",
@@ -27,8 +27,9 @@ DatasetFormat = Literal["auto", "alpaca", "dolly", "sharegpt", "openai", "prompt
 class DatasetSpec(CorralModel):
     """What a Dataset declares."""
 
-    uri: Annotated[str, Field(max_length=2048, pattern=r"^(file|s3|hf)://.+$")] = Field(
-        description="Where the data is: a JSON or JSONL file (file:// or s3://) or an hf:// dataset."
+    uri: ArtifactURIString = Field(
+        description="Where the data is: a JSON or JSONL file (file:///path or s3://bucket/key) or an hf:// dataset. "
+        "In a YAML file, file://./relative/path is resolved against the file's folder by corral apply."
     )
     format: DatasetFormat = Field(
         default="auto",

@@ -9,6 +9,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import ConfigDict, Field, model_validator
 
 from .common import (
+    ArtifactURIString,
     CommercialUse,
     Condition,
     CorralModel,
@@ -19,7 +20,6 @@ from .common import (
 
 __all__ = ["Model", "ModelArtifact", "ModelLineage", "ModelLineageLink", "ModelSpec", "ModelStatus"]
 
-URI_PATTERN = r"^(file|s3|hf)://.+$"
 CHAT_TEMPLATES = Literal["auto", "llama-2", "llama-3", "vicuna", "alpaca", "chatml", "chatglm", "dolly"]
 
 
@@ -36,9 +36,9 @@ class ModelSpec(CorralModel):
         description="Name of a base model in Corral's catalog (e.g. tiny-llama, llama-3.1-8b). Exactly one of "
         "catalogName and uri is set.",
     )
-    uri: Annotated[str, Field(max_length=2048, pattern=URI_PATTERN)] | None = Field(
+    uri: ArtifactURIString | None = Field(
         default=None,
-        description="Where the weights are: file://, s3://bucket/key or hf://org/name. Exactly one of "
+        description="Where the weights are: file:///path, s3://bucket/key or hf://org/name. Exactly one of "
         "catalogName and uri is set.",
     )
     revision: Annotated[str, Field(min_length=1, max_length=128)] | None = Field(
