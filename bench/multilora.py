@@ -1,0 +1,207 @@
+"""Benchmark: 8 LoRA adapters on one replica vs. 8 separate single-model replicas.
+
+Each setup runs in its own subprocess (so resident memory is measured cleanly) on a
+~60M-parameter llama built from config, with 8 random LoRA adapters (r=8 on q/k/v/o):
+
+* ``multi``: one :class:`~corral.serving.TransformersEngine` holding the base once and all
+  8 adapters; requests for the 8 adapters share forward passes (``adapter_names=``).
+* ``separate``: 8 engines, each with its own copy of the model with one adapter merged in
+  (what 8 single-model replicas hold), each request going to its adapter's engine.
+* ``single``: one engine with the base only (the "one model" memory reference).
+
+Workload: 32 ``max_tokens=16`` greedy requests, round-robin over the adapters, 8 in flight.
+Resident memory is the process RSS after loading and serving; model bytes are the
+parameter bytes the setup holds. One torch thread per process (the 8 separate engines run on
+8 engine threads, so they may use both cores: the comparison favours ``separate``).
+
+Goals: memory (multi) at most 1.3x one model; throughput (multi) at least 0.8x separate.
+
+Usage::
+
+    OMP_NUM_THREADS=1 .venv/bin/python bench/multilora.py
+
+Prints a table and writes ``bench/results/multilora.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import copy
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "platform"))
+
+RESULTS = ROOT / "bench" / "results" / "multilora.json"
+ADAPTERS = 8
+REQUESTS = 32
+IN_FLIGHT = 8
+MAX_TOKENS = 16
+PROMPT = "The Python language reference describes"
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("VmRSS not found")
+
+
+def build(root: Path) -> None:
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
+
+    from corral.models import tiny
+
+    small = tiny.build("llama", root / "tiny")
+    cfg = LlamaConfig(
+        vocab_size=2048, hidden_size=768, intermediate_size=2048, num_hidden_layers=8,
+        num_attention_heads=12, num_key_value_heads=12, head_dim=64, max_position_embeddings=1024,
+        tie_word_embeddings=False, pad_token_id=0, bos_token_id=2, eos_token_id=3,
+    )
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(cfg).save_pretrained(root / "base")
+    AutoTokenizer.from_pretrained(small).save_pretrained(root / "base")
+    for i in range(ADAPTERS):
+        torch.manual_seed(100 + i)
+        model = AutoModelForCausalLM.from_pretrained(root / "base")
+        lora = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
+                          init_lora_weights=False)
+        get_peft_model(model, lora).save_pretrained(root / f"adapter-{i}")
+
+
+def param_bytes(model: Any) -> int:
+    return sum(p.numel() * p.element_size() for p in model.parameters())
+
+
+async def run_worker(setup: str, root: Path) -> dict[str, Any]:
+    import torch
+
+    from corral.serving import GenerationRequest, SamplingParams, TransformersEngine
+    from corral.serving._loading import load_base
+    from corral.serving._prompt import Prompter
+
+    torch.set_num_threads(1)
+    rss0 = rss_mb()
+    model, tok = load_base(f"file://{root / 'base'}")
+    ids = tuple(Prompter(tok).completion(PROMPT))
+    names = [f"adapter-{i}" for i in range(ADAPTERS)]
+    engines: dict[str | None, TransformersEngine] = {}
+    if setup == "single":
+        engines[None] = TransformersEngine(model, tok, max_batch_size=16)
+    elif setup == "multi":
+        engines[None] = TransformersEngine(
+            model, tok, adapters={n: f"file://{root / n}" for n in names}, max_adapters=ADAPTERS, max_batch_size=16
+        )
+        for n in names:
+            await engines[None].load_adapter(n)
+    else:
+        from peft import PeftModel
+
+        for n in names:
+            merged = PeftModel.from_pretrained(copy.deepcopy(model), str(root / n)).merge_and_unload()
+            engines[n] = TransformersEngine(merged, tok, max_batch_size=16)
+        del model
+    held = sum(param_bytes(e.adapters.model) for e in engines.values())
+
+    def route(i: int) -> tuple[TransformersEngine, str | None]:
+        name = names[i % ADAPTERS]
+        if setup == "single":
+            return engines[None], None
+        if setup == "multi":
+            return engines[None], name
+        return engines[name], None
+
+    async def one(i: int) -> int:
+        engine, adapter = route(i)
+        req = GenerationRequest(ids, SamplingParams(max_tokens=MAX_TOKENS, temperature=0.0), adapter=adapter)
+        n = 0
+        async for c in engine.generate(req):
+            n = c.completion_tokens
+        return n
+
+    await asyncio.gather(*(one(i) for i in range(ADAPTERS)))  # warm-up: every engine/adapter once
+    queue = list(range(REQUESTS))
+    tokens = 0
+
+    async def client() -> None:
+        nonlocal tokens
+        while queue:
+            tokens += await one(queue.pop())
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(IN_FLIGHT)))
+    seconds = time.perf_counter() - t0
+    steps = sum(e.stats().steps for e in engines.values())
+    for e in engines.values():
+        await e.close()
+    return {
+        "setup": setup,
+        "rss_mb": round(rss_mb(), 1),
+        "rss_delta_mb": round(rss_mb() - rss0, 1),
+        "model_mb": round(held / 2**20, 1),
+        "seconds": round(seconds, 2),
+        "req_per_s": round(REQUESTS / seconds, 2),
+        "tok_per_s": round(tokens / seconds, 1),
+        "forward_passes": steps,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--worker", choices=["single", "multi", "separate"], help=argparse.SUPPRESS)
+    parser.add_argument("--root", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(asyncio.run(run_worker(args.worker, Path(args.root)))))
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        build(Path(tmp))
+        rows = {}
+        for setup in ("single", "multi", "separate"):
+            out = subprocess.run(
+                [sys.executable, __file__, "--worker", setup, "--root", tmp],
+                check=True, capture_output=True, text=True,
+            )
+            rows[setup] = json.loads(out.stdout.strip().splitlines()[-1])
+    print(f"\n{'setup':<10} {'RSS MB':>8} {'RSS delta':>10} {'model MB':>9} {'req/s':>7} {'tok/s':>7} {'fwd':>5}")
+    for r in rows.values():
+        print(f"{r['setup']:<10} {r['rss_mb']:>8.1f} {r['rss_delta_mb']:>10.1f} {r['model_mb']:>9.1f} "
+              f"{r['req_per_s']:>7.2f} {r['tok_per_s']:>7.1f} {r['forward_passes']:>5}")
+    ratios = {
+        "memory_multi_over_single_rss": round(rows["multi"]["rss_mb"] / rows["single"]["rss_mb"], 3),
+        "memory_multi_over_single_model": round(rows["multi"]["model_mb"] / rows["single"]["model_mb"], 3),
+        "memory_separate_over_multi_rss_delta": round(
+            rows["separate"]["rss_delta_mb"] / rows["multi"]["rss_delta_mb"], 2),
+        "throughput_multi_over_separate": round(rows["multi"]["req_per_s"] / rows["separate"]["req_per_s"], 2),
+    }
+    print("\n" + json.dumps(ratios, indent=1))
+    print("goals: memory multi/single <= 1.3; throughput multi/separate >= 0.8")
+    result = {
+        "benchmark": "multilora",
+        "settings": {"adapters": ADAPTERS, "requests": REQUESTS, "in_flight": IN_FLIGHT, "max_tokens": MAX_TOKENS,
+                     "model": "llama ~60M params (hidden 768, 8 layers), float32", "lora": "r=8 q/k/v/o",
+                     "torch_threads": 1},
+        "rows": rows,
+        "ratios": ratios,
+        "goals": {"memory_max": 1.3, "throughput_min": 0.8},
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()

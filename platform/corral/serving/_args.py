@@ -1,0 +1,47 @@
+"""``ServeAppArgs``: the plain-JSON ``args`` of Corral's Serve application (engine ``transformers``).
+
+This is what :func:`corral.serving.serve_config` writes into an application's ``args``
+and what :func:`corral.serving.build_app` reads back inside the Serve controller, so it
+must survive a round trip through YAML (a ``RayService``'s ``serveConfigV2``).
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["AdapterSource", "ServeAppArgs"]
+
+
+class AdapterSource(BaseModel):
+    """One LoRA adapter a deployment serves."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, description="Name clients pass as model to reach the adapter.")
+    uri: str = Field(min_length=1, description="Artifact URI of the adapter directory (file://, s3://, hf://).")
+
+
+class ServeAppArgs(BaseModel):
+    """Arguments of ``corral.serving:build_app``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    served_name: str = Field(min_length=1, description="Name clients pass as model to reach the base model.")
+    model_uri: str = Field(min_length=1, description="Artifact URI of the base model directory.")
+    adapters: list[AdapterSource] = Field(default_factory=list, description="Adapters served next to the base.")
+    max_adapters_per_replica: int = Field(default=8, ge=1, description="Adapters resident per replica (LRU).")
+    max_concurrent_sequences: int = Field(default=16, ge=1, description="Batch size of a replica.")
+    max_queued_requests: int = Field(
+        default=64, ge=1, description="Requests a replica queues beyond its batch before answering 429."
+    )
+    max_context_length: int | None = Field(
+        default=None, ge=16, description="Longest prompt + answer in tokens; unset uses the model's."
+    )
+    chat_template: str | None = Field(
+        default=None, description="Jinja chat template overriding the tokenizer's (the one the model was trained with)."
+    )
+    torch_threads: int = Field(default=1, ge=1, description="torch.set_num_threads in each replica.")
+
+    def served_names(self) -> list[str]:
+        """The base name followed by the adapter names."""
+        return [self.served_name, *(a.name for a in self.adapters)]

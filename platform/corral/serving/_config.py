@@ -1,0 +1,284 @@
+"""``serve_config``: ModelDeployments -> one Ray Serve config (the ``serveConfigV2`` schema).
+
+A pure function: the caller resolves each ``Model`` reference to a :class:`ResolvedModel`
+(its artifact URI and chat template); nothing here touches Ray, the store or the network.
+The same dict is deployed to a local Ray's Serve (``PUT /api/serve/applications/``) and
+embedded as ``RayService.spec.serveConfigV2`` on Kubernetes.
+
+Each ModelDeployment becomes one application named after it, served under
+``/<name>`` (so its OpenAI base URL is ``http://<serve>/<name>/v1``):
+
+* engine ``transformers`` (CPU): ``import_path: corral.serving:build_app`` with
+  :class:`~corral.serving.ServeAppArgs` as ``args``; two deployments, ``CorralIngress``
+  (the OpenAI HTTP API) and ``CorralLLMServer`` (the batching engine, multiplexed by adapter),
+  whose options carry the replicas, autoscaling and resources.
+* engine ``vllm`` (GPUs): ``import_path: ray.serve.llm:build_openai_app`` with one
+  ``LLMConfig`` in ``args.llm_configs``. Ray Serve LLM names LoRA models
+  ``<base>:<adapter>`` and loads them from one remote prefix
+  (``lora_config.dynamic_lora_loading_path``), so every adapter must be an ``s3://`` URI
+  ``<prefix>/<adapter name>``.
+* ``auto``: ``vllm`` when ``gpusPerReplica > 0``, else ``transformers``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from corral.api.v1alpha1.common import LocalObjectReference
+from corral.api.v1alpha1.modeldeployment import ModelDeployment, ModelDeploymentSpec
+from corral.artifacts import parse_uri
+from corral.serving._args import AdapterSource, ServeAppArgs
+
+__all__ = [
+    "CORRAL_IMPORT_PATH",
+    "INGRESS_DEPLOYMENT",
+    "LLM_DEPLOYMENT",
+    "VLLM_IMPORT_PATH",
+    "ResolvedModel",
+    "resolve_engine",
+    "serve_config",
+    "served_model_names",
+]
+
+CORRAL_IMPORT_PATH = "corral.serving:build_app"
+VLLM_IMPORT_PATH = "ray.serve.llm:build_openai_app"
+INGRESS_DEPLOYMENT = "CorralIngress"
+LLM_DEPLOYMENT = "CorralLLMServer"
+INGRESS_CPUS = 0.1
+Engine = Literal["vllm", "transformers"]
+
+
+class ResolvedModel(BaseModel):
+    """A Model reference resolved by the control plane."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    uri: str = Field(description="Artifact URI of the weights or adapter (file://, s3://, hf://).")
+    chat_template: str | None = Field(
+        default=None, description="Jinja chat template the model was trained with; unset uses the tokenizer's."
+    )
+
+
+Resolver = Callable[[LocalObjectReference], ResolvedModel]
+
+
+def resolve_engine(spec: ModelDeploymentSpec) -> Engine:
+    """The engine a spec runs on: ``auto`` is ``vllm`` with GPUs, else ``transformers``."""
+    if spec.engine == "auto":
+        return "vllm" if spec.resources.gpus_per_replica > 0 else "transformers"
+    return spec.engine
+
+
+def served_model_names(deployment: ModelDeployment) -> list[str]:
+    """The names clients pass as ``model``: the base first, then the adapters."""
+    spec = deployment.spec
+    base = spec.served_name or spec.model.name
+    if resolve_engine(spec) == "vllm":
+        return [base, *(f"{base}:{a.name}" for a in spec.adapters)]
+    return [base, *(a.name for a in spec.adapters)]
+
+
+def serve_config(
+    deployments: Sequence[ModelDeployment],
+    resolve: Resolver,
+    *,
+    http_options: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Build one Ray Serve config (``serveConfigV2``) serving ``deployments``.
+
+    Args:
+        deployments: The ModelDeployments to serve; names must be unique.
+        resolve: Resolves a Model reference (base or adapter) to its URI and chat template.
+        http_options: Serve ``http_options`` (e.g. ``{"host": "127.0.0.1", "port": 8000}``);
+            omitted when ``None`` (KubeRay sets its own).
+
+    Returns:
+        A JSON-able dict that validates as Ray's ``ServeDeploySchema``.
+
+    Raises:
+        ValueError: Two deployments share a name, or a deployment asks for something its
+            engine cannot do (GPUs on ``transformers``; non-``s3://`` adapters on ``vllm``).
+    """
+    names = [d.metadata.name for d in deployments]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ValueError(f"deployment names must be unique (repeated: {', '.join(dupes)})")
+    apps = []
+    for dep in deployments:
+        engine = resolve_engine(dep.spec)
+        app = _vllm_app(dep, resolve) if engine == "vllm" else _corral_app(dep, resolve)
+        apps.append(app)
+    config: dict[str, Any] = {"applications": apps}
+    if http_options is not None:
+        config["http_options"] = dict(http_options)
+    return config
+
+
+def _cpus(spec: ModelDeploymentSpec) -> float:
+    text = spec.resources.cpus_per_replica
+    return float(text[:-1]) / 1000 if text.endswith("m") else float(text)
+
+
+def _memory_bytes(spec: ModelDeploymentSpec) -> int | None:
+    if spec.resources.memory_per_replica is None:
+        return None
+    from corral.scheduler._accelerators import parse_quantity
+
+    return parse_quantity(spec.resources.memory_per_replica)
+
+
+def _scaling(spec: ModelDeploymentSpec) -> dict[str, Any]:
+    """``num_replicas`` or ``autoscaling_config`` from the spec."""
+    a = spec.autoscaling
+    if a is None:
+        return {"num_replicas": 1 if spec.replicas is None else spec.replicas}
+    return {
+        "autoscaling_config": {
+            "min_replicas": a.min_replicas,
+            "max_replicas": a.max_replicas,
+            "target_ongoing_requests": a.target_ongoing_requests,
+            "upscale_delay_s": float(a.upscale_delay_seconds),
+            "downscale_delay_s": float(a.downscale_delay_seconds),
+        }
+    }
+
+
+def _clean(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: (_clean(v) if isinstance(v, dict) else v) for k, v in d.items() if v is not None}
+
+
+def _corral_app(dep: ModelDeployment, resolve: Resolver) -> dict[str, Any]:
+    spec = dep.spec
+    if spec.resources.gpus_per_replica > 0:
+        raise ValueError(
+            f"deployment {dep.metadata.name}: engine transformers serves on CPUs only "
+            f"(gpusPerReplica={spec.resources.gpus_per_replica}); use engine vllm or auto for GPUs"
+        )
+    base = resolve(spec.model)
+    adapters = [AdapterSource(name=a.name, uri=resolve(a.model).uri) for a in spec.adapters]
+    cpus = _cpus(spec)
+    threads = max(1, math.floor(cpus))
+    args = ServeAppArgs(
+        served_name=spec.served_name or spec.model.name,
+        model_uri=base.uri,
+        adapters=adapters,
+        max_adapters_per_replica=spec.max_adapters_per_replica,
+        max_concurrent_sequences=spec.max_concurrent_sequences,
+        max_queued_requests=4 * spec.max_concurrent_sequences,
+        max_context_length=spec.max_context_length,
+        chat_template=base.chat_template,
+        torch_threads=threads,
+    )
+    _, max_replicas = spec.replica_range
+    actor_options = _clean(
+        {
+            "num_cpus": cpus,
+            "memory": _memory_bytes(spec),
+            "accelerator_type": spec.resources.accelerator_type,
+        }
+    )
+    return {
+        "name": dep.metadata.name,
+        "route_prefix": f"/{dep.metadata.name}",
+        "import_path": CORRAL_IMPORT_PATH,
+        "args": args.model_dump(mode="json"),
+        "runtime_env": {"env_vars": {"OMP_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false"}},
+        "deployments": [
+            {
+                "name": LLM_DEPLOYMENT,
+                **_clean(_scaling(spec)),
+                "max_ongoing_requests": spec.max_concurrent_sequences,
+                "max_queued_requests": 8 * spec.max_concurrent_sequences * max(max_replicas, 1),
+                "ray_actor_options": actor_options,
+            },
+            {
+                "name": INGRESS_DEPLOYMENT,
+                "num_replicas": 1,
+                "max_ongoing_requests": 16 * spec.max_concurrent_sequences * max(max_replicas, 1),
+                "ray_actor_options": {"num_cpus": INGRESS_CPUS},
+            },
+        ],
+    }
+
+
+def _model_source(uri: str) -> str | dict[str, str]:
+    parsed = parse_uri(uri)
+    if parsed.scheme == "file":
+        return parsed.path
+    if parsed.scheme == "hf":
+        if parsed.path or parsed.revision:
+            raise ValueError(f"{uri}: Ray Serve LLM takes a plain hf://org/name (no revision or sub-path)")
+        return parsed.location
+    return {"bucket_uri": str(parsed)}
+
+
+def _lora_prefix(dep: ModelDeployment, resolve: Resolver) -> str | None:
+    if not dep.spec.adapters:
+        return None
+    prefixes = set()
+    for a in dep.spec.adapters:
+        uri = resolve(a.model).uri
+        parsed = parse_uri(uri)
+        parent, _, leaf = str(parsed).rstrip("/").rpartition("/")
+        if parsed.scheme != "s3" or leaf != a.name:
+            raise ValueError(
+                f"deployment {dep.metadata.name}: engine vllm loads adapters from one s3:// prefix as "
+                f"<prefix>/<adapter name>; adapter {a.name!r} is at {uri}"
+            )
+        prefixes.add(parent)
+    if len(prefixes) != 1:
+        raise ValueError(
+            f"deployment {dep.metadata.name}: engine vllm needs every adapter under one s3:// prefix "
+            f"(found {', '.join(sorted(prefixes))})"
+        )
+    return prefixes.pop()
+
+
+def _vllm_app(dep: ModelDeployment, resolve: Resolver) -> dict[str, Any]:
+    spec = dep.spec
+    base = resolve(spec.model)
+    gpus = spec.resources.gpus_per_replica
+    if gpus < 1:
+        raise ValueError(
+            f"deployment {dep.metadata.name}: engine vllm needs gpusPerReplica >= 1; use engine transformers on CPUs"
+        )
+    engine_kwargs: dict[str, Any] = {
+        "tensor_parallel_size": gpus,
+        "max_num_seqs": spec.max_concurrent_sequences,
+        "max_model_len": spec.max_context_length,
+    }
+    if base.chat_template is not None:
+        engine_kwargs["chat_template"] = base.chat_template
+    prefix = _lora_prefix(dep, resolve)
+    llm_config: dict[str, Any] = {
+        "model_loading_config": {
+            "model_id": spec.served_name or spec.model.name,
+            "model_source": _model_source(base.uri),
+        },
+        "accelerator_type": spec.resources.accelerator_type,
+        "engine_kwargs": _clean(engine_kwargs),
+        "deployment_config": _clean(
+            {
+                **_scaling(spec),
+                "max_ongoing_requests": 4 * spec.max_concurrent_sequences,
+            }
+        ),
+    }
+    if prefix is not None:
+        engine_kwargs["enable_lora"] = True
+        engine_kwargs["max_loras"] = spec.max_adapters_per_replica
+        llm_config["lora_config"] = {
+            "dynamic_lora_loading_path": prefix,
+            "max_num_adapters_per_replica": spec.max_adapters_per_replica,
+        }
+        llm_config["engine_kwargs"] = _clean(engine_kwargs)
+    return {
+        "name": dep.metadata.name,
+        "route_prefix": f"/{dep.metadata.name}",
+        "import_path": VLLM_IMPORT_PATH,
+        "args": {"llm_configs": [_clean(llm_config)]},
+    }

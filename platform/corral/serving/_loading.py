@@ -1,0 +1,70 @@
+"""Fetch weights from the artifact store and load them for serving."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from corral.artifacts import open_store, parse_uri
+
+__all__ = ["fetch_dir", "load_base"]
+
+logger = logging.getLogger(__name__)
+
+
+def _cache_root() -> Path:
+    root = os.environ.get("CORRAL_SERVING_CACHE") or str(Path(tempfile.gettempdir()) / "corral-serving-cache")
+    return Path(root)
+
+
+def fetch_dir(uri: str, cache_root: Path | None = None) -> Path:
+    """Return a local directory holding the artifacts under ``uri``.
+
+    ``file://`` URIs (and absolute paths) are used in place; ``s3://`` and ``hf://`` are
+    downloaded once into ``cache_root`` (default ``$CORRAL_SERVING_CACHE`` or a temp dir),
+    keyed by the URI.
+
+    Raises:
+        ValueError: ``uri`` is not an artifact URI.
+        corral.artifacts.ArtifactNotFound: Nothing is stored under ``uri``.
+    """
+    parsed = parse_uri(uri)
+    if parsed.scheme == "file":
+        path = Path(parsed.path)
+        if not path.is_dir():
+            raise FileNotFoundError(f"{uri}: not a directory")
+        return path
+    root = cache_root or _cache_root()
+    local = root / hashlib.sha256(str(parsed).encode()).hexdigest()[:24]
+    done = local / ".corral-complete"
+    if not done.exists():
+        logger.info("downloading %s into %s", uri, local)
+        open_store(parsed).download_dir(parsed, local)
+        done.write_text(str(parsed))
+    return local
+
+
+def load_base(uri: str, chat_template: str | None = None) -> tuple[Any, Any]:
+    """Load a causal LM and its tokenizer from ``uri`` for CPU inference (float32, eval mode).
+
+    Args:
+        uri: Where the model is (``file://``, ``s3://``, ``hf://``).
+        chat_template: A Jinja chat template that overrides the tokenizer's own.
+
+    Returns:
+        ``(model, tokenizer)``.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = fetch_dir(uri)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if chat_template:
+        tokenizer.chat_template = chat_template
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    model.eval()  # type: ignore[no-untyped-call]
+    return model, tokenizer

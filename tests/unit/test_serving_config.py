@@ -1,0 +1,203 @@
+"""serve_config: ModelDeployments -> a Ray Serve config that Ray's own schema accepts."""
+
+from __future__ import annotations
+
+import ast
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from ray.serve.schema import ServeDeploySchema
+
+from corral.api.v1alpha1.common import LocalObjectReference
+from corral.api.v1alpha1.modeldeployment import ModelDeployment
+from corral.serving import ResolvedModel, ServeAppArgs, resolve_engine, serve_config, served_model_names
+
+URIS = {
+    "tiny": "file:///models/tiny",
+    "llama-8b": "hf://meta-llama/Llama-3.1-8B-Instruct",
+    "support-a": "s3://corral/adapters/support-a",
+    "support-b": "s3://corral/adapters/support-b",
+    "local-a": "file:///adapters/local-a",
+}
+
+
+def resolve(ref: LocalObjectReference) -> ResolvedModel:
+    return ResolvedModel(uri=URIS[ref.name], chat_template="{{ messages }}" if ref.name == "tiny" else None)
+
+
+def deployment(name: str = "bot", **spec: Any) -> ModelDeployment:
+    spec.setdefault("model", {"name": "tiny"})
+    return ModelDeployment.model_validate({"metadata": {"name": name}, "spec": spec})
+
+
+def ray_validate(config: dict[str, Any]) -> ServeDeploySchema:
+    # Through YAML and back: the dict must survive being a RayService's serveConfigV2.
+    return ServeDeploySchema.model_validate(yaml.safe_load(yaml.safe_dump(config)))
+
+
+def by_name(app: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(d for d in app["deployments"] if d["name"] == name)
+
+
+def test_transformers_app_validates_with_rays_schema() -> None:
+    dep = deployment(
+        servedName="support-bot",
+        adapters=[{"name": "a", "model": {"name": "local-a"}}],
+        resources={"cpusPerReplica": "500m", "memoryPerReplica": "2Gi"},
+        maxAdaptersPerReplica=3,
+        maxConcurrentSequences=8,
+        maxContextLength=512,
+    )
+    config = serve_config([dep], resolve, http_options={"host": "127.0.0.1", "port": 8123})
+    schema = ray_validate(config)
+    app = schema.applications[0]
+    assert app.name == "bot" and app.route_prefix == "/bot"
+    assert app.import_path == "corral.serving:build_app"
+    args = ServeAppArgs.model_validate(app.args)
+    assert args.served_name == "support-bot" and args.model_uri == URIS["tiny"]
+    assert [(a.name, a.uri) for a in args.adapters] == [("a", URIS["local-a"])]
+    assert (args.max_adapters_per_replica, args.max_concurrent_sequences, args.max_context_length) == (3, 8, 512)
+    assert args.chat_template == "{{ messages }}"
+    server = by_name(config["applications"][0], "CorralLLMServer")
+    assert server["ray_actor_options"] == {"num_cpus": 0.5, "memory": 2 * 2**30}
+    assert server["num_replicas"] == 1 and server["max_ongoing_requests"] == 8
+    assert config["applications"][0]["runtime_env"]["env_vars"]["OMP_NUM_THREADS"] == "1"
+    assert schema.http_options.port == 8123
+    json.dumps(config)  # plain JSON
+
+
+def test_autoscaling_maps_onto_serve_autoscaling_config() -> None:
+    dep = deployment(
+        autoscaling={
+            "minReplicas": 0,
+            "maxReplicas": 4,
+            "targetOngoingRequests": 6,
+            "upscaleDelaySeconds": 5,
+            "downscaleDelaySeconds": 120,
+        }
+    )
+    config = serve_config([dep], resolve)
+    ray_validate(config)
+    server = by_name(config["applications"][0], "CorralLLMServer")
+    assert "num_replicas" not in server
+    assert server["autoscaling_config"] == {
+        "min_replicas": 0,
+        "max_replicas": 4,
+        "target_ongoing_requests": 6,
+        "upscale_delay_s": 5.0,
+        "downscale_delay_s": 120.0,
+    }
+
+
+def test_fixed_replicas() -> None:
+    server = by_name(serve_config([deployment(replicas=3)], resolve)["applications"][0], "CorralLLMServer")
+    assert server["num_replicas"] == 3
+
+
+def test_auto_engine_picks_vllm_with_gpus() -> None:
+    assert resolve_engine(deployment().spec) == "transformers"
+    assert resolve_engine(deployment(resources={"gpusPerReplica": 1}).spec) == "vllm"
+    assert resolve_engine(deployment(engine="transformers").spec) == "transformers"
+
+
+def test_transformers_engine_refuses_gpus() -> None:
+    with pytest.raises(ValueError, match="CPUs only"):
+        serve_config([deployment(engine="transformers", resources={"gpusPerReplica": 1})], resolve)
+
+
+def test_duplicate_names_rejected() -> None:
+    with pytest.raises(ValueError, match="unique"):
+        serve_config([deployment("a"), deployment("a")], resolve)
+
+
+def _vllm_deployment(**extra: Any) -> ModelDeployment:
+    return deployment(
+        model={"name": "llama-8b"},
+        servedName="llama",
+        resources={"gpusPerReplica": 2, "acceleratorType": "A100"},
+        adapters=[
+            {"name": "support-a", "model": {"name": "support-a"}},
+            {"name": "support-b", "model": {"name": "support-b"}},
+        ],
+        autoscaling={"minReplicas": 1, "maxReplicas": 3, "targetOngoingRequests": 8},
+        maxAdaptersPerReplica=4,
+        maxConcurrentSequences=32,
+        maxContextLength=4096,
+        **extra,
+    )
+
+
+def _fields_of(path: Path, cls: str) -> set[str]:
+    """Annotated field names of a pydantic class in Ray's installed source (no vLLM import needed)."""
+    tree = ast.parse(path.read_text())
+    node = next(n for n in ast.walk(tree) if isinstance(n, ast.ClassDef) and n.name == cls)
+    return {
+        s.target.id
+        for s in node.body
+        if isinstance(s, ast.AnnAssign) and isinstance(s.target, ast.Name) and not s.target.id.startswith("_")
+    }
+
+
+def test_vllm_app_has_the_shape_of_ray_serve_llm_config() -> None:
+    import ray
+
+    config = serve_config([_vllm_deployment()], resolve)
+    schema = ray_validate(config)
+    app = config["applications"][0]
+    assert schema.applications[0].import_path == "ray.serve.llm:build_openai_app"
+    (llm,) = app["args"]["llm_configs"]
+    src = Path(ray.__file__).parent / "llm/_internal/serve/core/configs/llm_config.py"
+    assert set(llm) <= _fields_of(src, "LLMConfig")
+    assert set(llm["model_loading_config"]) <= _fields_of(src, "ModelLoadingConfig")
+    assert set(llm["lora_config"]) <= _fields_of(src, "LoraConfig")
+    assert llm["model_loading_config"] == {"model_id": "llama", "model_source": "meta-llama/Llama-3.1-8B-Instruct"}
+    assert llm["accelerator_type"] == "A100"
+    assert llm["lora_config"] == {
+        "dynamic_lora_loading_path": "s3://corral/adapters",
+        "max_num_adapters_per_replica": 4,
+    }
+    assert llm["engine_kwargs"] == {
+        "tensor_parallel_size": 2,
+        "max_num_seqs": 32,
+        "max_model_len": 4096,
+        "enable_lora": True,
+        "max_loras": 4,
+    }
+    assert llm["deployment_config"]["autoscaling_config"] == {
+        "min_replicas": 1,
+        "max_replicas": 3,
+        "target_ongoing_requests": 8,
+        "upscale_delay_s": 30.0,
+        "downscale_delay_s": 600.0,
+    }
+    # deployment_config keys are Serve deployment options.
+    assert set(llm["deployment_config"]) <= {"autoscaling_config", "num_replicas", "max_ongoing_requests"}
+    assert served_model_names(_vllm_deployment()) == ["llama", "llama:support-a", "llama:support-b"]
+
+
+def test_vllm_lora_needs_one_s3_prefix() -> None:
+    dep = deployment(
+        model={"name": "llama-8b"},
+        resources={"gpusPerReplica": 1},
+        adapters=[{"name": "local-a", "model": {"name": "local-a"}}],
+    )
+    with pytest.raises(ValueError, match="s3://"):
+        serve_config([dep], resolve)
+
+
+def test_vllm_local_model_source_is_a_path() -> None:
+    config = serve_config([deployment(resources={"gpusPerReplica": 1})], resolve)
+    (llm,) = config["applications"][0]["args"]["llm_configs"]
+    assert llm["model_loading_config"]["model_source"] == "/models/tiny"
+    assert "lora_config" not in llm
+    assert llm["engine_kwargs"]["chat_template"] == "{{ messages }}"
+
+
+def test_two_deployments_are_two_applications() -> None:
+    config = serve_config([deployment("a"), deployment("c")], resolve)
+    schema = ray_validate(config)
+    assert [a.name for a in schema.applications] == ["a", "c"]
+    assert [a.route_prefix for a in schema.applications] == ["/a", "/c"]
