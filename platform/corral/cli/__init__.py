@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from . import _api, _catalog, _dataset, _resources, _up
+from . import _api, _catalog, _chat, _dataset, _demo, _logs, _resources, _up
 
 __all__ = ["app", "main"]
 
@@ -24,6 +24,9 @@ _catalog.register(app)
 _dataset.register(app)
 _resources.register(app)
 _up.register(app)
+_logs.register(app)
+_chat.register(app)
+_demo.register(app)
 
 
 def main() -> None:
