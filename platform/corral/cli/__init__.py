@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from . import _api, _catalog, _chat, _dataset, _demo, _logs, _resources, _up
+from . import _api, _catalog, _chat, _dataset, _demo, _estimate, _logs, _resources, _up
 
 __all__ = ["app", "main"]
 
@@ -20,6 +20,7 @@ app = typer.Typer(
     add_completion=False,
 )
 _api.register(app)
+_estimate.register(app)
 _catalog.register(app)
 _dataset.register(app)
 _resources.register(app)
