@@ -6,7 +6,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 
-pytest_plugins = ["tests.fixtures.s3", "tests.fixtures.ray_cluster"]
+pytest_plugins = ["tests.fixtures.s3", "tests.fixtures.ray_cluster", "tests.fixtures.ray_train"]
 
 
 @pytest.fixture(scope="session")

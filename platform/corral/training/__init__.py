@@ -1,0 +1,79 @@
+"""Fine-tuning on Ray Train: the ``python -m corral.training --job JOB.json`` entrypoint and its parts.
+
+* :class:`TrainingJob` - the resolved job file the control plane writes.
+* :func:`run_loop`, :func:`build_model` - the plain-PyTorch loop (LoRA, QLoRA, full) with a
+  deterministic, checkpointed data position.
+* :func:`build_trainer` - the loop in a ``TorchTrainer`` (scaling, storage, failures, checkpoints).
+* :func:`deepspeed_config` - DeepSpeed ZeRO-2/3 config from a spec.
+* :class:`EventWriter`, :func:`read_events`, :func:`summarize` - the events file the control
+  plane reads into ``status.progress``/``metrics``/``checkpoints``/``cost``.
+* :class:`TrainingMetrics` - the ``corral_training_*`` Prometheus gauges.
+* :func:`save_output`, :func:`model_card` - the output Model folder and its card.
+
+Importing this package imports torch; transformers, peft and ray are imported where they are used.
+"""
+
+from __future__ import annotations
+
+from corral.training._deepspeed import deepspeed_config
+from corral.training._events import (
+    CheckpointEvent,
+    CompletedEvent,
+    EventWriter,
+    FailedEvent,
+    JobSummary,
+    ProgressEvent,
+    StartedEvent,
+    read_events,
+    summarize,
+)
+from corral.training._job import BaseModelSource, DatasetSource, TrainingJob, load_job
+from corral.training._loop import (
+    CheckpointData,
+    DataPosition,
+    LoopCallbacks,
+    LoopConfig,
+    LoopResult,
+    batch_plan,
+    build_model,
+    read_checkpoint,
+    run_loop,
+)
+from corral.training._metrics import EventFollower, TrainingMetrics
+from corral.training._output import model_card, save_output
+from corral.training._preflight import preflight, qlora_refusal
+from corral.training._ray import build_trainer, run_name_for
+
+__all__ = [
+    "BaseModelSource",
+    "CheckpointData",
+    "CheckpointEvent",
+    "CompletedEvent",
+    "DataPosition",
+    "DatasetSource",
+    "EventFollower",
+    "EventWriter",
+    "FailedEvent",
+    "JobSummary",
+    "LoopCallbacks",
+    "LoopConfig",
+    "LoopResult",
+    "ProgressEvent",
+    "StartedEvent",
+    "TrainingJob",
+    "TrainingMetrics",
+    "batch_plan",
+    "build_model",
+    "build_trainer",
+    "deepspeed_config",
+    "load_job",
+    "model_card",
+    "preflight",
+    "qlora_refusal",
+    "read_checkpoint",
+    "read_events",
+    "run_loop",
+    "run_name_for",
+    "save_output",
+    "summarize",
+]

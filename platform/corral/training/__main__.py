@@ -1,0 +1,138 @@
+"""``python -m corral.training --job JOB.json``: the Ray job entrypoint (DESIGN.md contract 1).
+
+Order of work, so that a bad job fails before any worker starts:
+
+1. read and validate the job file (exit 2 when invalid);
+2. validate every dataset with ``corral.data.load_dataset`` (exit 2 with the errors and
+   their lines, and a ``failed`` event with reason ``DatasetInvalid``);
+3. refuse what the cluster cannot run: qlora without CUDA/bitsandbytes, DeepSpeed or FSDP
+   without GPUs, too few GPUs (exit 2, reason ``Unsupported``). The GPUs are asked of the Ray
+   at ``RAY_ADDRESS``/``--ray-address``, or counted on this machine when a local Ray is to
+   be started (then nothing is started for a refused job);
+4. ``TorchTrainer.fit()``; exit 0 with a ``completed`` event, or 1 with ``failed``.
+
+Running it again with the same job resumes from the newest checkpoint (``resume: auto``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from pydantic import ValidationError
+
+__all__ = ["main"]
+
+logger = logging.getLogger("corral.training")
+
+EXIT_OK, EXIT_FAILED, EXIT_REFUSED = 0, 1, 2
+
+
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python -m corral.training", description="Run a Corral fine-tune on Ray Train.")
+    ap.add_argument("--job", required=True, help="resolved job file (JSON)")
+    ap.add_argument("--ray-address", default=None, help="Ray address (default: RAY_ADDRESS, else a local Ray)")
+    ap.add_argument("--metrics-port", type=int, default=None, help="serve corral_training_* gauges on this port")
+    ap.add_argument("--log-level", default="INFO")
+    return ap.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the job; return the process exit code."""
+    args = _parse(argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+    from corral.data import DatasetInvalid
+    from corral.training._events import CompletedEvent, EventWriter, FailedEvent
+    from corral.training._job import load_job
+
+    try:
+        job = load_job(args.job)
+    except (OSError, ValidationError) as exc:
+        print(f"corral.training: invalid job file {args.job}: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    events = EventWriter(job.events_uri)
+
+    def refuse(reason: str, message: str) -> int:
+        print(f"corral.training: job {job.namespace}/{job.name} refused ({reason}): {message}", file=sys.stderr)
+        events.write(FailedEvent(reason=reason, message=message))
+        return EXIT_REFUSED
+
+    from corral.training._data import load_conversations
+
+    try:
+        for d in [*job.datasets, *([job.validation_dataset] if job.validation_dataset else [])]:
+            load_conversations([(d.uri, d.format)])
+    except DatasetInvalid as exc:
+        lines = [str(exc)]
+        if exc.report is not None:
+            lines += [f"  {e}" for e in exc.report.errors[:50]]
+        return refuse("DatasetInvalid", "\n".join(lines))
+
+    import ray
+    import torch
+
+    from corral.training._preflight import preflight
+    from corral.training._ray import RAY_TRAIN_ENV, build_trainer
+
+    for key, value in RAY_TRAIN_ENV.items():
+        os.environ.setdefault(key, value)
+    address = args.ray_address or os.environ.get("RAY_ADDRESS")
+    if address is None and not ray.is_initialized():
+        # A local Ray will be started: it has exactly the GPUs this machine has.
+        cluster_gpus = float(torch.cuda.device_count())
+    else:
+        if not ray.is_initialized():
+            ray.init(address=address, include_dashboard=False)
+        cluster_gpus = float(ray.cluster_resources().get("GPU", 0))  # type: ignore[no-untyped-call]
+    reasons = preflight(
+        job.spec,
+        cluster_gpus=cluster_gpus,
+        cuda_available=cluster_gpus > 0,
+    )
+    if reasons:
+        return refuse("Unsupported", "; ".join(reasons))
+    if not ray.is_initialized():
+        ray.init(include_dashboard=False)
+
+    follower = None
+    if args.metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        from corral.training._metrics import EventFollower, TrainingMetrics
+
+        metrics = TrainingMetrics(job.namespace, job.name)
+        start_http_server(args.metrics_port, registry=metrics.registry)
+        follower = EventFollower(job.events_uri, metrics)
+        follower.start()
+    try:
+        result = build_trainer(job).fit()
+    except Exception as exc:  # Ray raises TrainingFailedError (and others) from fit()
+        logger.exception("training failed")
+        events.write(FailedEvent(reason="TrainingFailed", message=f"{type(exc).__name__}: {exc}"))
+        return EXIT_FAILED
+    finally:
+        if follower is not None:
+            follower.stop()
+    metrics_out = {k: v for k, v in (result.metrics or {}).items() if isinstance(v, int | float) or v is None}
+    step = int(metrics_out.get("step") or 0)
+    if step < int(metrics_out.get("total_steps") or 0):
+        events.write(FailedEvent(reason="TrainingFailed", message=f"training stopped at step {step}"))
+        return EXIT_FAILED
+    events.write(
+        CompletedEvent(
+            step=step,
+            output_uri=job.output_uri,
+            metrics={k: (float(v) if v is not None else None) for k, v in metrics_out.items()},
+        )
+    )
+    logger.info("job %s/%s completed: %s", job.namespace, job.name, job.output_uri)
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

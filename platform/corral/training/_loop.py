@@ -1,0 +1,615 @@
+"""The training loop: plain PyTorch, no Ray (unit-testable on its own).
+
+What it does, for LoRA, QLoRA and full fine-tuning alike:
+
+* AdamW on the trainable parameters, a warm-up + ``cosine`` (or ``linear``/``constant``)
+  schedule, gradient clipping, optional gradient checkpointing, bf16 autocast where
+  asked (``auto`` picks bf16 on CUDA devices that have it, fp32 elsewhere).
+* A deterministic sampler with an explicit data position: epoch ``e`` visits the units
+  (examples, or packed sequences) in ``randperm(n, seed + e)`` order; optimizer step ``s``
+  of the epoch takes units ``[s * G, (s + 1) * G)`` of that order, where the global batch
+  ``G = micro x workers x accumulation``. Worker ``r`` takes micro-batch ``k`` of the step
+  as units ``[(k * W + r) * micro, ...)``. A checkpoint records ``(epoch, index)``, so a
+  resumed run continues with exactly the next unit: nothing repeated, nothing skipped.
+  The tail of an epoch shorter than ``G`` is not trained on (``drop_last``).
+* Gradient accumulation that equals one big batch: every micro-batch's summed token loss
+  is divided by the number of loss tokens of the whole global step (known to every
+  worker, since every worker sees the same plan), times the world size to undo DDP's
+  gradient averaging.
+* Dropout is reseeded per (step, rank), so a resumed run draws the same masks.
+* Evaluation on the validation units every ``eval_every_steps`` (or at each epoch end).
+
+The caller supplies a :class:`LoopCallbacks` (collectives, progress, checkpoint
+persistence); the Ray layer implements it with ``ray.train``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F  # noqa: N812 - the usual name
+from pydantic import BaseModel, ConfigDict, Field
+
+from corral.api.v1alpha1.finetunejob import Hyperparameters, LoRASpec
+from corral.data import IGNORE_INDEX
+from corral.training._data import Unit, collate_units
+from corral.training._events import ProgressEvent
+
+__all__ = [
+    "CheckpointData",
+    "DataPosition",
+    "LoopCallbacks",
+    "LoopConfig",
+    "LoopResult",
+    "autocast_dtype",
+    "batch_plan",
+    "build_model",
+    "epoch_order",
+    "read_checkpoint",
+    "rank_microbatches",
+    "run_loop",
+    "steps_per_epoch",
+]
+
+logger = logging.getLogger(__name__)
+
+Method = Literal["lora", "qlora", "full"]
+_STATE_FILE = "trainer_state.json"
+_MODEL_FILE = "model.pt"
+_OPTIM_FILE = "optimizer.pt"
+_SCHED_FILE = "scheduler.pt"
+
+
+class LoopConfig(BaseModel):
+    """What the loop needs from the job (a projection of ``FineTuneJobSpec``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: Method = Field(default="lora", description="lora, qlora or full.")
+    lora: LoRASpec | None = Field(default=None, description="LoRA shape (lora/qlora).")
+    hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters, description="Optimisation settings.")
+    checkpoint_every_steps: int = Field(default=100, ge=1, description="Checkpoint every N optimizer steps.")
+    gpus_total: int = Field(default=0, ge=0, description="GPUs of the whole run (for GPU-seconds).")
+    price_per_gpu_hour: Decimal = Field(default=Decimal(0), ge=0, description="USD per GPU-hour.")
+    progress_every_steps: int = Field(default=1, ge=1, description="Emit a progress event every N steps.")
+
+
+@dataclass(frozen=True)
+class DataPosition:
+    """Where the sampler is: ``index`` units of epoch ``epoch`` (0-based) were consumed."""
+
+    epoch: int = 0
+    index: int = 0
+
+
+@dataclass
+class CheckpointData:
+    """A checkpoint read back into memory (see :func:`read_checkpoint`)."""
+
+    model: dict[str, torch.Tensor]
+    optimizer: dict[str, Any]
+    scheduler: dict[str, Any]
+    state: dict[str, Any]
+
+    @property
+    def step(self) -> int:
+        """Optimizer step of the checkpoint."""
+        return int(self.state["global_step"])
+
+    @property
+    def position(self) -> DataPosition:
+        """Data position of the checkpoint."""
+        return DataPosition(int(self.state["epoch"]), int(self.state["index"]))
+
+
+@dataclass
+class LoopResult:
+    """What a (possibly partial) run of the loop did."""
+
+    global_step: int
+    total_steps: int
+    position: DataPosition
+    losses: list[float] = field(default_factory=list)
+    eval_losses: list[tuple[int, float]] = field(default_factory=list)
+    tokens: int = 0
+    seconds: float = 0.0
+    gpu_seconds: float = 0.0
+    consumed: list[int] = field(default_factory=list)
+    final_metrics: dict[str, float | None] = field(default_factory=dict)
+
+
+class LoopCallbacks:
+    """Hooks the loop calls; the defaults run a single process with no persistence."""
+
+    rank: int = 0
+    world_size: int = 1
+
+    def all_reduce_sum(self, value: torch.Tensor) -> torch.Tensor:
+        """Sum ``value`` over workers (default: one worker)."""
+        return value
+
+    def wrap_model(self, model: torch.nn.Module) -> torch.nn.Module:
+        """Wrap the model for data parallelism (default: unchanged)."""
+        return model
+
+    def on_progress(self, event: ProgressEvent) -> None:
+        """Called on every worker after every ``progress_every_steps`` step."""
+
+    def on_checkpoint(self, step: int, write: Callable[[Path], None], metrics: dict[str, Any]) -> None:
+        """Persist a checkpoint: call ``write(directory)`` on every worker, then keep the directory.
+
+        Args:
+            step: Optimizer step.
+            write: Writes the checkpoint files into a directory (rank 0 writes; the
+                others take part in any collective gathering).
+            metrics: Metrics to report with it.
+        """
+
+
+def batch_plan(global_batch_size: int, micro_batch_size: int, world_size: int) -> int:
+    """Return the gradient accumulation steps for a global batch.
+
+    Raises:
+        ValueError: The global batch is not micro x workers x accumulation; the message
+            names the numbers.
+    """
+    per_pass = micro_batch_size * world_size
+    if global_batch_size % per_pass:
+        raise ValueError(
+            f"globalBatchSize must be a multiple of microBatchSize x workers (globalBatchSize={global_batch_size}, "
+            f"microBatchSize={micro_batch_size}, workers={world_size}, microBatchSize x workers={per_pass})"
+        )
+    return global_batch_size // per_pass
+
+
+def steps_per_epoch(units: int, global_batch_size: int) -> int:
+    """Optimizer steps per epoch (``drop_last``).
+
+    Raises:
+        ValueError: Fewer units than one global batch.
+    """
+    if units < global_batch_size:
+        raise ValueError(
+            f"globalBatchSize={global_batch_size} is larger than the {units} training sequences; "
+            "lower globalBatchSize or add data"
+        )
+    return units // global_batch_size
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
+    """The order in which epoch ``epoch`` visits ``n`` units (seeded, the same on every worker)."""
+    gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return [int(i) for i in torch.randperm(n, generator=gen)]
+
+
+def rank_microbatches(step_units: Sequence[int], rank: int, world_size: int, micro: int) -> list[list[int]]:
+    """Split one global step's units into this rank's micro-batches.
+
+    Args:
+        step_units: The ``G`` units of the step, in sampler order.
+        rank: This worker.
+        world_size: Workers.
+        micro: Micro-batch size.
+
+    Returns:
+        ``accumulation`` lists of ``micro`` unit indices.
+    """
+    accum = len(step_units) // (micro * world_size)
+    out = []
+    for k in range(accum):
+        start = (k * world_size + rank) * micro
+        out.append(list(step_units[start : start + micro]))
+    return out
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``precision`` on ``device`` (``None``: fp32, no autocast).
+
+    Raises:
+        ValueError: fp16 without CUDA (it needs a gradient scaler on a GPU).
+    """
+    if precision == "fp32":
+        return None
+    if precision == "auto":
+        if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    if device.type != "cuda":
+        raise ValueError(f"precision fp16 needs a CUDA device (device={device.type}); use bf16 or fp32")
+    return torch.float16
+
+
+def _target_modules(lora: LoRASpec) -> str | list[str]:
+    names = list(lora.target_modules)
+    if "all-linear" in names:
+        if len(names) > 1:
+            raise ValueError(f"targetModules: all-linear cannot be combined with other names (got {names})")
+        return "all-linear"
+    return names
+
+
+def _enable_checkpointing(model: Any) -> None:
+    """Activation (gradient) checkpointing, non-reentrant (works with frozen inputs under LoRA)."""
+    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+
+
+def build_model(
+    model_path: str | Path,
+    method: Method,
+    lora: LoRASpec | None,
+    *,
+    seed: int = 42,
+    gradient_checkpointing: bool = False,
+    device: torch.device | None = None,
+) -> torch.nn.Module:
+    """Load the base model and make it trainable by ``method``.
+
+    Args:
+        model_path: Directory with config, weights (and tokenizer).
+        method: ``lora`` (PEFT adapter on a frozen base), ``qlora`` (the same on a 4-bit
+            base: CUDA and bitsandbytes) or ``full`` (every weight trains).
+        lora: LoRA shape (``None`` for full).
+        seed: Seeds the adapter initialisation.
+        gradient_checkpointing: Recompute activations in the backward pass.
+        device: Where to put the model (default CPU).
+
+    Returns:
+        The model (a ``PeftModel`` for lora/qlora) in training mode.
+
+    Raises:
+        ValueError: qlora without CUDA or bitsandbytes; LoRA shape missing.
+    """
+    from transformers import AutoModelForCausalLM
+
+    device = device or torch.device("cpu")
+    kwargs: dict[str, Any] = {"dtype": torch.float32}
+    if method == "qlora":
+        from corral.training._preflight import qlora_refusal
+
+        reason = qlora_refusal(cuda_available=device.type == "cuda")
+        if reason:
+            raise ValueError(reason)
+        from transformers import BitsAndBytesConfig
+
+        kwargs = {
+            "quantization_config": BitsAndBytesConfig(  # type: ignore[no-untyped-call]
+                load_in_4bit=True,
+                bnb_4bit_quant_type="nf4",
+                bnb_4bit_use_double_quant=True,
+                bnb_4bit_compute_dtype=torch.bfloat16,
+            ),
+            "device_map": {"": device},
+            "dtype": torch.bfloat16,
+        }
+    model: Any = AutoModelForCausalLM.from_pretrained(str(model_path), **kwargs)
+    model.config.use_cache = False
+    if method != "qlora":
+        model.to(device)
+    if method == "full":
+        if gradient_checkpointing:
+            _enable_checkpointing(model)
+        model.train()
+        return model  # type: ignore[no-any-return]
+    if lora is None:
+        raise ValueError(f"method {method} needs a LoRA shape")
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    if method == "qlora":
+        model = prepare_model_for_kbit_training(  # type: ignore[no-untyped-call]
+            model, use_gradient_checkpointing=gradient_checkpointing
+        )
+    elif gradient_checkpointing:
+        _enable_checkpointing(model)
+        model.enable_input_require_grads()
+    config = LoraConfig(
+        r=lora.rank,
+        lora_alpha=lora.effective_alpha,
+        lora_dropout=lora.dropout,
+        target_modules=_target_modules(lora),
+        task_type="CAUSAL_LM",
+    )
+    torch.manual_seed(seed)
+    peft_model: torch.nn.Module = get_peft_model(model, config)
+    peft_model.train()
+    return peft_model
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    inner = getattr(model, "module", None)
+    return inner if isinstance(inner, torch.nn.Module) else model
+
+
+def trainable_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The trainable parameters of ``model`` (all of them for full fine-tuning), on CPU."""
+    return {n: p.detach().cpu().clone() for n, p in _unwrap(model).named_parameters() if p.requires_grad}
+
+
+def read_checkpoint(directory: str | Path) -> CheckpointData:
+    """Read a checkpoint written by the loop.
+
+    Raises:
+        FileNotFoundError: Not a checkpoint directory.
+    """
+    d = Path(directory)
+    if not (d / _STATE_FILE).is_file():
+        raise FileNotFoundError(f"{d} is not a Corral training checkpoint (no {_STATE_FILE})")
+    return CheckpointData(
+        model=torch.load(d / _MODEL_FILE, map_location="cpu", weights_only=True),
+        optimizer=torch.load(d / _OPTIM_FILE, map_location="cpu", weights_only=True),
+        scheduler=torch.load(d / _SCHED_FILE, map_location="cpu", weights_only=True),
+        state=json.loads((d / _STATE_FILE).read_text(encoding="utf-8")),
+    )
+
+
+def _make_scheduler(optimizer: torch.optim.Optimizer, hp: Hyperparameters, total_steps: int) -> Any:
+    from transformers import get_scheduler
+
+    warmup = math.ceil(hp.warmup_ratio * total_steps)
+    return get_scheduler(hp.lr_scheduler, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)
+
+
+def _loss_sum(model: torch.nn.Module, batch: dict[str, torch.Tensor], dtype: torch.dtype | None) -> torch.Tensor:
+    labels = batch["labels"]
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    device_type = labels.device.type
+    ctx = torch.autocast(device_type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+    with ctx:
+        logits = model(**inputs, use_cache=False).logits
+    shift_logits = logits[:, :-1, :].float()
+    shift_labels = labels[:, 1:]
+    return F.cross_entropy(
+        shift_logits.reshape(-1, shift_logits.shape[-1]),
+        shift_labels.reshape(-1),
+        ignore_index=IGNORE_INDEX,
+        reduction="sum",
+    )
+
+
+def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+class _Plan:
+    """The deterministic schedule of units over steps (the same on every worker)."""
+
+    def __init__(self, n_units: int, hp: Hyperparameters, world_size: int) -> None:
+        self.accum = batch_plan(hp.global_batch_size, hp.micro_batch_size, world_size)
+        self.per_epoch = steps_per_epoch(n_units, hp.global_batch_size)
+        self.total_steps = self.per_epoch * hp.epochs
+        self.n_units = n_units
+        self.hp = hp
+        self._orders: dict[int, list[int]] = {}
+
+    def order(self, epoch: int) -> list[int]:
+        if epoch not in self._orders:
+            self._orders = {epoch: epoch_order(self.n_units, self.hp.seed, epoch)}
+        return self._orders[epoch]
+
+    def steps_from(self, position: DataPosition) -> Iterator[tuple[DataPosition, list[int]]]:
+        g = self.hp.global_batch_size
+        epoch, index = position.epoch, position.index
+        if index >= self.per_epoch * g:
+            epoch, index = epoch + 1, 0
+        while epoch < self.hp.epochs:
+            order = self.order(epoch)
+            while index < self.per_epoch * g:
+                yield DataPosition(epoch, index), order[index : index + g]
+                index += g
+            epoch, index = epoch + 1, 0
+
+
+def _evaluate(
+    model: torch.nn.Module,
+    units: Sequence[Unit],
+    *,
+    micro: int,
+    callbacks: LoopCallbacks,
+    pad_id: int,
+    device: torch.device,
+    dtype: torch.dtype | None,
+) -> float:
+    """Mean token loss over the validation units, all workers (equal forward counts per rank)."""
+    world, rank = callbacks.world_size, callbacks.rank
+    per_rank = -(-len(units) // world)
+    mine = list(range(rank, len(units), world))
+    batches = -(-per_rank // micro)
+    total = torch.zeros(2, dtype=torch.float64, device=device)
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        for b in range(batches):
+            idx = mine[b * micro : (b + 1) * micro]
+            real = bool(idx)
+            batch = collate_units([units[i] for i in (idx or [0])], pad_id)
+            loss = _loss_sum(model, _to(batch, device), dtype)
+            if real:
+                total[0] += float(loss)
+                total[1] += int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
+    if was_training:
+        model.train()
+    total = callbacks.all_reduce_sum(total)
+    return float(total[0] / total[1]) if total[1] > 0 else float("nan")
+
+
+def run_loop(
+    model: torch.nn.Module,
+    train_units: Sequence[Unit],
+    eval_units: Sequence[Unit],
+    config: LoopConfig,
+    *,
+    pad_id: int,
+    callbacks: LoopCallbacks | None = None,
+    resume: CheckpointData | None = None,
+    stop_after_step: int | None = None,
+    device: torch.device | None = None,
+) -> LoopResult:
+    """Train ``model`` on ``train_units`` as ``config`` says.
+
+    Args:
+        model: The model from :func:`build_model` (not yet wrapped for data parallelism).
+        train_units: Training sequences (examples, or packed sequences).
+        eval_units: Validation sequences (may be empty).
+        config: Method, hyper-parameters, checkpoint interval, price.
+        pad_id: Padding token id.
+        callbacks: Collectives, progress and checkpoint hooks.
+        resume: A checkpoint to continue from (weights, optimizer, scheduler, position).
+        stop_after_step: Stop after this optimizer step (tests; a checkpoint is written).
+        device: Training device (default CPU).
+
+    Returns:
+        Steps done, losses, tokens, the final data position.
+
+    Raises:
+        ValueError: The batch sizes do not divide, or there is less data than one batch.
+    """
+    cb = callbacks or LoopCallbacks()
+    device = device or torch.device("cpu")
+    hp = config.hyperparameters
+    plan = _Plan(len(train_units), hp, cb.world_size)
+    dtype = autocast_dtype(hp.precision, device)
+    unwrapped = model
+    if resume is not None:
+        missing = set(trainable_state_dict(unwrapped)) - set(resume.model)
+        if missing:
+            raise ValueError(f"checkpoint lacks trainable parameters: {sorted(missing)[:5]}")
+        unwrapped.load_state_dict(resume.model, strict=False)
+    model = cb.wrap_model(model)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=hp.learning_rate, weight_decay=hp.weight_decay)
+    scheduler = _make_scheduler(optimizer, hp, plan.total_steps)
+    step = 0
+    position = DataPosition()
+    gpu_seconds_before = 0.0
+    last_eval: float | None = None
+    if resume is not None:
+        optimizer.load_state_dict(resume.optimizer)
+        scheduler.load_state_dict(resume.scheduler)
+        step, position = resume.step, resume.position
+        gpu_seconds_before = float(resume.state.get("gpu_seconds", 0.0))
+        last_eval = resume.state.get("eval_loss")
+        logger.info("resuming at step %d, epoch %d, unit %d", step, position.epoch, position.index)
+    result = LoopResult(global_step=step, total_steps=plan.total_steps, position=position)
+    eval_every = hp.eval_every_steps
+    start = time.perf_counter()
+
+    def gpu_seconds() -> float:
+        return gpu_seconds_before + config.gpus_total * (time.perf_counter() - start)
+
+    def cost() -> str:
+        usd = Decimal(str(gpu_seconds())) / Decimal(3600) * config.price_per_gpu_hour
+        return str(usd.quantize(Decimal("0.000001")))
+
+    def write_checkpoint(directory: Path) -> None:
+        # Every rank may take part in gathering; rank 0 writes (DDP replicas are equal).
+        weights = trainable_state_dict(model)
+        if cb.rank != 0:
+            return
+        directory.mkdir(parents=True, exist_ok=True)
+        torch.save(weights, directory / _MODEL_FILE)
+        torch.save(optimizer.state_dict(), directory / _OPTIM_FILE)
+        torch.save(scheduler.state_dict(), directory / _SCHED_FILE)
+        state = {
+            "global_step": step,
+            "total_steps": plan.total_steps,
+            "epoch": position.epoch,
+            "index": position.index,
+            "gpu_seconds": gpu_seconds(),
+            "eval_loss": last_eval,
+            "world_size": cb.world_size,
+            "global_batch_size": hp.global_batch_size,
+        }
+        (directory / _STATE_FILE).write_text(json.dumps(state, indent=2), encoding="utf-8")
+
+    def metrics(loss: float | None) -> dict[str, Any]:
+        return {
+            "step": step,
+            "total_steps": plan.total_steps,
+            "epoch": position.epoch + 1,
+            "loss": loss,
+            "eval_loss": last_eval,
+            "gpu_seconds": gpu_seconds(),
+        }
+
+    step_loss: float | None = None
+    last_ckpt = step if resume is not None else -1
+    for steps_this_run, (pos, units) in enumerate(plan.steps_from(position), start=1):
+        torch.manual_seed(hp.seed + 1_000_003 * (step + 1) + 7919 * cb.rank)
+        micro_batches = rank_microbatches(units, cb.rank, cb.world_size, hp.micro_batch_size)
+        step_tokens = sum(len(train_units[u].input_ids) for u in units)
+        loss_tokens = sum(train_units[u].loss_tokens for u in units)
+        scale = cb.world_size / max(1, loss_tokens)
+        local_sum = torch.zeros((), dtype=torch.float64, device=device)
+        lr = float(scheduler.get_last_lr()[0])
+        for k, mb in enumerate(micro_batches):
+            batch = _to(collate_units([train_units[u] for u in mb], pad_id), device)
+            sync = k == len(micro_batches) - 1
+            no_sync = getattr(model, "no_sync", None)
+            ctx = no_sync() if (not sync and no_sync is not None) else contextlib.nullcontext()
+            with ctx:
+                loss_sum = _loss_sum(model, batch, dtype)
+                (loss_sum * scale).backward()  # type: ignore[no-untyped-call]
+            local_sum += loss_sum.detach().double()
+        torch.nn.utils.clip_grad_norm_(params, hp.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        position = DataPosition(pos.epoch, pos.index + hp.global_batch_size)
+        step_loss = float(cb.all_reduce_sum(local_sum)) / max(1, loss_tokens)
+        result.losses.append(step_loss)
+        result.tokens += step_tokens
+        result.consumed.extend(units)
+        end_of_epoch = position.index >= plan.per_epoch * hp.global_batch_size
+        if eval_units and ((eval_every and step % eval_every == 0) or (not eval_every and end_of_epoch)):
+            last_eval = _evaluate(
+                model, eval_units, micro=hp.micro_batch_size, callbacks=cb, pad_id=pad_id, device=device, dtype=dtype
+            )
+            result.eval_losses.append((step, last_eval))
+        elapsed = time.perf_counter() - start
+        if step % config.progress_every_steps == 0 or step == plan.total_steps:
+            remaining = plan.total_steps - step
+            cb.on_progress(
+                ProgressEvent(
+                    step=step,
+                    total_steps=plan.total_steps,
+                    epoch=pos.epoch + 1,
+                    loss=step_loss,
+                    eval_loss=last_eval,
+                    lr=lr,
+                    tokens_per_second=result.tokens / elapsed if elapsed > 0 else 0.0,
+                    eta_seconds=elapsed / steps_this_run * remaining,
+                    gpu_seconds=gpu_seconds(),
+                    cost_usd=cost(),
+                )
+            )
+        stopping = stop_after_step is not None and step >= stop_after_step
+        if step % config.checkpoint_every_steps == 0 or step == plan.total_steps or stopping:
+            cb.on_checkpoint(step, write_checkpoint, metrics(step_loss))
+            last_ckpt = step
+        if stopping:
+            break
+    if last_ckpt != step:  # resumed at the end: nothing trained, nothing to persist twice
+        cb.on_checkpoint(step, write_checkpoint, metrics(step_loss))
+    result.global_step = step
+    result.position = position
+    result.seconds = time.perf_counter() - start
+    result.gpu_seconds = gpu_seconds()
+    result.final_metrics = {
+        "loss": step_loss,
+        "eval_loss": last_eval,
+        "train_tokens_per_second": result.tokens / result.seconds if result.seconds > 0 else None,
+        "gpu_seconds": result.gpu_seconds,
+    }
+    return result
