@@ -1,0 +1,139 @@
+"""``EmbeddedControlPlane``: the whole embedded default in one process (what ``corral up`` starts).
+
+A SQLite store under the data dir, a :class:`~corral.drivers.LocalRayDriver` (a private
+Ray head, or ``RAY_ADDRESS``), the :class:`Runner` thread and the control API on uvicorn.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from corral.drivers import Driver, LocalRayDriver
+from corral.store import SqliteStore
+
+from ._observed import ControlSettings
+from ._runner import Runner
+
+__all__ = ["EmbeddedControlPlane"]
+
+logger = logging.getLogger(__name__)
+
+
+class EmbeddedControlPlane:
+    """Store + driver + reconcile loop + control API, started and stopped together.
+
+    Args:
+        data_dir: Where the SQLite file (``corral.db``) and artifacts (``artifacts/``) live.
+        ray_address: Dashboard URL of a Ray to attach to; None starts a private head
+            (``corral up`` passes ``RAY_ADDRESS`` here when it is set).
+        driver: A driver to use instead (tests); it is not stopped by :meth:`stop`.
+        host: Control API host.
+        port: Control API port (0: no API server).
+        auth: Control API authenticator (default: the tokens file ``data_dir/tokens.yaml``
+            when it exists, else no tokens: every call is refused).
+        num_cpus: CPUs of a started Ray head.
+        resync_seconds: Longest wait between reconcile passes.
+    """
+
+    def __init__(
+        self,
+        data_dir: str | os.PathLike[str],
+        *,
+        ray_address: str | None = None,
+        driver: Driver | None = None,
+        host: str = "127.0.0.1",
+        port: int = 8080,
+        auth: Any = None,
+        num_cpus: int | None = None,
+        resync_seconds: float = 2.0,
+    ) -> None:
+        self.data_dir = Path(data_dir).resolve()
+        self._ray_address = ray_address
+        self._own_driver = driver is None
+        self._driver = driver
+        self.host, self.port = host, port
+        self._auth = auth
+        self._num_cpus = num_cpus
+        self._resync = resync_seconds
+        self.store: SqliteStore | None = None
+        self.runner: Runner | None = None
+        self._server: Any = None
+        self._server_thread: threading.Thread | None = None
+
+    @property
+    def driver(self) -> Driver:
+        """The driver (after :meth:`start`)."""
+        if self._driver is None:
+            raise RuntimeError("the control plane is not started")
+        return self._driver
+
+    @property
+    def settings(self) -> ControlSettings:
+        """Settings handed to the reconcilers."""
+        return ControlSettings(
+            artifact_root=(self.data_dir / "artifacts").as_uri(),
+            python=sys.executable,
+            job_runtime_env={"env_vars": {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}},
+        )
+
+    def start(self) -> EmbeddedControlPlane:
+        """Start the driver, the loop and the API server."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.store = SqliteStore(self.data_dir / "corral.db")
+        if self._driver is None:
+            from corral.drivers import read_ray_token
+
+            token = read_ray_token() if self._ray_address else None
+            self._driver = LocalRayDriver(self._ray_address, token=token, num_cpus=self._num_cpus)
+        if isinstance(self._driver, LocalRayDriver):
+            self._driver.start()
+        self.runner = Runner(self.store, self._driver, self.settings, resync_seconds=self._resync).start()
+        if self.port:
+            self._start_api()
+        logger.info("Corral control plane up (data dir %s)", self.data_dir)
+        return self
+
+    def _start_api(self) -> None:
+        import uvicorn
+
+        from corral.controlapi import TokenAuth, create_app
+
+        assert self.store is not None
+        auth = self._auth
+        if auth is None:
+            tokens = self.data_dir / "tokens.yaml"
+            auth = TokenAuth.from_file(tokens) if tokens.exists() else TokenAuth([])
+        app = create_app(self.store, auth, artifact_root=self.settings.artifact_root)
+        config = uvicorn.Config(app, host=self.host, port=self.port, log_level="warning")
+        self._server = uvicorn.Server(config)
+        self._server_thread = threading.Thread(target=self._server.run, name="corral-api", daemon=True)
+        self._server_thread.start()
+        logger.info("Control API on http://%s:%d", self.host, self.port)
+
+    def stop(self) -> None:
+        """Stop the API, the loop and (when this process started it) the Ray head."""
+        if self._server is not None:
+            self._server.should_exit = True
+            if self._server_thread is not None:
+                self._server_thread.join(15)
+            self._server = None
+        if self.runner is not None:
+            self.runner.stop()
+            self.runner = None
+        if self._own_driver and isinstance(self._driver, LocalRayDriver):
+            self._driver.down()
+        if self.store is not None:
+            self.store.close()
+            self.store = None
+        logger.info("Corral control plane down")
+
+    def __enter__(self) -> EmbeddedControlPlane:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,336 @@
+"""The FineTuneJob reconciler: admit, submit, follow, finish (output Model, deploy-on-success).
+
+Phases: ``Pending`` (waiting for its base model, data or GPUs) -> ``Admitted`` (submitted,
+the Ray job pending) -> ``Running`` -> ``Succeeded`` / ``Failed`` / ``Cancelled``;
+``Suspended`` while ``spec.suspend`` is set. Conditions: ``Admitted``, ``Running``,
+``Succeeded``, ``Failed``.
+
+Crash safety: the submission id is deterministic (``corral-<ns>-<name>-<generation>``) and
+written to ``status.submissionId`` *before* the job is submitted (the runner stores the
+status first); a restart finds the id in the status and either sees the job or submits the
+same id again (an existing id is success). Nothing is submitted twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from corral.api.v1alpha1 import Dataset, FineTuneJob, Model
+from corral.api.v1alpha1.finetunejob import FineTuneJobStatus, JobCost
+from corral.catalog import check_policy
+
+from ._actions import Action, CreateObject, PatchObject, RecordEvent, Result, StopJob, SubmitJob, WriteFile
+from ._conditions import set_condition
+from ._jobspec import (
+    deployment_actions,
+    entrypoint,
+    job_document,
+    job_file_bytes,
+    job_files,
+    output_model,
+    output_model_name,
+    output_type,
+    submission_id,
+)
+from ._lineage import LineageError, job_lineage
+from ._observed import FINALIZER, FineTuneJobWorld
+from ._placement import place_job
+
+__all__ = ["reconcile_finetunejob"]
+
+_WAITING_PHASE = "Pending"
+
+
+@dataclass(frozen=True)
+class _Refusal:
+    phase: str  # Pending (waits) or Failed (the spec must change)
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class _Admission:
+    base: Model
+    datasets: dict[str, Dataset]
+    price: str
+    message: str
+    policy_message: str
+
+
+def _check_references(job: FineTuneJob, world: FineTuneJobWorld) -> _Refusal | tuple[Model, dict[str, Dataset]]:
+    base = world.models.get(job.spec.base_model.name)
+    if base is None:
+        return _Refusal("Pending", "BaseModelNotFound", f"base Model {job.spec.base_model.name} not found")
+    if base.spec.type == "adapter":
+        return _Refusal(
+            "Failed",
+            "InvalidSpec",
+            f"base Model {base.metadata.name} is an adapter; fine-tune its base or a merged model instead",
+        )
+    ready = next((c for c in base.status.conditions if c.type == "Ready"), None)
+    if ready is None or ready.status != "True":
+        detail = f": {ready.message}" if ready is not None and ready.message else ""
+        return _Refusal("Pending", "BaseModelNotReady", f"base Model {base.metadata.name} is not Ready{detail}")
+    names = [d.name for d in job.spec.datasets]
+    if job.spec.validation_dataset is not None:
+        names.append(job.spec.validation_dataset.name)
+    datasets: dict[str, Dataset] = {}
+    for name in names:
+        dataset = world.datasets.get(name)
+        if dataset is None:
+            return _Refusal("Pending", "DatasetNotFound", f"Dataset {name} not found")
+        ready = next((c for c in dataset.status.conditions if c.type == "Ready"), None)
+        if ready is None or ready.status != "True":
+            detail = f": {ready.message}" if ready is not None and ready.message else ""
+            return _Refusal("Pending", "DatasetNotReady", f"Dataset {name} is not Ready{detail}")
+        datasets[name] = dataset
+    return base, datasets
+
+
+def _admit(job: FineTuneJob, world: FineTuneJobWorld) -> _Refusal | tuple[_Admission, FineTuneJobStatus]:
+    """References, license policy, placement: an admission (with placement/cost filled) or a refusal."""
+    checked = _check_references(job, world)
+    if isinstance(checked, _Refusal):
+        return checked
+    base, datasets = checked
+    training = [datasets[d.name] for d in job.spec.datasets]
+    try:
+        lineage = job_lineage(
+            base,
+            world.models,
+            training,
+            output_model_name(job),
+            "adapter" if output_type(job) == "adapter" else "finetune",
+        )
+    except LineageError as exc:
+        return _Refusal("Pending" if exc.reason == "BaseModelNotFound" else "Failed", exc.reason, str(exc))
+    decision_policy = check_policy(lineage, job.spec.intended_use)
+    if not decision_policy.allowed:
+        return _Refusal("Failed", decision_policy.reason, decision_policy.message)
+    decision = place_job(job, base, datasets, world.pools, world.allocations)
+    if not decision.admitted:
+        return _Refusal("Pending", decision.reason, decision.message)
+    pool = next((p for p in world.pools if p.metadata.name == decision.pool), None)
+    price = pool.spec.price_per_gpu_hour if pool is not None else "0"
+    status = FineTuneJobStatus(
+        placement=decision.placement(),
+        cost=JobCost(estimated_usd=str(decision.cost_usd) if decision.cost_usd is not None else None),
+    )
+    return _Admission(base, datasets, price, decision.message, decision_policy.message), status
+
+
+def _submit_actions(job: FineTuneJob, world: FineTuneJobWorld, admission: _Admission, sid: str) -> list[Action]:
+    files = job_files(job, world.settings)
+    doc = job_document(job, admission.base, admission.datasets, world.settings, admission.price)
+    return [
+        WriteFile(files.job_file, job_file_bytes(doc)),
+        SubmitJob(
+            submission_id=sid,
+            entrypoint=entrypoint(files.job_file, world.settings),
+            runtime_env=dict(world.settings.job_runtime_env),
+        ),
+    ]
+
+
+def _ts(value: float | None, fallback: datetime) -> datetime:
+    return datetime.fromtimestamp(value, UTC) if value else fallback
+
+
+def reconcile_finetunejob(job: FineTuneJob, world: FineTuneJobWorld) -> Result:
+    """Reconcile one FineTuneJob.
+
+    Args:
+        job: The job.
+        world: Its references, pools, the Ray job of ``status.submissionId`` and its events.
+
+    Returns:
+        The new status and the actions: add the finalizer, write JOB.json and submit, stop
+        (suspend, delete, deadline), create the output Model, create or update the
+        deploy-on-success ModelDeployment, events on phase changes.
+    """
+    old = job.status
+    st = old.model_copy(deep=True)
+    gen = job.metadata.generation
+    now = world.now
+    actions: list[Action] = []
+    meta = job.metadata
+    sid = st.submission_id
+    ray_job = world.job if world.job is not None and world.job.submission_id == sid else None
+
+    def cond(type_: str, status: str, reason: str, message: str) -> None:
+        st.conditions = set_condition(st.conditions, type_, status, reason, message, generation=gen, now=now)  # type: ignore[arg-type]
+
+    def finish(requeue: float | None = None) -> Result:
+        st.observed_generation = gen
+        if st.phase != old.phase:
+            failed = st.phase in ("Failed", "Cancelled") or (st.phase == "Pending" and old.phase is not None)
+            reason, message = _phase_reason(st)
+            actions.append(RecordEvent("Warning" if failed else "Normal", reason, message))
+        return Result(status=st, actions=actions, requeue_after=requeue)
+
+    # Deletion: stop the Ray job, then let the object go.
+    if meta.deletion_timestamp is not None:
+        if ray_job is not None and ray_job.active:
+            actions.append(StopJob(ray_job.submission_id))
+            st.phase = "Cancelled"
+            cond("Running", "False", "Deleted", f"stopping Ray job {ray_job.submission_id}: the FineTuneJob is deleted")
+            return finish(world.settings.follow_seconds)
+        if FINALIZER in meta.finalizers:
+            remaining = [f for f in meta.finalizers if f != FINALIZER]
+            actions.append(
+                PatchObject("FineTuneJob", meta.namespace, meta.name, {"metadata": {"finalizers": remaining}})
+            )
+        return Result(status=old, actions=actions)
+    if FINALIZER not in meta.finalizers:
+        actions.append(
+            PatchObject(
+                "FineTuneJob", meta.namespace, meta.name, {"metadata": {"finalizers": [*meta.finalizers, FINALIZER]}}
+            )
+        )
+
+    # Fold the events file into progress, metrics, checkpoints and cost.
+    training = world.training
+    if training is not None:
+        st.progress = training.progress or st.progress
+        st.metrics = training.metrics or st.metrics
+        st.checkpoints = list(training.checkpoints) or st.checkpoints
+        if training.cost is not None:
+            estimated = st.cost.estimated_usd if st.cost is not None else None
+            st.cost = training.cost.model_copy(update={"estimated_usd": estimated})
+
+    # Done: keep the children in place (a crash may have cut the last pass short).
+    if st.phase == "Succeeded":
+        _complete_progress(st)
+        actions.extend(_success_children(job, world, st))
+        return finish()
+    if st.phase in ("Failed", "Cancelled") and sid is not None:
+        return finish()
+
+    # Suspended: stop, and resume from the checkpoint once unset.
+    if job.spec.suspend:
+        if ray_job is not None and ray_job.active:
+            actions.append(StopJob(ray_job.submission_id))
+        st.phase = "Suspended"
+        cond("Running", "False", "Suspended", "spec.suspend is set; unset it to resume from the last checkpoint")
+        return finish(world.settings.follow_seconds if ray_job is not None and ray_job.active else None)
+
+    # Admission and submission: first time, or resuming after a suspension.
+    if sid is None or st.phase == "Suspended":
+        if ray_job is not None and ray_job.active:
+            return finish(world.settings.follow_seconds)  # the stopped run is still winding down
+        admitted = _admit(job, world)
+        if isinstance(admitted, _Refusal):
+            st.phase = admitted.phase  # type: ignore[assignment]
+            cond("Admitted", "False", admitted.reason, admitted.message)
+            if admitted.phase == "Failed":
+                cond("Failed", "True", admitted.reason, admitted.message)
+            return finish()
+        admission, placed = admitted
+        new_sid = submission_id(job)
+        st.submission_id = new_sid
+        st.placement = placed.placement
+        if st.cost is None or st.cost.estimated_usd is None:
+            base_cost = st.cost or JobCost()
+            st.cost = base_cost.model_copy(update={"estimated_usd": placed.cost.estimated_usd if placed.cost else None})
+        st.phase = "Admitted"
+        st.conditions = [c for c in st.conditions if c.type != "Failed"]
+        cond(
+            "Admitted",
+            "True",
+            "Submitted",
+            f"Submitted Ray job {new_sid}: {admission.message}. {admission.policy_message}",
+        )
+        cond("Running", "False", "JobPending", f"Ray job {new_sid} is starting")
+        actions.extend(_submit_actions(job, world, admission, new_sid))
+        return finish(world.settings.follow_seconds)
+
+    # Following the Ray job.
+    assert sid is not None
+    if ray_job is None:
+        # Submitted by a pass that crashed before the job reached Ray, or Ray restarted: submit
+        # the same id again; training resumes from its newest checkpoint.
+        checked = _check_references(job, world)
+        if isinstance(checked, _Refusal):
+            st.phase = "Failed"
+            cond("Failed", "True", checked.reason, f"cannot resubmit Ray job {sid}: {checked.message}")
+            return finish()
+        base, datasets = checked
+        pool = next((p for p in world.pools if st.placement and p.metadata.name == st.placement.pool), None)
+        admission = _Admission(base, datasets, pool.spec.price_per_gpu_hour if pool else "0", "", "")
+        actions.extend(_submit_actions(job, world, admission, sid))
+        return finish(world.settings.follow_seconds)
+    if ray_job.status == "PENDING":
+        st.phase = "Admitted"
+        cond("Running", "False", "JobPending", f"Ray job {sid} is pending")
+        return finish(world.settings.follow_seconds)
+    if ray_job.status == "RUNNING":
+        st.phase = "Running"
+        st.start_time = st.start_time or _ts(ray_job.start_time, now)
+        cond("Running", "True", "JobRunning", f"Ray job {sid} is running")
+        deadline = job.spec.active_deadline_seconds
+        if deadline is not None and (now - st.start_time).total_seconds() > deadline:
+            actions.append(StopJob(sid))
+            st.phase = "Failed"
+            st.completion_time = now
+            message = f"the job ran longer than activeDeadlineSeconds={deadline}; Ray job {sid} stopped"
+            cond("Running", "False", "DeadlineExceeded", message)
+            cond("Failed", "True", "DeadlineExceeded", message)
+            return finish()
+        return finish(world.settings.follow_seconds)
+    st.completion_time = st.completion_time or _ts(ray_job.end_time, now)
+    st.start_time = st.start_time or _ts(ray_job.start_time, now)
+    if ray_job.status == "SUCCEEDED":
+        st.phase = "Succeeded"
+        st.output_model = output_model_name(job)
+        cond("Running", "False", "JobSucceeded", f"Ray job {sid} succeeded")
+        cond("Succeeded", "True", "JobSucceeded", f"training finished; output Model {st.output_model}")
+        _complete_progress(st)
+        actions.extend(_success_children(job, world, st))
+        return finish()
+    if ray_job.status == "FAILED":
+        st.phase = "Failed"
+        reason = (training.failed_reason if training else None) or "JobFailed"
+        message = (training.failed_message if training else None) or ray_job.message or f"Ray job {sid} failed"
+        cond("Running", "False", "JobFailed", f"Ray job {sid} failed")
+        cond("Failed", "True", reason, message)
+        return finish()
+    st.phase = "Cancelled"  # STOPPED by someone else
+    cond("Running", "False", "JobStopped", f"Ray job {sid} was stopped outside Corral")
+    cond("Failed", "True", "JobStopped", f"Ray job {sid} was stopped outside Corral; create a new FineTuneJob to retry")
+    return finish()
+
+
+def _success_children(job: FineTuneJob, world: FineTuneJobWorld, st: FineTuneJobStatus) -> list[Action]:
+    actions: list[Action] = []
+    name = output_model_name(job)
+    base = world.models.get(job.spec.base_model.name)
+    if name not in world.models and base is not None:
+        uri = (world.training.completed_output_uri if world.training else None) or job_files(job, world.settings).output
+        actions.append(CreateObject(output_model(job, base, uri)))
+    target = job.spec.deploy_on_success
+    if target is not None:
+        actions.extend(deployment_actions(job, world.deployments.get(target.deployment)))
+    return actions
+
+
+def _complete_progress(st: FineTuneJobStatus) -> None:
+    if st.progress is not None and st.progress.total_steps:
+        st.progress = st.progress.model_copy(update={"percent": 100, "eta_seconds": 0})
+
+
+def _phase_reason(st: FineTuneJobStatus) -> tuple[str, str]:
+    order = {
+        "Succeeded": "Succeeded",
+        "Failed": "Failed",
+        "Cancelled": "Running",
+        "Suspended": "Running",
+        "Running": "Running",
+        "Admitted": "Admitted",
+        "Pending": "Admitted",
+    }
+    wanted = order.get(st.phase or "", "Admitted")
+    for condition in st.conditions:
+        if condition.type == wanted:
+            return condition.reason, condition.message
+    return st.phase or "Pending", f"phase {st.phase}"

@@ -1,0 +1,245 @@
+"""A FineTuneJob's deterministic children: submission id, JOB.json, output Model, deployment change.
+
+Pure functions of the job and the objects it names; the FineTuneJob reconciler calls them.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from corral.api.v1alpha1 import (
+    Dataset,
+    FineTuneJob,
+    LocalObjectReference,
+    Model,
+    ModelDeployment,
+    ModelDeploymentSpec,
+    ModelSpec,
+    ObjectMeta,
+)
+from corral.api.v1alpha1.modeldeployment import AdapterSpec
+from corral.artifacts import parse_uri
+
+from ._actions import Action, CreateObject, PatchObject, RecordEvent
+from ._lineage import DATASETS_ANNOTATION, SOURCE_JOB_ANNOTATION
+from ._observed import ControlSettings
+
+__all__ = [
+    "JOB_LABEL",
+    "JobFiles",
+    "deployment_actions",
+    "entrypoint",
+    "job_file_bytes",
+    "job_document",
+    "job_files",
+    "output_model",
+    "output_model_name",
+    "output_type",
+    "submission_id",
+]
+
+JOB_LABEL = "corral.dev/finetunejob"
+"""Label on objects a FineTuneJob created (its output Model, a deployment it created)."""
+
+
+def submission_id(job: FineTuneJob) -> str:
+    """The deterministic Ray submission id: ``corral-<namespace>-<name>-<generation>``."""
+    return f"corral-{job.metadata.namespace or 'default'}-{job.metadata.name}-{job.metadata.generation or 1}"
+
+
+def output_model_name(job: FineTuneJob) -> str:
+    """Name of the output Model: ``spec.output.modelName`` or the job's name."""
+    return job.spec.output.model_name or job.metadata.name
+
+
+def output_type(job: FineTuneJob) -> str:
+    """``adapter`` for LoRA/QLoRA without merge, else ``merged`` (full weights)."""
+    return "adapter" if job.spec.method != "full" and not job.spec.output.merge else "merged"
+
+
+@dataclass(frozen=True)
+class JobFiles:
+    """Where a job's files go, under its artifact folder."""
+
+    folder: str
+    job_file: str
+    events: str
+    checkpoints: str
+    output: str
+
+
+def job_files(job: FineTuneJob, settings: ControlSettings) -> JobFiles:
+    """The job's artifact folder and the files in it."""
+    folder = settings.job_folder(job.metadata.namespace or "default", job.metadata.name)
+    return JobFiles(
+        folder=folder,
+        job_file=f"{folder}/job.json",
+        events=f"{folder}/events.jsonl",
+        checkpoints=f"{folder}/checkpoints",
+        output=f"{folder}/output",
+    )
+
+
+def _license_id(model: Model) -> str:
+    lineage = model.status.lineage
+    links = [link for link in (lineage.links if lineage else []) if link.kind == "model"]
+    if links:
+        return links[-1].license[:64]
+    return (model.spec.license.name if model.spec.license else "unknown")[:64]
+
+
+def _dataset_entry(dataset: Dataset) -> dict[str, Any]:
+    return {
+        "name": dataset.metadata.name,
+        "uri": dataset.spec.uri,
+        "format": dataset.status.format or dataset.spec.format,
+        "license": dataset.spec.license.name[:64],
+    }
+
+
+def job_document(
+    job: FineTuneJob,
+    base: Model,
+    datasets: Mapping[str, Dataset],
+    settings: ControlSettings,
+    price_per_gpu_hour: str = "0",
+) -> dict[str, Any]:
+    """The resolved job file (``corral.training.TrainingJob`` wire form) for ``python -m corral.training``.
+
+    Args:
+        job: The FineTuneJob.
+        base: Its base Model (Ready: ``status.artifact`` is set).
+        datasets: Its Datasets by name (Ready).
+        settings: Control-plane settings (artifact root).
+        price_per_gpu_hour: Price of the pool it was placed on.
+
+    Returns:
+        A JSON-able dict.
+    """
+    files = job_files(job, settings)
+    artifact = base.status.artifact
+    base_source: dict[str, Any] = {
+        "name": base.metadata.name,
+        "uri": artifact.uri if artifact else base.spec.uri,
+        "chatTemplate": base.status.chat_template or base.spec.chat_template or "auto",
+        "license": _license_id(base),
+    }
+    doc: dict[str, Any] = {
+        "name": job.metadata.name,
+        "namespace": job.metadata.namespace or "default",
+        "baseModel": base_source,
+        "datasets": [_dataset_entry(datasets[d.name]) for d in job.spec.datasets],
+        "spec": job.spec.model_dump(mode="json", by_alias=True, exclude_none=True),
+        "outputUri": files.output,
+        "outputModelName": output_model_name(job),
+        "eventsUri": files.events,
+        "checkpointUri": files.checkpoints,
+        "pricePerGpuHour": price_per_gpu_hour,
+    }
+    if job.spec.validation_dataset is not None:
+        doc["validationDataset"] = _dataset_entry(datasets[job.spec.validation_dataset.name])
+    return doc
+
+
+def job_file_bytes(doc: Mapping[str, Any]) -> bytes:
+    """The job document as written to ``job.json`` (sorted keys: the same job gives the same bytes)."""
+    return (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode("utf-8")
+
+
+def entrypoint(job_file_uri: str, settings: ControlSettings) -> str:
+    """The Ray job entrypoint (DESIGN.md contract 1): ``python -m corral.training --job <file>``."""
+    parsed = parse_uri(job_file_uri)
+    path = parsed.path if parsed.scheme == "file" else str(parsed)
+    return f"{shlex.quote(settings.python)} -m corral.training --job {shlex.quote(path)}"
+
+
+def output_model(job: FineTuneJob, base: Model, output_uri: str) -> Model:
+    """The Model a successful job creates: an adapter on (or merged weights of) its base."""
+    return Model(
+        metadata=ObjectMeta(
+            name=output_model_name(job),
+            namespace=job.metadata.namespace,
+            labels={JOB_LABEL: job.metadata.name},
+            annotations={
+                SOURCE_JOB_ANNOTATION: job.metadata.name,
+                DATASETS_ANNOTATION: ",".join(d.name for d in job.spec.datasets),
+            },
+        ),
+        spec=ModelSpec(
+            type="adapter" if output_type(job) == "adapter" else "merged",
+            uri=output_uri,
+            base_model=LocalObjectReference(name=base.metadata.name),
+        ),
+    )
+
+
+def deployment_actions(job: FineTuneJob, deployment: ModelDeployment | None) -> list[Action]:
+    """Create or update the deploy-on-success ModelDeployment so it serves the output (idempotent).
+
+    An adapter output is added to ``spec.adapters`` (replacing an entry of the same served
+    name that points elsewhere); a merged output becomes ``spec.model``. A deployment of
+    another base cannot take the adapter: a Warning event says so.
+
+    Returns:
+        Nothing when the deployment already serves the output.
+    """
+    target = job.spec.deploy_on_success
+    if target is None:
+        return []
+    output = output_model_name(job)
+    base = job.spec.base_model.name
+    served = target.served_name or output
+    namespace = job.metadata.namespace
+    if output_type(job) == "merged":
+        if deployment is None:
+            spec = ModelDeploymentSpec(model=LocalObjectReference(name=output), intended_use=job.spec.intended_use)
+            return [CreateObject(_deployment(target.deployment, namespace, job, spec))]
+        if deployment.spec.model.name == output:
+            return []
+        return [
+            PatchObject(
+                "ModelDeployment",
+                namespace,
+                target.deployment,
+                {"spec": {"model": {"name": output}}},
+                deployment.metadata.resource_version,
+            )
+        ]
+    entry = AdapterSpec(name=served, model=LocalObjectReference(name=output))
+    if deployment is None:
+        spec = ModelDeploymentSpec(
+            model=LocalObjectReference(name=base), adapters=[entry], intended_use=job.spec.intended_use
+        )
+        return [CreateObject(_deployment(target.deployment, namespace, job, spec))]
+    if deployment.spec.model.name != base:
+        return [
+            RecordEvent(
+                "Warning",
+                "DeploymentBaseMismatch",
+                f"ModelDeployment {target.deployment} serves {deployment.spec.model.name}, not {base}; "
+                f"adapter {output} was not added",
+            )
+        ]
+    adapters = list(deployment.spec.adapters)
+    if any(a.name == served and a.model.name == output for a in adapters):
+        return []
+    adapters = [a for a in adapters if a.name != served] + [entry]
+    return [
+        PatchObject(
+            "ModelDeployment",
+            namespace,
+            target.deployment,
+            {"spec": {"adapters": [a.model_dump(mode="json", by_alias=True) for a in adapters]}},
+            deployment.metadata.resource_version,
+        )
+    ]
+
+
+def _deployment(name: str, namespace: str | None, job: FineTuneJob, spec: ModelDeploymentSpec) -> ModelDeployment:
+    return ModelDeployment(
+        metadata=ObjectMeta(name=name, namespace=namespace, labels={JOB_LABEL: job.metadata.name}), spec=spec
+    )

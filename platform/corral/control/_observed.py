@@ -1,0 +1,225 @@
+"""What a reconciler is given: the settings, the referenced objects and the observed world.
+
+The runner builds these from the store, the driver and the artifact stores; reconcilers
+read them and nothing else (no clock, no environment, no I/O). Everything here is a plain
+value, so tests build observed worlds by hand.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from corral.api.v1alpha1 import Dataset, GPUPool, Model, ModelDeployment
+from corral.api.v1alpha1.dataset import DatasetReport
+from corral.api.v1alpha1.finetunejob import CheckpointInfo, JobCost, JobMetrics, JobProgress
+from corral.drivers import JobState, ServeAppState
+from corral.scheduler import Allocation
+
+__all__ = [
+    "FINALIZER",
+    "ArtifactProbe",
+    "ControlSettings",
+    "DatasetCheck",
+    "DatasetWorld",
+    "DeploymentWorld",
+    "FineTuneJobWorld",
+    "GPUPoolWorld",
+    "ModelWorld",
+    "TrainingObservation",
+]
+
+FINALIZER = "corral.dev/cleanup"
+"""Finalizer on FineTuneJobs and ModelDeployments: the Ray job / Serve app is gone before the object."""
+
+
+@dataclass(frozen=True)
+class ControlSettings:
+    """Where the control plane puts things and how it starts jobs (read once, outside reconcilers).
+
+    Attributes:
+        artifact_root: URI under which job folders and materialized catalog models live
+            (``file:///.../artifacts`` embedded, ``s3://bucket/prefix`` on a cluster).
+        python: Interpreter the Ray job entrypoint runs (``python -m corral.training``).
+        job_runtime_env: Ray runtime environment of every fine-tune job.
+        follow_seconds: How often a running job's events are re-read.
+        deploying_seconds: How often a deploying application's status is re-read.
+    """
+
+    artifact_root: str
+    python: str = "python"
+    job_runtime_env: Mapping[str, Any] = field(default_factory=dict)
+    follow_seconds: float = 2.0
+    deploying_seconds: float = 2.0
+
+    def _root(self) -> str:
+        return self.artifact_root.rstrip("/")
+
+    def job_folder(self, namespace: str, name: str) -> str:
+        """Artifact folder of a FineTuneJob: JOB.json, events, checkpoints and the output."""
+        return f"{self._root()}/finetunejobs/{namespace}/{name}"
+
+    def catalog_model_uri(self, catalog_name: str) -> str:
+        """Where a locally built catalog model (the tiny presets) is materialized."""
+        return f"{self._root()}/catalog/{catalog_name}"
+
+
+@dataclass(frozen=True)
+class DatasetCheck:
+    """The outcome of reading and validating a Dataset's data (``corral.data.check_dataset``).
+
+    Attributes:
+        ok: True when training may use the data.
+        format: The format read (detected for ``auto``).
+        sha256: SHA-256 of the data file.
+        report: The report in status form.
+        summary: One line for the Ready condition (counts, first errors).
+        error: Set when the data could not be read at all (missing file, unknown format).
+    """
+
+    ok: bool
+    format: str | None = None
+    sha256: str | None = None
+    report: DatasetReport | None = None
+    summary: str = ""
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class ArtifactProbe:
+    """What is stored at a Model's URI.
+
+    Attributes:
+        uri: The URI looked at.
+        exists: True when at least one file is there.
+        size_bytes: Total size of its files.
+        sha256: SHA-256 over the sorted manifest of ``<relative path> <sha256>`` lines.
+        architecture: ``model_type`` from ``config.json`` (or the adapter's base), when readable.
+        parameters: Parameter count from ``config.json``, when it can be computed.
+        context_length: ``max_position_embeddings`` from ``config.json``.
+        error: Why it could not be read (offline, permissions, ...).
+    """
+
+    uri: str
+    exists: bool
+    size_bytes: int = 0
+    sha256: str | None = None
+    architecture: str | None = None
+    parameters: int | None = None
+    context_length: int | None = None
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class TrainingObservation:
+    """A fine-tune's events file folded into status fields (``corral.training.summarize``).
+
+    Attributes:
+        progress: Step, epoch, percent, ETA.
+        metrics: Latest loss, eval loss, learning rate, tokens/s.
+        checkpoints: Kept checkpoints, oldest first.
+        cost: GPU-seconds and USD so far.
+        completed_output_uri: Output folder from the ``completed`` event.
+        failed_reason: CamelCase reason of the last ``failed`` event.
+        failed_message: Its message.
+    """
+
+    progress: JobProgress | None = None
+    metrics: JobMetrics | None = None
+    checkpoints: tuple[CheckpointInfo, ...] = ()
+    cost: JobCost | None = None
+    completed_output_uri: str | None = None
+    failed_reason: str | None = None
+    failed_message: str | None = None
+
+
+@dataclass(frozen=True)
+class DatasetWorld:
+    """What the Dataset reconciler sees.
+
+    Attributes:
+        now: Reconcile time.
+        check: A fresh validation, or None when the status is already current (not re-read).
+    """
+
+    now: datetime
+    check: DatasetCheck | None = None
+
+
+@dataclass(frozen=True)
+class ModelWorld:
+    """What the Model reconciler sees.
+
+    Attributes:
+        now: Reconcile time.
+        settings: Control-plane settings.
+        models: Models of the namespace by name (for the base chain).
+        datasets: Datasets named by the model's training-data annotation.
+        probe: The artifact at the model's URI, or None when the status is already current.
+    """
+
+    now: datetime
+    settings: ControlSettings
+    models: Mapping[str, Model] = field(default_factory=dict)
+    datasets: Mapping[str, Dataset] = field(default_factory=dict)
+    probe: ArtifactProbe | None = None
+
+
+@dataclass(frozen=True)
+class FineTuneJobWorld:
+    """What the FineTuneJob reconciler sees.
+
+    Attributes:
+        now: Reconcile time.
+        settings: Control-plane settings.
+        models: Models of the namespace by name (base, its chain, the output).
+        datasets: Datasets of the namespace by name.
+        deployments: ModelDeployments of the namespace by name (deploy-on-success target).
+        pools: Every GPUPool.
+        allocations: GPUs held by other admitted jobs and deployments.
+        job: The Ray job of ``status.submissionId`` (None: not submitted or gone).
+        training: The events file, folded (None: not read, e.g. before submission).
+    """
+
+    now: datetime
+    settings: ControlSettings
+    models: Mapping[str, Model] = field(default_factory=dict)
+    datasets: Mapping[str, Dataset] = field(default_factory=dict)
+    deployments: Mapping[str, ModelDeployment] = field(default_factory=dict)
+    pools: tuple[GPUPool, ...] = ()
+    allocations: tuple[Allocation, ...] = ()
+    job: JobState | None = None
+    training: TrainingObservation | None = None
+
+
+@dataclass(frozen=True)
+class DeploymentWorld:
+    """What the ModelDeployment reconciler sees.
+
+    Attributes:
+        now: Reconcile time.
+        settings: Control-plane settings.
+        models: Models of the namespace by name.
+        pools: Every GPUPool.
+        allocations: GPUs held by other admitted jobs and deployments.
+        app: Serve's state of this deployment's application (None: not deployed).
+        endpoint: Base URL of Serve's HTTP proxy.
+    """
+
+    now: datetime
+    settings: ControlSettings
+    models: Mapping[str, Model] = field(default_factory=dict)
+    pools: tuple[GPUPool, ...] = ()
+    allocations: tuple[Allocation, ...] = ()
+    app: ServeAppState | None = None
+    endpoint: str | None = None
+
+
+@dataclass(frozen=True)
+class GPUPoolWorld:
+    """What the GPUPool reconciler sees: the allocations placed on any pool."""
+
+    now: datetime
+    allocations: tuple[Allocation, ...] = ()

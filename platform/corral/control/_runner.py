@@ -1,0 +1,359 @@
+"""The embedded reconcile loop: store + driver -> observed worlds -> reconcilers -> status and actions.
+
+Level-triggered: every pass lists every object, asks the driver what runs, reconciles each
+object and applies what changed. A store watch wakes the loop early; a periodic resync (and
+each result's ``requeue_after``) covers everything else. Nothing is kept between passes that
+the store or the driver does not hold, so a process killed at any line resumes on restart:
+the status written before side effects names the deterministic submission ids and
+application names, and re-applying an action that already happened is success.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from corral.api.v1alpha1 import Dataset, FineTuneJob, GPUPool, Model, ModelDeployment, Resource
+from corral.drivers import Driver, ServeAppState
+from corral.observability import RunnerMetrics
+from corral.scheduler import Allocation
+from corral.store import AlreadyExists, NotFound, Store
+
+from . import _observe
+from ._actions import (
+    Action,
+    CreateObject,
+    DeleteServe,
+    DeployServe,
+    MaterializeModel,
+    PatchObject,
+    RecordEvent,
+    Result,
+    StopJob,
+    SubmitJob,
+    WriteFile,
+)
+from ._dataset import needs_check, reconcile_dataset
+from ._deployment import app_name, reconcile_deployment
+from ._finetunejob import reconcile_finetunejob
+from ._gpupool import reconcile_gpupool
+from ._jobspec import job_files
+from ._model import artifact_uri, needs_probe, reconcile_model
+from ._observed import (
+    ControlSettings,
+    DatasetWorld,
+    DeploymentWorld,
+    FineTuneJobWorld,
+    GPUPoolWorld,
+    ModelWorld,
+)
+from ._placement import allocation_of
+
+__all__ = ["ORDER", "Runner", "Snapshot"]
+
+logger = logging.getLogger(__name__)
+
+ORDER: tuple[type[Resource], ...] = (Dataset, Model, FineTuneJob, ModelDeployment, GPUPool)
+"""Kinds in the order a pass reconciles them (what others depend on first)."""
+
+_MAX_BACKOFF = 60.0
+
+
+def _by_name(items: Iterable[Any]) -> dict[str, Any]:
+    return {item.metadata.name: item for item in items}
+
+
+@dataclass
+class Snapshot:
+    """Everything one pass reads from the store and the driver, read once.
+
+    Attributes:
+        objects: Per kind, per namespace (None for GPUPools), per name.
+        serve: Serve applications by name (read lazily, once).
+    """
+
+    objects: dict[str, dict[str | None, dict[str, Any]]] = field(default_factory=dict)
+    _serve: dict[str, ServeAppState] | None = None
+
+    def in_namespace(self, kind: str, namespace: str | None) -> dict[str, Any]:
+        """Objects of a kind in one namespace, by name."""
+        return self.objects.get(kind, {}).get(namespace, {})
+
+    def all(self, kind: str) -> list[Any]:
+        """Every object of a kind."""
+        return [obj for per_ns in self.objects.get(kind, {}).values() for obj in per_ns.values()]
+
+    def allocations(self) -> tuple[Allocation, ...]:
+        """GPUs held by admitted jobs and placed deployments."""
+        found = [allocation_of(o, i) for i, o in enumerate([*self.all("FineTuneJob"), *self.all("ModelDeployment")])]
+        return tuple(a for a in found if a is not None)
+
+
+class Runner:
+    """Runs the reconcilers against a store and a driver, in a thread or one pass at a time.
+
+    Args:
+        store: Where resources live.
+        driver: Where work runs.
+        settings: Artifact root, job interpreter and runtime env.
+        resync_seconds: Longest wait between passes.
+        clock: Returns "now" (tests pin it).
+        registry: Where the ``corral_control_*`` loop metrics go (default Corral's registry).
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        driver: Driver,
+        settings: ControlSettings,
+        *,
+        resync_seconds: float = 5.0,
+        clock: Callable[[], datetime] | None = None,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        self.store = store
+        self.driver = driver
+        self.settings = settings
+        self.resync_seconds = resync_seconds
+        self.clock = clock or (lambda: datetime.now(UTC))
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._watches: list[Any] = []
+        self._failures: dict[str, tuple[int, float]] = {}
+        self.passes = 0
+        self.metrics = RunnerMetrics(registry)
+
+    # -- one pass ---------------------------------------------------------------------
+
+    def snapshot(self) -> Snapshot:
+        """Read every object of every kind once."""
+        snap = Snapshot()
+        for cls in ORDER:
+            grouped: dict[str | None, dict[str, Any]] = defaultdict(dict)
+            for obj in self.store.list(cls).items:
+                grouped[obj.metadata.namespace][obj.metadata.name] = obj
+            snap.objects[cls.KIND] = dict(grouped)
+        return snap
+
+    def _serve_status(self, snap: Snapshot) -> dict[str, ServeAppState]:
+        if snap._serve is None:
+            snap._serve = self.driver.serve_status()
+        return snap._serve
+
+    def run_once(self) -> float | None:
+        """Reconcile every object once.
+
+        Returns:
+            The shortest ``requeue_after`` asked for, or None.
+        """
+        self.passes += 1
+        snap = self.snapshot()
+        requeue: list[float] = []
+        self.metrics.pass_started(sum(len(snap.all(cls.KIND)) for cls in ORDER))
+        for cls in ORDER:
+            for obj in snap.all(cls.KIND):
+                self.metrics.dequeued()
+                key = f"{cls.KIND} {obj.metadata.namespace or ''}/{obj.metadata.name}".replace(" /", " ")
+                failures, not_before = self._failures.get(key, (0, 0.0))
+                if time.monotonic() < not_before:
+                    requeue.append(not_before - time.monotonic())
+                    continue
+                try:
+                    with self.metrics.reconcile(cls.KIND):
+                        result = self.reconcile_object(obj, snap)
+                except Exception as exc:  # keep the loop alive; retry with backoff (never sleep in a reconciler)
+                    delay = min(2.0**failures, _MAX_BACKOFF)
+                    self._failures[key] = (failures + 1, time.monotonic() + delay)
+                    logger.warning("Reconcile of %s failed (retry in %.0fs): %s", key, delay, exc, exc_info=True)
+                    self._event(obj, "Warning", "ReconcileError", f"{type(exc).__name__}: {exc}")
+                    requeue.append(delay)
+                    continue
+                self._failures.pop(key, None)
+                if result is not None and result.requeue_after is not None:
+                    requeue.append(result.requeue_after)
+        self.metrics.pass_ended(backoff=len(self._failures))
+        return min(requeue) if requeue else None
+
+    def reconcile_object(self, obj: Resource, snap: Snapshot | None = None) -> Result | None:
+        """Observe, reconcile and apply for one object (re-read from the store first)."""
+        snap = snap or self.snapshot()
+        try:
+            obj = self.store.get(obj.kind, obj.metadata.namespace, obj.metadata.name)
+        except NotFound:
+            return None
+        result = self._reconcile(obj, snap)
+        self.apply(obj, result)
+        return result
+
+    def _reconcile(self, obj: Resource, snap: Snapshot) -> Result:
+        now = self.clock()
+        ns = obj.metadata.namespace
+        if isinstance(obj, Dataset):
+            check = _observe.check_dataset_data(obj) if needs_check(obj) else None
+            return reconcile_dataset(obj, DatasetWorld(now=now, check=check))
+        if isinstance(obj, Model):
+            probe = None
+            if needs_probe(obj):
+                uri, _, _, _ = artifact_uri(obj, self.settings)
+                probe = _observe.probe_artifact(uri) if uri is not None else None
+            world = ModelWorld(
+                now=now,
+                settings=self.settings,
+                models=snap.in_namespace("Model", ns),
+                datasets=snap.in_namespace("Dataset", ns),
+                probe=probe,
+            )
+            return reconcile_model(obj, world)
+        if isinstance(obj, FineTuneJob):
+            sid = obj.status.submission_id
+            job = self.driver.job_status(sid) if sid else None
+            training = None
+            if sid:
+                training = _observe.read_training(
+                    job_files(obj, self.settings).events, keep=obj.spec.checkpointing.keep
+                )
+            ftw = FineTuneJobWorld(
+                now=now,
+                settings=self.settings,
+                models=snap.in_namespace("Model", ns),
+                datasets=snap.in_namespace("Dataset", ns),
+                deployments=snap.in_namespace("ModelDeployment", ns),
+                pools=tuple(snap.all("GPUPool")),
+                allocations=snap.allocations(),
+                job=job,
+                training=training,
+            )
+            return reconcile_finetunejob(obj, ftw)
+        if isinstance(obj, ModelDeployment):
+            dw = DeploymentWorld(
+                now=now,
+                settings=self.settings,
+                models=snap.in_namespace("Model", ns),
+                pools=tuple(snap.all("GPUPool")),
+                allocations=snap.allocations(),
+                app=self._serve_status(snap).get(app_name(obj)),
+                endpoint=self.driver.endpoint(),
+            )
+            return reconcile_deployment(obj, dw)
+        if isinstance(obj, GPUPool):
+            return reconcile_gpupool(obj, GPUPoolWorld(now=now, allocations=snap.allocations()))
+        raise TypeError(f"no reconciler for kind {obj.kind}")  # pragma: no cover
+
+    # -- applying ---------------------------------------------------------------------
+
+    def apply(self, obj: Resource, result: Result) -> None:
+        """Store the status when it changed, then apply the actions in order."""
+        old: Mapping[str, Any] = obj.status.model_dump(mode="json", exclude_none=True)  # type: ignore[attr-defined]
+        new: Mapping[str, Any] = result.status.model_dump(mode="json", exclude_none=True)
+        if old != new:
+            try:
+                self.store.replace_status(obj.model_copy(update={"status": result.status}))
+            except NotFound:
+                return
+            logger.debug("Updated status of %s %s/%s", obj.kind, obj.metadata.namespace, obj.metadata.name)
+        for action in result.actions:
+            self.apply_action(obj, action)
+
+    def apply_action(self, obj: Resource, action: Action) -> None:
+        """Apply one action; "already there" and "already gone" are success."""
+        if isinstance(action, WriteFile):
+            _observe.write_file(action.uri, action.content)
+        elif isinstance(action, SubmitJob):
+            self.driver.submit_job(action.submission_id, action.entrypoint, action.runtime_env, action.resources)
+        elif isinstance(action, StopJob):
+            self.driver.stop_job(action.submission_id)
+        elif isinstance(action, DeployServe):
+            self.driver.deploy_serve(action.config)
+        elif isinstance(action, DeleteServe):
+            self.driver.delete_serve_app(action.app_name)
+        elif isinstance(action, CreateObject):
+            target = action.obj
+            try:
+                self.store.create(target)
+                logger.info("Created %s %s/%s", target.kind, target.metadata.namespace, target.metadata.name)
+            except AlreadyExists:
+                logger.debug("%s %s/%s already exists", target.kind, target.metadata.namespace, target.metadata.name)
+        elif isinstance(action, PatchObject):
+            try:
+                self.store.patch(action.kind, action.namespace, action.name, action.patch, action.resource_version)
+            except NotFound:
+                logger.debug("%s %s/%s is gone; patch skipped", action.kind, action.namespace, action.name)
+        elif isinstance(action, RecordEvent):
+            self._event(obj, action.type, action.reason, action.message)
+        elif isinstance(action, MaterializeModel):
+            _observe.materialize_model(action.builtin, action.uri)
+        else:  # pragma: no cover
+            raise TypeError(f"unknown action {action!r}")
+
+    def _event(self, obj: Resource, type_: Any, reason: str, message: str) -> None:
+        try:
+            self.store.record_event(obj, type_, reason, message)
+        except Exception:  # an event is never worth a failed reconcile
+            logger.debug("could not record event %s on %s", reason, obj.metadata.name, exc_info=True)
+
+    # -- the loop ---------------------------------------------------------------------
+
+    def start(self) -> Runner:
+        """Run passes in a background thread until :meth:`stop` (and wake on store changes)."""
+        if self._threads:
+            return self
+        self._stop.clear()
+        for cls in ORDER:
+            thread = threading.Thread(target=self._watch, args=(cls,), name=f"corral-watch-{cls.KIND}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        loop = threading.Thread(target=self._loop, name="corral-runner", daemon=True)
+        loop.start()
+        self._threads.append(loop)
+        logger.info("Started the control loop (resync every %.1fs)", self.resync_seconds)
+        return self
+
+    def wake(self) -> None:
+        """Run the next pass now."""
+        self._wake.set()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop the loop and the watches; waits for the current pass to end."""
+        self._stop.set()
+        self._wake.set()
+        for watch in list(self._watches):
+            watch.stop()
+        for thread in self._threads:
+            thread.join(timeout)
+        self._threads.clear()
+        self._watches.clear()
+        logger.info("Stopped the control loop")
+
+    def _watch(self, cls: type[Resource]) -> None:
+        while not self._stop.is_set():
+            try:
+                watch = self.store.watch(cls, since_resource_version=self.store.list(cls).resource_version)
+                self._watches.append(watch)
+                while not self._stop.is_set():
+                    if watch.poll(0.5) is not None:
+                        self._wake.set()
+                    elif watch.done:
+                        break
+            except Exception:
+                logger.debug("watch of %s ended; restarting", cls.KIND, exc_info=True)
+                self._stop.wait(1.0)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.clear()
+            try:
+                requeue = self.run_once()
+            except Exception:
+                logger.exception("Control loop pass failed")
+                requeue = None
+            wait = self.resync_seconds if requeue is None else max(0.05, min(requeue, self.resync_seconds))
+            self._wake.wait(wait)

@@ -1,0 +1,37 @@
+"""Where work runs: the :class:`Driver` protocol and the local Ray driver.
+
+* :class:`Driver` - submit/stop/inspect Ray jobs, deploy/inspect/delete Serve applications.
+* :class:`FakeDriver` - in memory, for tests.
+* :class:`LocalRayDriver` - a private local Ray head (or ``RAY_ADDRESS``), Ray's job
+  submission client and Serve's REST API, with Ray 2.60's dashboard token.
+
+Example:
+    >>> from corral.drivers import LocalRayDriver
+    >>> driver = LocalRayDriver(num_cpus=2)  # doctest: +SKIP
+    >>> driver.start(); driver.submit_job("corral-a-b-1", "python -c 'print(1)'"); driver.down()  # doctest: +SKIP
+"""
+
+from ._fake import FakeDriver
+from ._local import LocalRayDriver, read_ray_token
+from ._protocol import (
+    ACTIVE_JOB_STATUSES,
+    Driver,
+    DriverError,
+    JobState,
+    JobStatus,
+    ServeAppState,
+    ServeAppStatus,
+)
+
+__all__ = [
+    "ACTIVE_JOB_STATUSES",
+    "Driver",
+    "DriverError",
+    "FakeDriver",
+    "JobState",
+    "JobStatus",
+    "LocalRayDriver",
+    "ServeAppState",
+    "ServeAppStatus",
+    "read_ray_token",
+]

@@ -1,0 +1,142 @@
+"""LocalRayDriver against a real private Ray head: token auth, idempotent jobs, Serve REST deploys, clean down.
+
+One head for the module (starting Ray is the slow part); the last test stops it.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from corral.drivers import LocalRayDriver
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def driver() -> Iterator[LocalRayDriver]:
+    d = LocalRayDriver(num_cpus=1, env={"PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"})
+    d.start()
+    try:
+        yield d
+    finally:
+        d.down()
+
+
+def _get(url: str, token: str | None = None, timeout: float = 10) -> tuple[int, str]:
+    req = urllib.request.Request(url)
+    if token is not None:
+        req.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def _wait(predicate: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_dashboard_requires_the_token(driver: LocalRayDriver) -> None:
+    assert driver.started_head and driver.address and driver.token
+    assert _get(f"{driver.address}/api/jobs/")[0] == 401
+    assert _get(f"{driver.address}/api/jobs/", token="wrong")[0] == 403
+    assert _get(f"{driver.address}/api/jobs/", token=driver.token)[0] == 200
+    assert driver.temp_dir is not None and (driver.temp_dir / "auth_token").read_text() == driver.token
+
+
+def test_same_submission_id_is_one_job(driver: LocalRayDriver) -> None:
+    sid = "corral-test-hello-1"
+    entrypoint = "python -c \"print('hi')\""
+    driver.submit_job(sid, entrypoint)
+    driver.submit_job(sid, entrypoint)  # a restarted control plane re-submitting: success, no second job
+    _wait(lambda: (s := driver.job_status(sid)) is not None and not s.active, 120, "the job to finish")
+    state = driver.job_status(sid)
+    assert state is not None and state.status == "SUCCEEDED"
+    assert state.start_time is not None and state.end_time is not None and state.end_time >= state.start_time
+    assert "hi" in driver.job_logs(sid)
+    _, body = _get(f"{driver.address}/api/jobs/", token=driver.token)
+    assert [j["submission_id"] for j in json.loads(body)].count(sid) == 1
+    assert driver.job_status("corral-test-nope-1") is None
+    assert driver.stop_job(sid) is False
+
+
+def _echo(name: str, version: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "route_prefix": f"/t/{name}",
+        "import_path": "tests.fixtures.serve_echo:build",
+        "args": {"version": version},
+    }
+
+
+def test_serve_deploy_update_in_place_and_delete(driver: LocalRayDriver) -> None:
+    endpoint = driver.endpoint()
+    assert endpoint is not None
+    driver.deploy_serve({"applications": [_echo("one", "v1")]})
+    _wait(lambda: (a := driver.serve_status().get("one")) is not None and a.status == "RUNNING", 120, "app one")
+    status, body = _get(f"{endpoint}/t/one/v1/models")
+    assert status == 200 and json.loads(body) == {"version": "v1", "path": "/t/one/v1/models"}
+    app = driver.serve_status()["one"]
+    assert app.deployments["Echo"] == (1, 1) and app.route_prefix == "/t/one"
+    assert app.deployed_config is not None and app.deployed_config["args"] == {"version": "v1"}
+
+    driver.deploy_serve({"applications": [_echo("two", "v1")]})  # upsert: "one" stays
+    _wait(lambda: (a := driver.serve_status().get("two")) is not None and a.status == "RUNNING", 120, "app two")
+    assert set(driver.serve_status()) == {"one", "two"}
+
+    failures: list[str] = []
+    seen: set[str] = set()
+    stop = threading.Event()
+
+    def hammer() -> None:
+        while not stop.is_set():
+            code, text = _get(f"{endpoint}/t/one/x", timeout=30)
+            if code != 200:
+                failures.append(f"{code}: {text[:200]}")
+            else:
+                seen.add(json.loads(text)["version"])
+
+    thread = threading.Thread(target=hammer, daemon=True)
+    thread.start()
+    try:
+        driver.deploy_serve({"applications": [_echo("one", "v2")]})  # in-place update
+        _wait(lambda: "v2" in seen, 120, "the update to answer")
+    finally:
+        stop.set()
+        thread.join(40)
+    assert failures == []
+    assert seen <= {"v1", "v2"}
+
+    driver.delete_serve_app("two")
+    _wait(lambda: "two" not in driver.serve_status(), 60, "app two to go")
+    assert _get(f"{endpoint}/t/one/x")[0] == 200
+    driver.delete_serve_app("two")  # absent: success
+
+
+def test_down_stops_everything_it_started(driver: LocalRayDriver) -> None:
+    import psutil  # type: ignore[import-untyped]
+
+    pids = driver.owned_pids()
+    temp_dir = driver.temp_dir
+    assert len(pids) > 3
+    driver.down()
+    alive = [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+    assert alive == []
+    assert temp_dir is not None and not temp_dir.exists()
+    assert not driver.started_head
+    driver.down()  # idempotent

@@ -1,0 +1,203 @@
+"""The ModelDeployment reconciler: Serve config, status from Serve, in-place updates, license, delete."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from corral.api.v1alpha1 import (
+    Condition,
+    LicenseSpec,
+    LocalObjectReference,
+    Model,
+    ModelDeployment,
+    ModelDeploymentSpec,
+    ModelSpec,
+    ObjectMeta,
+)
+from corral.api.v1alpha1.model import ModelArtifact, ModelLineage, ModelLineageLink, ModelStatus
+from corral.control import (
+    FINALIZER,
+    ControlSettings,
+    DeleteServe,
+    DeploymentWorld,
+    DeployServe,
+    PatchObject,
+    RecordEvent,
+    Result,
+    config_matches,
+    reconcile_deployment,
+)
+from corral.drivers import FakeDriver
+
+NOW = datetime(2025, 1, 1, tzinfo=UTC)
+NS = "team-a"
+SETTINGS = ControlSettings(artifact_root="file:///srv/a")
+
+
+def meta(name: str, generation: int = 1, **extra: Any) -> ObjectMeta:
+    return ObjectMeta(name=name, namespace=NS, generation=generation, resource_version="3", **extra)
+
+
+def model(name: str, *, adapter_of: str | None = None, commercial: str = "allowed", is_ready: bool = True) -> Model:
+    spec = (
+        ModelSpec(type="adapter", uri=f"file:///srv/a/{name}", base_model=LocalObjectReference(name=adapter_of))
+        if adapter_of
+        else ModelSpec(uri=f"file:///srv/a/{name}", license=LicenseSpec(name="x", commercial_use=commercial))
+    )
+    lineage = ModelLineage(
+        links=[ModelLineageLink(kind="model", name=name, relation="base", license="x", commercial_use=commercial)],
+        commercial_use=commercial,
+    )
+    return Model(
+        metadata=meta(name),
+        spec=spec,
+        status=ModelStatus(
+            conditions=[Condition(type="Ready", status="True" if is_ready else "False", reason="R", message="")],
+            artifact=ModelArtifact(uri=f"file:///srv/a/{name}"),
+            lineage=lineage,
+        ),
+    )
+
+
+MODELS = {"tiny": model("tiny"), "bot": model("bot", adapter_of="tiny")}
+
+
+def deployment(generation: int = 1, adapters: tuple[str, ...] = ("bot",), **spec: Any) -> ModelDeployment:
+    fields: dict[str, Any] = {
+        "model": {"name": "tiny"},
+        "adapters": [{"name": a, "model": {"name": a}} for a in adapters],
+    }
+    fields.update(spec)
+    return ModelDeployment(
+        metadata=meta("support", generation, finalizers=[FINALIZER]), spec=ModelDeploymentSpec.model_validate(fields)
+    )
+
+
+def world(driver: FakeDriver | None = None, **kw: Any) -> DeploymentWorld:
+    app = driver.serve_status().get("team-a-support") if driver else None
+    base: dict[str, Any] = {"models": MODELS, "app": app, "endpoint": "http://127.0.0.1:8000"}
+    base.update(kw)
+    return DeploymentWorld(now=NOW, settings=SETTINGS, **base)
+
+
+def apply(driver: FakeDriver, result: Result) -> None:
+    for action in result.actions:
+        if isinstance(action, DeployServe):
+            driver.deploy_serve(action.config)
+        elif isinstance(action, DeleteServe):
+            driver.delete_serve_app(action.app_name)
+
+
+def step(dep: ModelDeployment, w: DeploymentWorld) -> tuple[ModelDeployment, Result]:
+    result = reconcile_deployment(dep, w)
+    return dep.model_copy(update={"status": result.status}), result
+
+
+def ready_cond(dep: ModelDeployment) -> Condition:
+    return next(c for c in dep.status.conditions if c.type == "Ready")
+
+
+def test_missing_model_waits() -> None:
+    dep, result = step(deployment(), world(models={}))
+    assert dep.status.phase == "Pending"
+    assert ready_cond(dep).reason == "ModelNotFound"
+    assert not any(isinstance(a, DeployServe) for a in result.actions)
+
+
+def test_adapter_of_another_base_is_refused() -> None:
+    models = {**MODELS, "bot": model("bot", adapter_of="other")}
+    dep, _ = step(deployment(), world(models=models))
+    assert dep.status.phase == "Failed"
+    assert ready_cond(dep).reason == "AdapterBaseMismatch"
+
+
+def test_deploys_one_app_named_after_namespace_and_name() -> None:
+    driver = FakeDriver()
+    dep, result = step(deployment(), world(driver))
+    deploys = [a for a in result.actions if isinstance(a, DeployServe)]
+    assert len(deploys) == 1
+    app = deploys[0].config["applications"][0]
+    assert app["name"] == "team-a-support" and app["route_prefix"] == "/team-a/support"
+    assert app["import_path"] == "corral.serving:build_app"
+    assert app["args"]["adapters"] == [{"name": "bot", "uri": "file:///srv/a/bot"}]
+    assert dep.status.phase == "Deploying"
+    assert ready_cond(dep).status == "False"
+    assert dep.status.endpoint == "http://127.0.0.1:8000/team-a/support/v1"
+    assert dep.status.served_models == ["tiny", "bot"]
+
+
+def test_ready_when_serve_runs_and_idempotent() -> None:
+    driver = FakeDriver()
+    dep, result = step(deployment(), world(driver))
+    apply(driver, result)
+    dep, result = step(dep, world(driver))
+    assert not any(isinstance(a, DeployServe) for a in result.actions)  # same config already deployed
+    assert dep.status.phase == "Deploying"
+    driver.set_app("team-a-support", "RUNNING", running=1, target=1)
+    dep, result = step(dep, world(driver))
+    assert dep.status.phase == "Ready"
+    assert ready_cond(dep).reason == "Serving"
+    assert dep.status.ready_replicas == 1 and dep.status.replicas == 1
+    assert [a for a in result.actions if not isinstance(a, RecordEvent)] == []
+    again, result2 = step(dep, world(driver))
+    assert again.status == dep.status and result2.actions == []
+
+
+def test_spec_change_rolls_out_in_place() -> None:
+    driver = FakeDriver(auto_ready=True)
+    dep, result = step(deployment(), world(driver))
+    apply(driver, result)
+    dep, _ = step(dep, world(driver))
+    assert dep.status.phase == "Ready"
+    models = {**MODELS, "bot2": model("bot2", adapter_of="tiny")}
+    changed = deployment(generation=2, adapters=("bot", "bot2")).model_copy(update={"status": dep.status})
+    dep2, result = step(changed, world(driver, models=models))
+    deploys = [a for a in result.actions if isinstance(a, DeployServe)]
+    assert len(deploys) == 1 and deploys[0].app_names == ["team-a-support"]
+    assert dep2.status.phase == "Updating"
+    assert ready_cond(dep2).status == "True"  # old replicas keep serving
+    apply(driver, result)
+    dep3, result = step(dep2, world(driver, models=models))
+    assert dep3.status.phase == "Ready" and dep3.status.served_models == ["tiny", "bot", "bot2"]
+
+
+def test_deploy_failed_is_reported() -> None:
+    driver = FakeDriver()
+    dep, result = step(deployment(), world(driver))
+    apply(driver, result)
+    driver.set_app("team-a-support", "DEPLOY_FAILED", running=0, message="ImportError: no module")
+    dep, _ = step(dep, world(driver))
+    assert dep.status.phase == "Failed"
+    assert ready_cond(dep).reason == "DeployFailed" and "ImportError" in ready_cond(dep).message
+
+
+def test_commercial_use_refused_and_app_removed() -> None:
+    driver = FakeDriver(auto_ready=True)
+    models = {**MODELS, "tiny": model("tiny", commercial="forbidden")}
+    dep, result = step(deployment(intendedUse="commercial"), world(driver, models=models))
+    assert dep.status.phase == "Failed"
+    assert ready_cond(dep).reason == "LicenseForbidsCommercialUse"
+    assert "tiny" in ready_cond(dep).message and "research" in ready_cond(dep).message
+    assert not any(isinstance(a, DeployServe) for a in result.actions)
+    driver.deploy_serve({"applications": [{"name": "team-a-support", "route_prefix": "/team-a/support"}]})
+    _, result = step(dep, world(driver, models=models))
+    assert DeleteServe("team-a-support") in result.actions
+
+
+def test_delete_removes_app_then_finalizer() -> None:
+    driver = FakeDriver(auto_ready=True)
+    dep, result = step(deployment(), world(driver))
+    apply(driver, result)
+    deleting = dep.model_copy(update={"metadata": dep.metadata.model_copy(update={"deletion_timestamp": NOW})})
+    _, result = step(deleting, world(driver))
+    assert result.actions == [DeleteServe("team-a-support")]
+    apply(driver, result)
+    _, result = step(deleting, world(driver))
+    assert result.actions == [PatchObject("ModelDeployment", NS, "support", {"metadata": {"finalizers": []}})]
+
+
+def test_config_matches_is_a_subset_compare() -> None:
+    assert config_matches({"a": 1, "b": [{"c": 2}]}, {"a": 1, "b": [{"c": 2, "d": 3}], "e": 4})
+    assert not config_matches({"a": 1}, {"a": 2})
+    assert not config_matches({"b": [1, 2]}, {"b": [1]})
