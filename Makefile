@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: venv test test-unit lint crds demo clean bench
+.PHONY: venv tools test test-unit lint crds demo clean bench
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,7 +21,11 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-test: venv
+# Debian's prometheus package (promtool + prometheus) unpacked into .tools/, no service started.
+tools:
+	bash scripts/install_promtool.sh >/dev/null
+
+test: venv tools
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-unit: venv

@@ -15,11 +15,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import corral
 from corral.api.v1alpha1 import GROUP_VERSION, KINDS
-from corral.observability import REGISTRY
+from corral.observability import REGISTRY, events_uri_under, register_store_collector
 from corral.store import SelectorError, Store, StoreError
 
 from ._auth import Authenticator
 from ._health import MetricsMiddleware, health_router
+from ._openai_api import install_openai_api
 from ._resources import API_PREFIX, get_principal, resource_router
 from ._status import APIError, status_response
 
@@ -149,6 +150,7 @@ def create_app(
     *,
     registry: CollectorRegistry | None = None,
     watch_timeout: float = 1800.0,
+    artifact_root: str | None = None,
 ) -> FastAPI:
     """Build the control API.
 
@@ -156,8 +158,11 @@ def create_app(
         store: Where resources live (``SqliteStore`` embedded, the Kubernetes store on a cluster).
         auth: Who may call (``TokenAuth`` embedded).
         registry: Prometheus registry for the request metrics and ``/metrics`` (default
-            :data:`corral.observability.REGISTRY`).
+            :data:`corral.observability.REGISTRY`); the store collector (objects, GPUs, cost,
+            training progress, replicas) is registered on it, bound to ``store``.
         watch_timeout: Longest a watch stream stays open, in seconds.
+        artifact_root: URI where the OpenAI-style ``/v1/files`` uploads are stored (under
+            ``files/``); ``None`` makes the files and fine-tuning job endpoints answer 503.
 
     Returns:
         The FastAPI application; serve it with uvicorn.
@@ -171,6 +176,7 @@ def create_app(
     app.state.store = store
     app.state.auth = auth
     app.state.registry = registry
+    register_store_collector(store, registry, events_uri_under(artifact_root) if artifact_root else None)
     app.add_middleware(MetricsMiddleware, registry=registry)
     _install_error_handlers(app)
     app.include_router(health_router())
@@ -183,6 +189,7 @@ def create_app(
         return JSONResponse(_discovery())
 
     app.include_router(resource_router(watch_timeout))
+    install_openai_api(app, artifact_root)
     _install_openapi(app)
     log.info("Control API ready: %d kinds under %s", len(KINDS), API_PREFIX)
     return app

@@ -52,7 +52,8 @@ def health_router() -> APIRouter:
     async def metrics(request: Request) -> Response:
         """Prometheus text exposition of the registry."""
         registry: CollectorRegistry = request.app.state.registry
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+        body = await run_in_threadpool(generate_latest, registry)  # the store collector reads the store
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     return router
 
