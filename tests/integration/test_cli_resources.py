@@ -73,7 +73,9 @@ def test_errors_are_clear(env: dict[str, str], tmp_path_factory: pytest.TempPath
     code, out = run(env, "get", "pods")
     assert code == 2 and "not a Corral kind" in out
     bad = tmp_path_factory.mktemp("bad") / "bad.yaml"
-    bad.write_text((REPO / "examples/support-bot/40-deployment.yaml").read_text().replace("replicas: 1", "replicas: -1"))
+    bad.write_text(
+        (REPO / "examples/support-bot/40-deployment.yaml").read_text().replace("replicas: 1", "replicas: -1")
+    )
     code, out = run(env, "apply", "-f", str(bad))
     assert code == 1 and "spec.replicas: -1" in out
     code, out = run({**env, "CORRAL_TOKEN": "nope"}, "get", "models")

@@ -107,7 +107,11 @@ def test_plain_chat_answer(client: openai.OpenAI) -> None:
 def test_streamed_equals_non_streamed(client: openai.OpenAI) -> None:
     whole = client.chat.completions.create(model="tiny", messages=QUESTION, temperature=0, max_tokens=32)
     stream = client.chat.completions.create(
-        model="tiny", messages=QUESTION, temperature=0, max_tokens=32, stream=True,
+        model="tiny",
+        messages=QUESTION,
+        temperature=0,
+        max_tokens=32,
+        stream=True,
         stream_options={"include_usage": True},
     )
     pieces, finish, usage = [], None, None
@@ -124,8 +128,11 @@ def test_streamed_equals_non_streamed(client: openai.OpenAI) -> None:
 def test_completions_stream_and_length(client: openai.OpenAI) -> None:
     whole = client.completions.create(model="tiny", prompt=PROSE, temperature=0, max_tokens=12)
     assert whole.choices[0].finish_reason == "length" and whole.usage.completion_tokens == 12  # type: ignore[union-attr]
-    text = "".join(c.choices[0].text for c in client.completions.create(
-        model="tiny", prompt=PROSE, temperature=0, max_tokens=12, stream=True) if c.choices)
+    text = "".join(
+        c.choices[0].text
+        for c in client.completions.create(model="tiny", prompt=PROSE, temperature=0, max_tokens=12, stream=True)
+        if c.choices
+    )
     assert text == whole.choices[0].text
 
 

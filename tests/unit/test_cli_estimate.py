@@ -40,8 +40,9 @@ def test_table_for_the_cluster_example(app: typer.Typer) -> None:
 
 
 def test_json_output(app: typer.Typer) -> None:
-    result = CliRunner().invoke(app, ["estimate", "-f", str(JOB), "--pools", str(POOLS), "--tokens", "1000000",
-                                      "--json"])
+    result = CliRunner().invoke(
+        app, ["estimate", "-f", str(JOB), "--pools", str(POOLS), "--tokens", "1000000", "--json"]
+    )
     assert result.exit_code == 0, result.output
     docs = json.loads(result.output)
     job = next(d for d in docs if d["kind"] == "FineTuneJob")

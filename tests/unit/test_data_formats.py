@@ -93,8 +93,13 @@ def test_every_error_class_with_its_line_and_field() -> None:
     got = [(e.line, e.field, e.code) for e in report.errors]
     assert got == EXPECTED_ERRORS
     assert {e.code for e in report.errors} == {
-        "invalid_json", "missing_field", "unrecognized_role", "missing_content",
-        "no_assistant_message", "wrong_type", "empty_example",
+        "invalid_json",
+        "missing_field",
+        "unrecognized_role",
+        "missing_content",
+        "no_assistant_message",
+        "wrong_type",
+        "empty_example",
     }
     # nothing skipped uncounted: every record is an example or invalid; the blank line is counted
     train = report.train
@@ -189,14 +194,20 @@ def test_normalize_raises_record_error_and_accepts_text_parts() -> None:
         normalize({"messages": [{"role": "user", "content": "x"}]}, "openai", line=7)
     assert (info.value.code, info.value.line) == ("no_assistant_message", 7)
     conv = normalize(
-        {"messages": [{"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]},
-                      {"role": "assistant", "content": "c"}]},
+        {
+            "messages": [
+                {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]},
+                {"role": "assistant", "content": "c"},
+            ]
+        },
         "openai",
     )
     assert conv == Conversation(messages=(Message("user", "ab"), Message("assistant", "c")))
     with pytest.raises(RecordError, match="'weight' must be 0 or 1"):
-        normalize({"messages": [{"role": "user", "content": "x"},
-                                {"role": "assistant", "content": "y", "weight": 2}]}, "openai")
+        normalize(
+            {"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y", "weight": 2}]},
+            "openai",
+        )
     with pytest.raises(RecordError) as info:
         normalize({"conversations": [{"from": "human", "value": "x"}, {"from": "robot", "value": "y"}]}, "sharegpt")
     assert info.value.code == "unrecognized_role" and info.value.field == "conversations[1].from"

@@ -27,8 +27,14 @@ def _tiny_llama(attn: str) -> Any:
 
     torch.manual_seed(0)
     config = LlamaConfig(
-        vocab_size=96, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=256, pad_token_id=0,
+        vocab_size=96,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        pad_token_id=0,
     )
     config._attn_implementation = attn
     return LlamaForCausalLM(config).eval()
@@ -125,9 +131,7 @@ def test_packed_logits_equal_separate_logits(attn: str) -> None:
     with torch.no_grad():
         leaky = model(input_ids=batch["input_ids"]).logits
     leaked = _unpack(leaky, seqs)
-    assert any(
-        not torch.allclose(leaked[e.source_line], a, atol=1e-4) for e, a in zip(examples, alone, strict=True)
-    )
+    assert any(not torch.allclose(leaked[e.source_line], a, atol=1e-4) for e, a in zip(examples, alone, strict=True))
 
 
 def test_position_ids_alone_with_transformers_packed_detection() -> None:

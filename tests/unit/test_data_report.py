@@ -75,9 +75,16 @@ def test_token_stats_with_tokenizer_and_template(tmp_path: Path) -> None:
 
 
 def test_duplicates_and_leakage(tmp_path: Path) -> None:
-    train = _write(tmp_path / "train.jsonl", [
-        _chat("a", "b"), _chat("c", "d"), _chat(" a ", "b  "), _chat("a", "b"), _chat("e", "f"),
-    ])
+    train = _write(
+        tmp_path / "train.jsonl",
+        [
+            _chat("a", "b"),
+            _chat("c", "d"),
+            _chat(" a ", "b  "),
+            _chat("a", "b"),
+            _chat("e", "f"),
+        ],
+    )
     valid = _write(tmp_path / "valid.jsonl", [_chat("x", "y"), _chat("c", "d"), {"messages": "oops"}])
     report = check_dataset(train, validation_source=valid)
     assert report.duplicate_lines == [(3, 1), (4, 1)]
@@ -152,10 +159,19 @@ def test_cli_json(tmp_path: Path) -> None:
     tok = make_tokenizer.__wrapped__()  # a fresh one: the shared instance must keep no template
     tok.chat_template = get_template("chatml", tok)
     tok.save_pretrained(tmp_path / "tok")
-    result = CliRunner().invoke(_app(), [
-        "dataset", "check", str(DATA / "openai.jsonl"), "--json", "--tokenizer", str(tmp_path / "tok"),
-        "--validation", str(DATA / "openai.jsonl"),
-    ])
+    result = CliRunner().invoke(
+        _app(),
+        [
+            "dataset",
+            "check",
+            str(DATA / "openai.jsonl"),
+            "--json",
+            "--tokenizer",
+            str(tmp_path / "tok"),
+            "--validation",
+            str(DATA / "openai.jsonl"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
     assert data["ok"] is True and data["train"]["format"] == "openai" and data["token_unit"] == "tokens"

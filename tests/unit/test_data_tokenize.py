@@ -71,9 +71,16 @@ def test_assistant_masking_keeps_exactly_the_answers(tok: Any, name: str) -> Non
     # unmasked labels are the input tokens themselves
     assert all(lab in (IGNORE_INDEX, i) for i, lab in zip(example.input_ids, example.labels, strict=True))
     # the sequence is the rendered template, tokenized once
-    assert tok.decode(example.input_ids) == tok.decode(tok(tok.apply_chat_template(
-        [{"role": m.role, "content": m.content} for m in CHAT.messages], chat_template=get_template(name, tok),
-        tokenize=False), add_special_tokens=False)["input_ids"])
+    assert tok.decode(example.input_ids) == tok.decode(
+        tok(
+            tok.apply_chat_template(
+                [{"role": m.role, "content": m.content} for m in CHAT.messages],
+                chat_template=get_template(name, tok),
+                tokenize=False,
+            ),
+            add_special_tokens=False,
+        )["input_ids"]
+    )
 
 
 @pytest.mark.parametrize("name", TEMPLATE_NAMES)

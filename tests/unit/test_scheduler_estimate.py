@@ -160,8 +160,16 @@ def test_from_hf_config_rejects_missing_fields() -> None:
 
 @pytest.mark.parametrize(
     ("params", "layers", "hidden"),
-    [(1.24e9, 16, 2048), (3.2e9, 28, 3072), (6.7e9, 32, 4096), (8.0e9, 32, 4096), (13e9, 40, 5120),
-     (33e9, 60, 6656), (65e9, 80, 8192), (70.6e9, 80, 8192)],
+    [
+        (1.24e9, 16, 2048),
+        (3.2e9, 28, 3072),
+        (6.7e9, 32, 4096),
+        (8.0e9, 32, 4096),
+        (13e9, 40, 5120),
+        (33e9, 60, 6656),
+        (65e9, 80, 8192),
+        (70.6e9, 80, 8192),
+    ],
 )
 def test_from_catalog_params_standard_shapes(params: float, layers: int, hidden: int) -> None:
     profile = ModelProfile.from_catalog_params(params, "llama")
@@ -187,8 +195,9 @@ def test_kv_cache_formula() -> None:
     llama3 = ModelProfile.from_hf_config(LLAMA3_8B_CONFIG)
     # layers x 2 x KV heads x head size x 2 bytes = 32 x 2 x 8 x 128 x 2
     assert llama3.kv_bytes_per_token == 131_072
-    est = estimate_serving(llama3, gpus_per_replica=1, max_context_length=8192, max_concurrent_sequences=16,
-                           accelerator="nvidia-a100-80gb")
+    est = estimate_serving(
+        llama3, gpus_per_replica=1, max_context_length=8192, max_concurrent_sequences=16, accelerator="nvidia-a100-80gb"
+    )
     assert est.memory.kv_cache == 131_072 * 8192 * 16
     assert est.memory.weights == llama3.params * 2
     assert est.fits
@@ -200,19 +209,25 @@ def test_serving_tensor_parallel_and_adapters() -> None:
     two = estimate_serving(llama3, gpus_per_replica=2, max_context_length=4096, max_concurrent_sequences=8)
     assert two.memory.weights * 2 == pytest.approx(one.memory.weights, abs=2)
     assert two.memory.kv_cache * 2 == one.memory.kv_cache
-    with_adapters = estimate_serving(llama3, gpus_per_replica=1, max_context_length=4096,
-                                     max_concurrent_sequences=8, adapters=4)
+    with_adapters = estimate_serving(
+        llama3, gpus_per_replica=1, max_context_length=4096, max_concurrent_sequences=8, adapters=4
+    )
     assert with_adapters.memory.adapter == 4 * llama3.lora_params(16) * 2
     # 8B at 8K x 64 sequences: 69 GB of KV cache alone; too big for one L4, and the estimate
     # says how many full-context sequences would fit instead.
-    big = estimate_serving(llama3, gpus_per_replica=1, max_context_length=8192, max_concurrent_sequences=64,
-                           accelerator="nvidia-l4")
+    big = estimate_serving(
+        llama3, gpus_per_replica=1, max_context_length=8192, max_concurrent_sequences=64, accelerator="nvidia-l4"
+    )
     assert big.fits is False
     assert big.full_context_sequences is not None and 0 < big.full_context_sequences < 64
     assert serving_gpus_needed(llama3, 24 * 1024**3, max_context_length=4096, max_concurrent_sequences=8) == 1
     # 70B: two GPUs hold 70.6 GB of weights each, leaving no room for 10.5 GB of KV cache: four.
-    assert serving_gpus_needed(ModelProfile.from_catalog_params(70.6e9), 80 * 1024**3,
-                               max_context_length=4096, max_concurrent_sequences=16) == 4
+    assert (
+        serving_gpus_needed(
+            ModelProfile.from_catalog_params(70.6e9), 80 * 1024**3, max_context_length=4096, max_concurrent_sequences=16
+        )
+        == 4
+    )
 
 
 # --- invariants and errors ---------------------------------------------------------------------------
@@ -220,12 +235,10 @@ def test_serving_tensor_parallel_and_adapters() -> None:
 
 def test_checkpointing_and_sharding_reduce_memory(llama7b: ModelProfile) -> None:
     plain = estimate_training(llama7b, method="lora", micro_batch_size=4, max_seq_len=2048)
-    ckpt = estimate_training(llama7b, method="lora", micro_batch_size=4, max_seq_len=2048,
-                             gradient_checkpointing=True)
+    ckpt = estimate_training(llama7b, method="lora", micro_batch_size=4, max_seq_len=2048, gradient_checkpointing=True)
     assert ckpt.memory.activations < plain.memory.activations / 5
     assert ckpt.flops_per_token > plain.flops_per_token  # recomputation costs a forward pass
-    fsdp = estimate_training(llama7b, method="lora", strategy="fsdp", workers=8, micro_batch_size=4,
-                             max_seq_len=2048)
+    fsdp = estimate_training(llama7b, method="lora", strategy="fsdp", workers=8, micro_batch_size=4, max_seq_len=2048)
     assert fsdp.memory.weights < plain.memory.weights / 7
 
 

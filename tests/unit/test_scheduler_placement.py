@@ -14,8 +14,9 @@ GIB = 1024**3
 
 def pools() -> list[PoolState]:
     return [
-        PoolState("a100-ondemand", "nvidia-a100-80gb", 8, 80 * GIB, 4, Decimal("3.67"),
-                  quotas={"team-a": 16, "team-b": 8}),
+        PoolState(
+            "a100-ondemand", "nvidia-a100-80gb", 8, 80 * GIB, 4, Decimal("3.67"), quotas={"team-a": 16, "team-b": 8}
+        ),
         PoolState("a100-spot", "nvidia-a100-80gb", 8, 80 * GIB, 8, Decimal("1.47"), spot=True),
         PoolState("h100", "nvidia-h100-80gb", 8, 80 * GIB, 2, Decimal("12.00")),  # dearer per FLOP than A100
         PoolState("l4", "nvidia-l4", 1, 24 * GIB, 20, Decimal("0.71")),
@@ -26,15 +27,24 @@ def job(name: str = "ft", *, workers: int = 8, gib: float = 40, ns: str = "team-
     fields: dict[str, object] = {"flops": 1e18, "preemptible": False}
     fields.update(kw)
     return PlacementRequest(
-        key=f"{ns}/{name}", namespace=ns, shapes=(Shape(1, int(gib * GIB)),), replicas=workers,
-        kind="FineTuneJob", **fields,  # type: ignore[arg-type]
+        key=f"{ns}/{name}",
+        namespace=ns,
+        shapes=(Shape(1, int(gib * GIB)),),
+        replicas=workers,
+        kind="FineTuneJob",
+        **fields,  # type: ignore[arg-type]
     )
 
 
 def deployment(name: str = "dep", *, shapes: tuple[Shape, ...] | None = None, **kw: object) -> PlacementRequest:
     return PlacementRequest(
-        key=f"team-a/{name}", namespace="team-a", shapes=shapes or (Shape(1, 30 * GIB),), replicas=1,
-        kind="ModelDeployment", priority=100, **kw,  # type: ignore[arg-type]
+        key=f"team-a/{name}",
+        namespace="team-a",
+        shapes=shapes or (Shape(1, 30 * GIB),),
+        replicas=1,
+        kind="ModelDeployment",
+        priority=100,
+        **kw,  # type: ignore[arg-type]
     )
 
 
@@ -183,13 +193,22 @@ def test_spot_is_for_preemptible_finetunes() -> None:
 
 def test_decisions_are_deterministic() -> None:
     rng = random.Random(3)
-    reqs = [job(f"j{i}", workers=rng.choice([1, 2, 4, 8]), seq=i, priority=rng.choice([0, 5]),
-                preemptible=rng.random() < 0.5) for i in range(40)]
+    reqs = [
+        job(
+            f"j{i}",
+            workers=rng.choice([1, 2, 4, 8]),
+            seq=i,
+            priority=rng.choice([0, 5]),
+            preemptible=rng.random() < 0.5,
+        )
+        for i in range(40)
+    ]
     first = [(d.key, d.admitted, d.pool, d.nodes, d.message) for d in Scheduler(ClusterState(pools())).schedule(reqs)]
     shuffled = reqs[:]
     rng.shuffle(shuffled)
-    second = [(d.key, d.admitted, d.pool, d.nodes, d.message)
-              for d in Scheduler(ClusterState(pools())).schedule(shuffled)]
+    second = [
+        (d.key, d.admitted, d.pool, d.nodes, d.message) for d in Scheduler(ClusterState(pools())).schedule(shuffled)
+    ]
     assert first == second
     assert place(reqs[5], pools(), queue=reqs) == place(reqs[5], pools(), queue=list(reversed(reqs)))
 

@@ -111,7 +111,7 @@ async def test_greedy_matches_transformers_generate(engine_factory: Any, loaded:
     model = loaded[0]
     ids = prompt(loaded, QUESTIONS[0])
     out = await collect(engine, greedy(ids))
-    ref = model.generate(torch.tensor([ids]), max_new_tokens=24, do_sample=False)[0, len(ids):].tolist()
+    ref = model.generate(torch.tensor([ids]), max_new_tokens=24, do_sample=False)[0, len(ids) :].tolist()
     assert out["tokens"] == ref[: len(out["tokens"])]
     again = await collect(engine, greedy(ids))
     assert again["tokens"] == out["tokens"]
