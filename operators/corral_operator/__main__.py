@@ -1,0 +1,31 @@
+"""``python -m corral_operator``: run the operator (settings from ``CORRAL_OPERATOR_*``)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+__all__ = ["main"]
+
+
+def main() -> int:
+    """Run kopf with Corral's handlers until SIGTERM."""
+    import kopf
+
+    from . import _handlers
+
+    settings = _handlers.SETTINGS
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    kopf.run(
+        clusterwide=not settings.namespaces,
+        namespaces=settings.namespaces,
+        standalone=settings.standalone,
+        priority=settings.priority,
+        peering_name=settings.peering_name,
+        liveness_endpoint=f"http://0.0.0.0:{settings.health_port}/healthz",
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,420 @@
+"""Pure builders of KubeRay objects: a FineTuneJob becomes a ``RayJob``, a ModelDeployment a ``RayService``.
+
+Nothing here talks to Kubernetes: each builder returns the ``ray.io/v1`` object as a plain
+dict, ready for ``create_namespaced_custom_object``. The operator's KubeRay driver creates
+them; tests compare them field by field.
+
+* The ``RayJob``'s ``spec.entrypoint`` is contract 1 (``python -m corral.training --job ...``),
+  its ``spec.jobId`` the FineTuneJob's deterministic submission id.
+* The ``RayService``'s ``spec.serveConfigV2`` is contract 2 (``corral.serving.serve_config``)
+  as YAML.
+* Placement (a GPUPool's node selector, tolerations and accelerator) becomes the worker
+  pods' ``nodeSelector``, ``tolerations``, ``nvidia.com/gpu`` limits and a Ray
+  ``accelerator_type:<X>`` custom resource.
+* Names are deterministic and short enough for KubeRay (which derives cluster and pod names
+  from them); every child carries an owner reference to its Corral object.
+* S3 credentials reach pods only as ``secretKeyRef`` environment variables.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from corral.api.v1alpha1 import FineTuneJob, GPUPool, ModelDeployment, Resource
+
+__all__ = [
+    "KUBERAY_API_VERSION",
+    "KUEUE_QUEUE_LABEL",
+    "MAX_NAME_LENGTH",
+    "OWNER_LABELS",
+    "KubeRaySettings",
+    "PodPlacement",
+    "build_rayjob",
+    "build_rayservice",
+    "child_name",
+    "owner_reference",
+    "ray_accelerator_type",
+    "rayjob_name",
+    "rayservice_name",
+]
+
+KUBERAY_API_VERSION = "ray.io/v1"
+KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+MAX_NAME_LENGTH = 47
+"""KubeRay refuses RayJob/RayService names longer than this (it appends suffixes to them)."""
+
+OWNER_LABELS = ("corral.dev/kind", "corral.dev/name")
+"""Labels on every child: the owner's kind and name (for selection and cleanup checks)."""
+
+_GPU_RESOURCE = "nvidia.com/gpu"
+
+# Corral accelerator types -> Ray's accelerator type names (ray.util.accelerators).
+_RAY_ACCELERATORS: dict[str, str] = {
+    "nvidia-a100-40gb": "A100-40G",
+    "nvidia-a100-80gb": "A100-80G",
+    "nvidia-h100-80gb": "H100",
+    "nvidia-h200-141gb": "H200",
+    "nvidia-l4": "L4",
+    "nvidia-l40s": "L40S",
+    "nvidia-a10g": "A10G",
+    "nvidia-t4": "T4",
+    "nvidia-v100": "V100",
+}
+
+
+class KubeRaySettings(BaseModel):
+    """How Corral's Ray clusters look on Kubernetes (from the Helm values, read once at startup)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    image: str = Field(
+        default="ghcr.io/corral-dev/corral-ray:latest",
+        description="Ray image with Corral installed, for CPU pods (head and CPU workers).",
+    )
+    gpu_image: str | None = Field(default=None, description="Image for GPU workers; unset uses image.")
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(
+        default="IfNotPresent", description="Pull policy of every Ray container."
+    )
+    ray_version: str = Field(default="2.60.0", description="Ray version in the image (RayClusterSpec.rayVersion).")
+    service_account: str | None = Field(default="corral-ray", description="ServiceAccount of Ray pods.")
+    head_cpus: str = Field(default="1", description="CPU request and limit of the head pod.")
+    head_memory: str = Field(default="4Gi", description="Memory request and limit of the head pod.")
+    default_worker_memory: str = Field(default="8Gi", description="Worker memory when the spec sets none.")
+    s3_secret_name: str | None = Field(
+        default=None, description="Secret holding S3 credentials; unset: pods use their own identity (IRSA...)."
+    )
+    s3_access_key_id_key: str = Field(default="AWS_ACCESS_KEY_ID", description="Key of the access key id.")
+    s3_secret_access_key_key: str = Field(default="AWS_SECRET_ACCESS_KEY", description="Key of the secret key.")
+    s3_endpoint_url: str | None = Field(default=None, description="S3 endpoint URL given to pods (not a secret).")
+    submission_mode: Literal["K8sJobMode", "HTTPMode", "SidecarMode"] = Field(
+        default="K8sJobMode", description="How KubeRay submits the Ray job to its cluster."
+    )
+    backoff_limit: int = Field(default=0, ge=0, le=100, description="RayJob retries (new cluster each).")
+    ttl_seconds_after_finished: int = Field(
+        default=300, ge=0, description="Seconds a finished RayJob's cluster lingers (logs) before deletion."
+    )
+    upgrade_strategy: Literal["NewCluster", "NewClusterWithIncrementalUpgrade", "None"] = Field(
+        default="NewCluster", description="RayService upgrade strategy on cluster-level changes."
+    )
+    extra_env: dict[str, str] = Field(default_factory=dict, description="Plain environment for every Ray container.")
+
+
+@dataclass(frozen=True)
+class PodPlacement:
+    """Where and how large the worker pods are: the scheduler's decision in pod terms.
+
+    Attributes:
+        replicas: Worker pods (training workers or serving replicas).
+        cpus: CPU request per worker, as a quantity string.
+        memory: Memory request per worker, or None for the settings' default.
+        gpus: GPUs per worker (``nvidia.com/gpu`` limit and Ray ``num-gpus``).
+        accelerator_type: Corral accelerator type (``nvidia-a100-80gb``), or None.
+        node_selector: Node selector of the GPUPool.
+        tolerations: Tolerations of the GPUPool, in Kubernetes wire form.
+        max_replicas: Upper bound for autoscaling (serving); None: fixed at ``replicas``.
+    """
+
+    replicas: int = 1
+    cpus: str = "1"
+    memory: str | None = None
+    gpus: int = 0
+    accelerator_type: str | None = None
+    node_selector: Mapping[str, str] = field(default_factory=dict)
+    tolerations: Sequence[Mapping[str, Any]] = ()
+    max_replicas: int | None = None
+
+    @staticmethod
+    def _pool_fields(pool: GPUPool | None) -> dict[str, Any]:
+        if pool is None:
+            return {}
+        tolerations = [t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in pool.spec.tolerations]
+        accel = pool.spec.accelerator_type if pool.spec.accelerator_type != "cpu" else None
+        return {
+            "node_selector": dict(pool.spec.node_selector),
+            "tolerations": tuple(tolerations),
+            "accelerator_type": accel,
+        }
+
+    @classmethod
+    def for_job(cls, job: FineTuneJob, pool: GPUPool | None = None) -> PodPlacement:
+        """Workers of a fine-tune: ``spec.resources`` sized, on ``pool`` when it was placed on one."""
+        res = job.spec.resources
+        fields = cls._pool_fields(pool)
+        if res.accelerator_type and not fields.get("accelerator_type"):
+            fields["accelerator_type"] = res.accelerator_type
+        return cls(
+            replicas=res.workers,
+            cpus=res.cpus_per_worker,
+            memory=res.memory_per_worker,
+            gpus=res.gpus_per_worker,
+            **fields,
+        )
+
+    @classmethod
+    def for_deployment(cls, deployment: ModelDeployment, pool: GPUPool | None = None) -> PodPlacement:
+        """Replica pods of a deployment: one Ray worker per Serve replica, autoscaling within its range."""
+        res = deployment.spec.resources
+        low, high = deployment.spec.replica_range
+        fields = cls._pool_fields(pool)
+        if res.accelerator_type and not fields.get("accelerator_type"):
+            fields["accelerator_type"] = res.accelerator_type
+        return cls(
+            replicas=max(low, 1),
+            cpus=res.cpus_per_replica,
+            memory=res.memory_per_replica,
+            gpus=res.gpus_per_replica,
+            max_replicas=max(high, low, 1) if deployment.spec.autoscaling is not None else None,
+            **fields,
+        )
+
+
+def ray_accelerator_type(accelerator_type: str | None) -> str | None:
+    """Ray's name for a Corral accelerator type (``nvidia-a100-80gb`` -> ``A100-80G``); unknown ones upper-cased."""
+    if not accelerator_type or accelerator_type == "cpu":
+        return None
+    known = _RAY_ACCELERATORS.get(accelerator_type)
+    if known is not None:
+        return known
+    return re.sub(r"^nvidia-", "", accelerator_type).upper()
+
+
+def child_name(base: str, max_length: int = MAX_NAME_LENGTH) -> str:
+    """A DNS-1123 label of at most ``max_length`` characters; long names keep a hash of the whole.
+
+    Deterministic: the same ``base`` always gives the same name.
+    """
+    clean = re.sub(r"[^a-z0-9-]+", "-", base.lower()).strip("-") or "corral"
+    if len(clean) <= max_length:
+        return clean
+    digest = hashlib.sha256(base.encode("utf-8")).hexdigest()[:8]
+    return f"{clean[: max_length - 9].rstrip('-')}-{digest}"
+
+
+def rayjob_name(submission_id: str) -> str:
+    """Name of the RayJob of a submission id (``corral-<ns>-<name>-<generation>``)."""
+    return child_name(submission_id)
+
+
+def rayservice_name(deployment: ModelDeployment) -> str:
+    """Name of a ModelDeployment's RayService (same namespace): ``corral-<name>``."""
+    return child_name(f"corral-{deployment.metadata.name}")
+
+
+def owner_reference(owner: Resource) -> dict[str, Any]:
+    """A controller owner reference to ``owner`` (garbage collection deletes the child with it).
+
+    Raises:
+        ValueError: ``owner`` has no uid (it was never stored).
+    """
+    if not owner.metadata.uid:
+        raise ValueError(f"{owner.kind} {owner.metadata.name} has no uid; owner references need a stored object")
+    return {
+        "apiVersion": owner.api_version,
+        "kind": owner.kind,
+        "name": owner.metadata.name,
+        "uid": owner.metadata.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def _metadata(name: str, owner: Resource, queue: str | None) -> dict[str, Any]:
+    labels = {
+        "app.kubernetes.io/managed-by": "corral",
+        OWNER_LABELS[0]: owner.kind,
+        OWNER_LABELS[1]: child_name(owner.metadata.name, 63),
+    }
+    if queue:
+        labels[KUEUE_QUEUE_LABEL] = queue
+    return {
+        "name": name,
+        "namespace": owner.metadata.namespace,
+        "labels": labels,
+        "ownerReferences": [owner_reference(owner)],
+    }
+
+
+def _env(settings: KubeRaySettings) -> list[dict[str, Any]]:
+    env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in sorted(settings.extra_env.items())]
+    if settings.s3_endpoint_url:
+        env.append({"name": "AWS_ENDPOINT_URL_S3", "value": settings.s3_endpoint_url})
+    if settings.s3_secret_name:
+        for var, key in (
+            ("AWS_ACCESS_KEY_ID", settings.s3_access_key_id_key),
+            ("AWS_SECRET_ACCESS_KEY", settings.s3_secret_access_key_key),
+        ):
+            env.append({"name": var, "valueFrom": {"secretKeyRef": {"name": settings.s3_secret_name, "key": key}}})
+    return env
+
+
+def _container(
+    name: str, image: str, settings: KubeRaySettings, resources: dict[str, Any], ports: list[dict[str, Any]]
+) -> dict[str, Any]:
+    container: dict[str, Any] = {
+        "name": name,
+        "image": image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "resources": resources,
+        "env": _env(settings),
+        "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+    }
+    if ports:
+        container["ports"] = ports
+    return container
+
+
+def _pod_spec(container: dict[str, Any], settings: KubeRaySettings, placement: PodPlacement | None) -> dict[str, Any]:
+    spec: dict[str, Any] = {"containers": [container]}
+    if settings.service_account:
+        spec["serviceAccountName"] = settings.service_account
+    if placement is not None:
+        if placement.node_selector:
+            spec["nodeSelector"] = dict(placement.node_selector)
+        if placement.tolerations:
+            spec["tolerations"] = [dict(t) for t in placement.tolerations]
+    return spec
+
+
+def _head_group(settings: KubeRaySettings, *, serve: bool) -> dict[str, Any]:
+    res = {"cpu": settings.head_cpus, "memory": settings.head_memory}
+    ports = [
+        {"containerPort": 6379, "name": "gcs-server"},
+        {"containerPort": 8265, "name": "dashboard"},
+        {"containerPort": 10001, "name": "client"},
+    ]
+    if serve:
+        ports.append({"containerPort": 8000, "name": "serve"})
+    container = _container("ray-head", settings.image, settings, {"requests": res, "limits": res}, ports)
+    return {
+        # num-cpus 0: no training worker or Serve replica lands on the head.
+        "rayStartParams": {"dashboard-host": "0.0.0.0", "num-cpus": "0"},
+        "template": {"spec": _pod_spec(container, settings, None)},
+    }
+
+
+def _worker_group(name: str, placement: PodPlacement, settings: KubeRaySettings) -> dict[str, Any]:
+    memory = placement.memory or settings.default_worker_memory
+    requests: dict[str, Any] = {"cpu": placement.cpus, "memory": memory}
+    limits: dict[str, Any] = {"memory": memory}
+    params: dict[str, str] = {}
+    image = settings.image
+    if placement.gpus > 0:
+        requests[_GPU_RESOURCE] = str(placement.gpus)
+        limits[_GPU_RESOURCE] = str(placement.gpus)
+        params["num-gpus"] = str(placement.gpus)
+        image = settings.gpu_image or settings.image
+    accel = ray_accelerator_type(placement.accelerator_type)
+    if accel is not None:
+        # rayStartParams' resources is a JSON object inside a string, quoted for the shell.
+        params["resources"] = "'" + json.dumps({f"accelerator_type:{accel}": 1}, separators=(",", ":")) + "'"
+    container = _container("ray-worker", image, settings, {"requests": requests, "limits": limits}, [])
+    high = placement.max_replicas if placement.max_replicas is not None else placement.replicas
+    return {
+        "groupName": name,
+        "replicas": placement.replicas,
+        "minReplicas": placement.replicas,
+        "maxReplicas": max(high, placement.replicas),
+        "rayStartParams": params,
+        "template": {"spec": _pod_spec(container, settings, placement)},
+    }
+
+
+def _cluster_spec(placement: PodPlacement, settings: KubeRaySettings, *, serve: bool) -> dict[str, Any]:
+    group = "gpu-workers" if placement.gpus > 0 else "cpu-workers"
+    spec: dict[str, Any] = {
+        "rayVersion": settings.ray_version,
+        "headGroupSpec": _head_group(settings, serve=serve),
+        "workerGroupSpecs": [_worker_group(group, placement, settings)],
+    }
+    if placement.max_replicas is not None and placement.max_replicas > placement.replicas:
+        spec["enableInTreeAutoscaling"] = True
+    return spec
+
+
+def build_rayjob(
+    job: FineTuneJob,
+    placement: PodPlacement,
+    settings: KubeRaySettings,
+    *,
+    submission_id: str,
+    entrypoint: str,
+    runtime_env: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The ``RayJob`` that runs one fine-tune (contract 1) on its own Ray cluster.
+
+    Args:
+        job: The FineTuneJob (stored: it has a uid).
+        placement: Worker pods and where they go.
+        settings: Images, service account, S3 secret, submission options.
+        submission_id: The deterministic Ray submission id (``status.submissionId``).
+        entrypoint: ``python -m corral.training --job <uri>`` (``corral.control`` builds it).
+        runtime_env: Ray runtime environment of the job.
+
+    Returns:
+        The ``ray.io/v1`` RayJob as a dict. With ``spec.resources.queue`` set it is labelled
+        for Kueue and created suspended (Kueue unsuspends it on admission).
+    """
+    queue = job.spec.resources.queue
+    spec: dict[str, Any] = {
+        "entrypoint": entrypoint,
+        "jobId": submission_id,
+        "submissionMode": settings.submission_mode,
+        "shutdownAfterJobFinishes": True,
+        "ttlSecondsAfterFinished": settings.ttl_seconds_after_finished,
+        "backoffLimit": settings.backoff_limit,
+        "rayClusterSpec": _cluster_spec(placement, settings, serve=False),
+    }
+    if runtime_env:
+        spec["runtimeEnvYAML"] = yaml.safe_dump(dict(runtime_env), sort_keys=True)
+    if job.spec.active_deadline_seconds is not None:
+        spec["activeDeadlineSeconds"] = job.spec.active_deadline_seconds
+    if queue:
+        spec["suspend"] = True
+    return {
+        "apiVersion": KUBERAY_API_VERSION,
+        "kind": "RayJob",
+        "metadata": _metadata(rayjob_name(submission_id), job, queue),
+        "spec": spec,
+    }
+
+
+def build_rayservice(
+    deployment: ModelDeployment,
+    serve_config: Mapping[str, Any],
+    placement: PodPlacement,
+    settings: KubeRaySettings,
+    *,
+    queue: str | None = None,
+) -> dict[str, Any]:
+    """The ``RayService`` that serves one ModelDeployment (contract 2) on its own Ray cluster.
+
+    Args:
+        deployment: The ModelDeployment (stored: it has a uid).
+        serve_config: The ``serveConfigV2`` dict (``{"applications": [...]}``).
+        placement: Replica pods and where they go.
+        settings: Images, service account, S3 secret, upgrade strategy.
+        queue: Kueue LocalQueue to label the service with, if any.
+
+    Returns:
+        The ``ray.io/v1`` RayService as a dict; ``spec.serveConfigV2`` is ``serve_config``
+        as YAML (keys in insertion order, so the same config gives the same text).
+    """
+    spec: dict[str, Any] = {
+        "serveConfigV2": yaml.safe_dump(dict(serve_config), sort_keys=False),
+        "rayClusterConfig": _cluster_spec(placement, settings, serve=True),
+        "upgradeStrategy": {"type": settings.upgrade_strategy},
+    }
+    return {
+        "apiVersion": KUBERAY_API_VERSION,
+        "kind": "RayService",
+        "metadata": _metadata(rayservice_name(deployment), deployment, queue),
+        "spec": spec,
+    }

@@ -1,0 +1,224 @@
+"""The Helm chart, rendered by a real Helm 3.17 (``scripts/install_helm.sh``) and checked object by object.
+
+Every rendered object (default values and a non-default set) is validated with
+``kubernetes-validate`` against Kubernetes 1.30 and the newest schema it knows; ``helm lint
+--strict`` passes; the dashboards ConfigMaps match ``infra/grafana/dashboards``; the
+control-plane pods are non-root with read-only root filesystems; S3 credentials reach pods only
+as ``secretKeyRef``; the operator's KubeRay settings parse as :class:`KubeRaySettings`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from corral.drivers.kuberay import KubeRaySettings
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "charts" / "corral"
+HELM = os.environ.get("HELM") or (str(REPO / ".tools/bin/helm") if (REPO / ".tools/bin/helm").exists() else None)
+HELM = HELM or shutil.which("helm")
+
+kubernetes_validate = pytest.importorskip("kubernetes_validate")
+pytestmark = pytest.mark.skipif(HELM is None, reason="no helm binary: run scripts/install_helm.sh (or set HELM)")
+
+K8S_VERSIONS = ("1.30", kubernetes_validate.latest_version())
+NOT_BUILT_IN = {"monitoring.coreos.com/v1"}  # Prometheus Operator CRDs: checked by hand below
+
+NON_DEFAULT = {
+    "operator": {
+        "replicas": 2,
+        "watchNamespaces": ["team-a", "team-b"],
+        "podDisruptionBudget": {"enabled": True},
+        "nodeSelector": {"kubernetes.io/os": "linux"},
+    },
+    "controlApi": {"replicas": 3, "service": {"type": "LoadBalancer", "port": 443}},
+    "artifacts": {
+        "root": "s3://models/corral",
+        "s3": {"endpointUrl": "http://minio.minio:9000", "existingSecret": "corral-s3", "region": "eu-west-1"},
+    },
+    "ray": {"gpuImage": "ghcr.io/corral-dev/corral-ray-gpu:0.1.0", "submissionMode": "HTTPMode"},
+    "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}}},
+    "networkPolicy": {"enabled": True, "apiIngressFrom": [{"namespaceSelector": {"matchLabels": {"team": "ml"}}}]},
+    "dashboards": {"namespace": "monitoring"},
+    "imagePullSecrets": ["regcred"],
+}
+
+
+def helm(*args: str) -> str:
+    assert HELM is not None
+    result = subprocess.run([HELM, *args], capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr + result.stdout
+    return result.stdout
+
+
+def render(tmp_path: Path, values: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    args = ["template", "corral", str(CHART), "--namespace", "corral-system", "--include-crds"]
+    if values is not None:
+        path = tmp_path / "values.yaml"
+        path.write_text(yaml.safe_dump(values))
+        args += ["-f", str(path)]
+    return [doc for doc in yaml.safe_load_all(helm(*args)) if doc]
+
+
+@pytest.fixture(scope="module")
+def default_objects(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
+    return render(tmp_path_factory.mktemp("default"))
+
+
+@pytest.fixture(scope="module")
+def custom_objects(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
+    return render(tmp_path_factory.mktemp("custom"), NON_DEFAULT)
+
+
+def by_kind(objects: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
+    return {o["metadata"]["name"]: o for o in objects if o["kind"] == kind}
+
+
+def test_helm_lint_strict(tmp_path: Path) -> None:
+    helm("lint", "--strict", str(CHART))
+    values = tmp_path / "values.yaml"
+    values.write_text(yaml.safe_dump(NON_DEFAULT))
+    helm("lint", "--strict", str(CHART), "-f", str(values))
+
+
+@pytest.mark.parametrize("which", ["default_objects", "custom_objects"])
+def test_every_object_validates_for_kubernetes_1_30_and_later(which: str, request: pytest.FixtureRequest) -> None:
+    objects = request.getfixturevalue(which)
+    checked = 0
+    for obj in objects:
+        if obj["apiVersion"] in NOT_BUILT_IN:
+            continue
+        for version in K8S_VERSIONS:
+            kubernetes_validate.validate(obj, version, strict=True)
+        checked += 1
+    assert checked >= 15
+
+
+def test_default_render_has_the_control_plane(default_objects: list[dict[str, Any]]) -> None:
+    deployments = by_kind(default_objects, "Deployment")
+    assert set(deployments) == {"corral-operator", "corral-api"}
+    assert deployments["corral-operator"]["spec"]["template"]["spec"]["containers"][0]["command"] == [
+        "python",
+        "-m",
+        "corral_operator",
+    ]
+    assert set(by_kind(default_objects, "Service")) == {"corral-api"}
+    assert {"corral-operator", "corral-api", "corral-ray"} == set(by_kind(default_objects, "ServiceAccount"))
+    crds = set(by_kind(default_objects, "CustomResourceDefinition"))
+    assert {"finetunejobs.corral.dev", "modeldeployments.corral.dev", "clusterkopfpeerings.kopf.dev"} <= crds
+    assert not by_kind(default_objects, "ServiceMonitor") and not by_kind(default_objects, "NetworkPolicy")
+
+
+def test_pods_are_non_root_with_read_only_root(custom_objects: list[dict[str, Any]]) -> None:
+    for deployment in by_kind(custom_objects, "Deployment").values():
+        pod = deployment["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        for container in pod["containers"]:
+            ctx = container["securityContext"]
+            assert ctx["readOnlyRootFilesystem"] is True and ctx["allowPrivilegeEscalation"] is False
+            assert ctx["capabilities"]["drop"] == ["ALL"]
+            assert container["resources"]["requests"] and container["resources"]["limits"]
+        assert pod["imagePullSecrets"] == [{"name": "regcred"}]
+
+
+def test_s3_credentials_only_as_secret_refs(custom_objects: list[dict[str, Any]]) -> None:
+    operator = by_kind(custom_objects, "Deployment")["corral-operator"]
+    env = {e["name"]: e for e in operator["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"] == {
+        "name": "corral-s3",
+        "key": "AWS_SECRET_ACCESS_KEY",
+    }
+    assert "value" not in env["AWS_ACCESS_KEY_ID"]
+    assert env["CORRAL_OPERATOR_NAMESPACES"]["value"] == "team-a,team-b"
+    kuberay = KubeRaySettings.model_validate(json.loads(env["CORRAL_OPERATOR_KUBERAY"]["value"]))
+    assert kuberay.s3_secret_name == "corral-s3" and kuberay.submission_mode == "HTTPMode"
+    assert kuberay.gpu_image == "ghcr.io/corral-dev/corral-ray-gpu:0.1.0"
+    assert kuberay.service_account == "corral-ray"
+    assert kuberay.image == "ghcr.io/corral-dev/corral-ray:0.1.0"
+    assert "Secret" not in {o["kind"] for o in custom_objects}
+
+
+def test_non_default_values_switch_on_optional_objects(custom_objects: list[dict[str, Any]]) -> None:
+    monitors = by_kind(custom_objects, "ServiceMonitor")
+    assert monitors["corral-api"]["metadata"]["labels"]["release"] == "prometheus"
+    assert monitors["corral-api"]["spec"]["endpoints"][0]["path"] == "/metrics"
+    assert set(by_kind(custom_objects, "NetworkPolicy")) == {"corral-api", "corral-operator"}
+    assert set(by_kind(custom_objects, "PodDisruptionBudget")) == {"corral-api", "corral-operator"}
+    assert by_kind(custom_objects, "Service")["corral-api"]["spec"]["type"] == "LoadBalancer"
+    dashboards = [o for o in by_kind(custom_objects, "ConfigMap").values() if "dashboard" in o["metadata"]["name"]]
+    assert dashboards and all(o["metadata"]["namespace"] == "monitoring" for o in dashboards)
+
+
+def test_least_privilege_rbac(default_objects: list[dict[str, Any]]) -> None:
+    roles = by_kind(default_objects, "ClusterRole")
+    operator_rules = roles["corral-operator"]["rules"]
+    assert not any(r["resources"] == ["*"] or r["verbs"] == ["*"] for rules in roles.values() for r in rules["rules"])
+    ray = next(r for r in operator_rules if r["apiGroups"] == ["ray.io"])
+    assert set(ray["resources"]) == {"rayjobs", "rayservices"}
+    corral = next(r for r in operator_rules if r["apiGroups"] == ["corral.dev"] and "models" in r["resources"])
+    assert "delete" not in corral["verbs"] and "update" not in corral["verbs"]  # spec is patched, never replaced
+    api_rules = roles["corral-api"]["rules"]
+    assert any(r["resources"] == ["tokenreviews"] for r in api_rules)
+    assert any(r["resources"] == ["subjectaccessreviews"] for r in api_rules)
+    assert not any("secrets" in r["resources"] for rules in roles.values() for r in rules["rules"])
+
+
+def test_dashboards_copies_match_infra(default_objects: list[dict[str, Any]]) -> None:
+    sys.path.insert(0, str(REPO / "scripts"))
+    try:
+        import sync_dashboards
+    finally:
+        sys.path.pop(0)
+    assert sync_dashboards.drift() == [], "run: python scripts/sync_dashboards.py"
+    shipped = {
+        key: value
+        for o in by_kind(default_objects, "ConfigMap").values()
+        if "dashboard" in o["metadata"]["name"]
+        for key, value in o["data"].items()
+    }
+    sources = {p.name: json.loads(p.read_text()) for p in (REPO / "infra/grafana/dashboards").glob("*.json")}
+    assert {k: json.loads(v) for k, v in shipped.items()} == sources
+
+
+def test_values_are_documented_key_by_key() -> None:
+    """Every leaf key has a comment above it, or sits inside a default documented as a whole ("# -- ...")."""
+    lines = (CHART / "values.yaml").read_text().splitlines()
+    documented: list[int] = []  # indents of ancestors whose whole value is documented
+    undocumented = []
+    for index, line in enumerate(lines):
+        stripped = line.strip()
+        if not stripped or stripped.startswith(("#", "-")) or ":" not in stripped:
+            continue
+        indent = len(line) - len(line.lstrip())
+        documented = [d for d in documented if d < indent]
+        key, _, rest = stripped.partition(":")
+        commented = lines[index - 1].strip().startswith("#")
+        if commented and lines[index - 1].strip().startswith("# --") and rest.strip() == "":
+            documented.append(indent)
+        is_section = rest.strip() == ""
+        if not (commented or is_section or documented):
+            undocumented.append(f"{key} (line {index + 1})")
+    assert undocumented == []
+
+
+def test_schema_rejects_unknown_and_bad_values(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"operator": {"replicas": "two"}, "nope": 1}))
+    assert HELM is not None
+    result = subprocess.run(
+        [HELM, "template", "corral", str(CHART), "-f", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode != 0 and "values don't meet the specifications of the schema" in result.stderr
