@@ -115,6 +115,11 @@ ConditionStatus = Literal["True", "False", "Unknown"]
 Name = Annotated[str, Field(min_length=1, max_length=253, pattern=DNS1123_SUBDOMAIN)]
 
 
+def repeated(values: list[str]) -> str:
+    """The values that occur more than once, sorted and comma-separated ("" when all are unique)."""
+    return ", ".join(sorted({v for v in values if values.count(v) > 1}))
+
+
 class OwnerReference(CorralModel):
     """Points at the object that owns this one (garbage collection, lineage)."""
 

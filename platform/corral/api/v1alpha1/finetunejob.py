@@ -18,6 +18,7 @@ from .common import (
     Placement,
     QuantityString,
     Resource,
+    repeated,
 )
 
 __all__ = [
@@ -247,10 +248,9 @@ class FineTuneJobSpec(CorralModel):
     def _cross_field(self) -> FineTuneJobSpec:
         if self.lora is not None and self.method == "full":
             raise ValueError("lora is only allowed with method lora or qlora (method='full')")
-        names = [d.name for d in self.datasets]
-        dupes = sorted({n for n in names if names.count(n) > 1})
+        dupes = repeated([d.name for d in self.datasets])
         if dupes:
-            raise ValueError(f"each dataset may be listed once (repeated: {', '.join(dupes)})")
+            raise ValueError(f"each dataset may be listed once (repeated: {dupes})")
         if self.method == "qlora" and self.resources.gpus_per_worker < 1:
             raise ValueError(
                 "method qlora needs resources.gpusPerWorker >= 1 (4-bit bases run on GPUs only; "

@@ -8,7 +8,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
-from .common import Condition, CorralModel, DecimalString, QuantityString, Resource, Toleration
+from .common import Condition, CorralModel, DecimalString, QuantityString, Resource, Toleration, repeated
 
 __all__ = ["GPUPool", "GPUPoolSpec", "GPUPoolStatus", "NamespaceAllocation", "NamespaceQuota"]
 
@@ -75,10 +75,9 @@ class GPUPoolSpec(CorralModel):
             raise ValueError(f"minNodes must be <= maxNodes (minNodes={self.min_nodes}, maxNodes={self.max_nodes})")
         if self.gpus_per_node > 0 and self.gpu_memory is None:
             raise ValueError(f"gpuMemory is required when gpusPerNode > 0 (gpusPerNode={self.gpus_per_node})")
-        seen = [q.namespace for q in self.quotas]
-        dupes = sorted({n for n in seen if seen.count(n) > 1})
+        dupes = repeated([q.namespace for q in self.quotas])
         if dupes:
-            raise ValueError(f"each namespace may have one quota entry (repeated: {', '.join(dupes)})")
+            raise ValueError(f"each namespace may have one quota entry (repeated: {dupes})")
         return self
 
     @property

@@ -8,7 +8,16 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
-from .common import Condition, CorralModel, IntendedUse, LocalObjectReference, Placement, QuantityString, Resource
+from .common import (
+    Condition,
+    CorralModel,
+    IntendedUse,
+    LocalObjectReference,
+    Placement,
+    QuantityString,
+    Resource,
+    repeated,
+)
 
 __all__ = [
     "AdapterSpec",
@@ -126,10 +135,9 @@ class ModelDeploymentSpec(CorralModel):
     def _cross_field(self) -> ModelDeploymentSpec:
         if self.replicas is not None and self.autoscaling is not None:
             raise ValueError(f"set replicas or autoscaling, not both (replicas={self.replicas})")
-        names = [a.name for a in self.adapters]
-        dupes = sorted({n for n in names if names.count(n) > 1})
+        dupes = repeated([a.name for a in self.adapters])
         if dupes:
-            raise ValueError(f"adapter names must be unique (repeated: {', '.join(dupes)})")
+            raise ValueError(f"adapter names must be unique (repeated: {dupes})")
         return self
 
     @property
