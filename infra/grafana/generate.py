@@ -351,9 +351,24 @@ def serving() -> dict[str, Any]:
     )
     b.panel(
         "timeseries",
-        "Errors per second by code",
-        [(f"sum by (model, code) (rate(ray_corral_serving_errors_total{{{m}}}[{RATE}]))", "{{model}} {{code}}")],
+        "Errors per second by type and code",
+        [
+            (
+                f"sum by (model, type, code) (rate(ray_corral_serving_errors_total{{{m}}}[{RATE}]))",
+                "{{model}} {{type}} {{code}}",
+            )
+        ],
         unit="reqps",
+    )
+    b.panel(
+        "timeseries",
+        "Prompt tokens per second",
+        [
+            (
+                f"sum by (model, adapter) (rate(ray_corral_serving_prompt_tokens_total{{{m}}}[{RATE}]))",
+                "{{model}} {{adapter}}",
+            )
+        ],
     )
     b.panel(
         "timeseries",
@@ -381,6 +396,12 @@ def serving() -> dict[str, Any]:
         "timeseries",
         "Time per output token",
         _quantiles("ray_corral_serving_time_per_output_token_seconds", "model", m),
+        unit="s",
+    )
+    b.panel(
+        "timeseries",
+        "End-to-end request latency",
+        _quantiles("ray_corral_serving_request_duration_seconds", "model", m),
         unit="s",
     )
     b.row("Replicas and adapters")

@@ -150,7 +150,7 @@ def serving_registry() -> CollectorRegistry:
     registry = CollectorRegistry()
     metrics = ServingMetrics("support-bot", registry=registry)
     metrics.request_started(None)
-    metrics.request_finished(None, ttft=0.2, tpot=0.03, output_tokens=12)
+    metrics.request_finished(None, ttft=0.2, tpot=0.03, output_tokens=12, prompt_tokens=20, duration=0.55)
     metrics.request_started("billing")
     metrics.error("billing", 503)
     metrics.request_finished("billing", ttft=None, tpot=None, output_tokens=0)

@@ -59,9 +59,11 @@ ALLOWED_LABELS = frozenset(
         "method",
         "route",
         "code",
+        "type",
     }
 )
-"""Every label a Corral metric may carry (each has a bounded set of values)."""
+"""Every label a Corral metric may carry (each has a bounded set of values; ``type`` is an error type
+from :func:`corral.serving._metrics.error_type`)."""
 
 UNITS = frozenset({"seconds", "ratio", "usd", "usd_per_hour", "gpus", "tokens", "tokens_per_second"})
 """Units a name may end with (before ``_total``); an empty unit means a dimensionless count."""
@@ -315,12 +317,21 @@ CONTRACT: tuple[MetricSpec, ...] = (
     MetricSpec(
         "corral_serving_errors_total",
         "counter",
-        "Requests answered with an error, by HTTP status code.",
-        (*_SERVE, "code"),
+        "Requests answered with an error, by HTTP status code and type.",
+        (*_SERVE, "code", "type"),
         "",
         "serving",
     ),
     MetricSpec("corral_serving_output_tokens_total", "counter", "Tokens generated.", _SERVE, "tokens", "serving"),
+    MetricSpec("corral_serving_prompt_tokens_total", "counter", "Prompt tokens read.", _SERVE, "tokens", "serving"),
+    MetricSpec(
+        "corral_serving_request_duration_seconds",
+        "histogram",
+        "Seconds from request to last token (end to end).",
+        _SERVE,
+        "seconds",
+        "serving",
+    ),
     MetricSpec(
         "corral_serving_time_to_first_token_seconds",
         "histogram",

@@ -107,9 +107,7 @@ class TransformersEngine(Engine):
         if not self.max_context_length:
             raise ValueError("the model config has no max_position_embeddings; pass max_context_length")
         if model_ctx and self.max_context_length > model_ctx:
-            raise ValueError(
-                f"max_context_length {self.max_context_length} exceeds the model's {model_ctx} positions"
-            )
+            raise ValueError(f"max_context_length {self.max_context_length} exceeds the model's {model_ctx} positions")
         self.max_batch_size = max_batch_size
         self.max_waiting = max_waiting
         self._eos = self._eos_ids(model, tokenizer)
@@ -231,8 +229,9 @@ class TransformersEngine(Engine):
                 gen.manual_seed(params.seed)
             else:
                 gen.seed()
-        seq = _Seq(request=request, queue=asyncio.Queue(), max_tokens=max_tokens, generator=gen,
-                   started=time.perf_counter())
+        seq = _Seq(
+            request=request, queue=asyncio.Queue(), max_tokens=max_tokens, generator=gen, started=time.perf_counter()
+        )
         if self._metrics is not None:
             self._metrics.request_started(request.adapter)
         self._waiting.append(seq)
@@ -258,7 +257,14 @@ class TransformersEngine(Engine):
                 ttft = seq.first_token_at - seq.started
                 if n > 1:
                     tpot = (time.perf_counter() - seq.first_token_at) / (n - 1)
-            self._metrics.request_finished(seq.adapter, ttft=ttft, tpot=tpot, output_tokens=n)
+            self._metrics.request_finished(
+                seq.adapter,
+                ttft=ttft,
+                tpot=tpot,
+                output_tokens=n,
+                prompt_tokens=len(seq.request.prompt_ids),
+                duration=time.perf_counter() - seq.started,
+            )
 
     # ---------------------------------------------------------------- the loop
 
@@ -322,8 +328,8 @@ class TransformersEngine(Engine):
         mask = torch.zeros((len(admit), longest), dtype=torch.long)
         for i, s in enumerate(admit):
             p = s.request.prompt_ids
-            ids[i, longest - len(p):] = torch.tensor(p, dtype=torch.long)
-            mask[i, longest - len(p):] = 1
+            ids[i, longest - len(p) :] = torch.tensor(p, dtype=torch.long)
+            mask[i, longest - len(p) :] = 1
             s.pos = len(p)
         position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
         out = self._forward("prefill", admit, input_ids=ids, attention_mask=mask, position_ids=position_ids)
@@ -340,7 +346,11 @@ class TransformersEngine(Engine):
         self._mask = torch.cat([self._mask, torch.ones((len(rows), 1), dtype=torch.long)], dim=1)
         position_ids = torch.tensor([[s.pos] for s in rows], dtype=torch.long)
         out = self._forward(
-            "decode", rows, input_ids=ids, attention_mask=self._mask, position_ids=position_ids,
+            "decode",
+            rows,
+            input_ids=ids,
+            attention_mask=self._mask,
+            position_ids=position_ids,
             cache=self._cache,
         )
         self._cache = out.cache
@@ -416,7 +426,7 @@ class TransformersEngine(Engine):
         if finish is None and (len(s.generated) >= s.max_tokens or s.pos + 1 >= self.max_context_length):
             finish = "length"
         upto = len(text) if finish is not None else len(text) - _holdback(text, stops)
-        delta = text[s.emitted: upto] if upto > s.emitted else ""
+        delta = text[s.emitted : upto] if upto > s.emitted else ""
         s.emitted = max(s.emitted, upto)
         if finish is not None:
             s.done = True

@@ -30,8 +30,10 @@ _LABELS = ("model", "adapter")
 #: name -> (kind, description)
 METRIC_NAMES: dict[str, tuple[str, str]] = {
     "corral_serving_requests_total": ("counter", "Generation requests received."),
-    "corral_serving_errors_total": ("counter", "Requests answered with an error, by HTTP status code."),
+    "corral_serving_errors_total": ("counter", "Requests answered with an error, by HTTP status code and type."),
     "corral_serving_output_tokens_total": ("counter", "Tokens generated."),
+    "corral_serving_prompt_tokens_total": ("counter", "Prompt tokens read."),
+    "corral_serving_request_duration_seconds": ("histogram", "Seconds from request to last token (end to end)."),
     "corral_serving_time_to_first_token_seconds": ("histogram", "Seconds from request to first token."),
     "corral_serving_time_per_output_token_seconds": ("histogram", "Mean seconds per token after the first."),
     "corral_serving_ongoing_requests": ("gauge", "Requests being generated or queued now."),
@@ -39,6 +41,16 @@ METRIC_NAMES: dict[str, tuple[str, str]] = {
     "corral_serving_adapter_evictions_total": ("counter", "Adapter evictions from a replica."),
     "corral_serving_adapter_load_seconds": ("histogram", "Seconds to fetch and load an adapter."),
 }
+
+
+_ERROR_TYPES = {400: "invalid_request", 404: "model_not_found", 429: "overloaded", 503: "unavailable"}
+
+
+def error_type(status: int) -> str:
+    """The bounded error type of an HTTP status: invalid_request, model_not_found, overloaded, unavailable,
+    client_error or server_error.
+    """
+    return _ERROR_TYPES.get(status, "server_error" if status >= 500 else "client_error")
 
 
 class ServingMetrics:
@@ -61,7 +73,7 @@ class ServingMetrics:
         self._ongoing: dict[str, int] = {}
         self._m: dict[str, Any] = {}
         for name, (kind, doc) in METRIC_NAMES.items():
-            labels = (*_LABELS, "code") if name == "corral_serving_errors_total" else _LABELS
+            labels = (*_LABELS, "code", "type") if name == "corral_serving_errors_total" else _LABELS
             self._m[name] = self._make(kind, name, doc, labels, registry)
 
     def _make(self, kind: str, name: str, doc: str, labels: tuple[str, ...], registry: CollectorRegistry | None) -> Any:
@@ -114,21 +126,32 @@ class ServingMetrics:
         self._set_ongoing(adapter, +1)
 
     def request_finished(
-        self, adapter: str | None, *, ttft: float | None, tpot: float | None, output_tokens: int
+        self,
+        adapter: str | None,
+        *,
+        ttft: float | None,
+        tpot: float | None,
+        output_tokens: int,
+        prompt_tokens: int = 0,
+        duration: float | None = None,
     ) -> None:
         """A request left the engine (answered, failed or cancelled)."""
         tags = self._tags(adapter)
         self._set_ongoing(adapter, -1)
         if output_tokens:
             self._inc("corral_serving_output_tokens_total", tags, output_tokens)
+        if prompt_tokens:
+            self._inc("corral_serving_prompt_tokens_total", tags, prompt_tokens)
+        if duration is not None:
+            self._observe("corral_serving_request_duration_seconds", tags, duration)
         if ttft is not None:
             self._observe("corral_serving_time_to_first_token_seconds", tags, ttft)
         if tpot is not None:
             self._observe("corral_serving_time_per_output_token_seconds", tags, tpot)
 
     def error(self, adapter: str | None, status: int) -> None:
-        """A request was answered with HTTP ``status``."""
-        self._inc("corral_serving_errors_total", self._tags(adapter, code=str(status)))
+        """A request was answered with HTTP ``status`` (its error type derives from the status)."""
+        self._inc("corral_serving_errors_total", self._tags(adapter, code=str(status), type=error_type(status)))
 
     def adapter_loaded(self, adapter: str, seconds: float) -> None:
         """An adapter was loaded in ``seconds``."""
