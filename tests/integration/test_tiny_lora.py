@@ -14,13 +14,7 @@ from corral.models.tiny._finetune import LoraRecipe, exact_match, lora_finetune
 torch.set_num_threads(1)
 
 
-_GLM_SHORT = pytest.mark.xfail(
-    reason="glm ships with only 150 pre-training steps (machine contention); re-pretrain at 600, see README",
-    strict=False,
-)
-
-
-@pytest.mark.parametrize("arch", ["llama", "gpt_neox", pytest.param("glm", marks=_GLM_SHORT)])
+@pytest.mark.parametrize("arch", ["llama", "gpt_neox", "glm"])
 def test_lora_learns_made_up_facts(tmp_path: Path, arch: str) -> None:
     from transformers import AutoTokenizer
 

@@ -59,7 +59,7 @@ class PretrainConfig:
 
 #: Steps each shipped model was pre-trained for. ``glm`` got fewer because the shared
 #: 2-core build machine was saturated by other work when it ran (see README.md).
-DEFAULT_STEPS = {"llama": 600, "gpt_neox": 600, "glm": 150}
+DEFAULT_STEPS = {"llama": 600, "gpt_neox": 600, "glm": 600}
 
 
 @dataclass(frozen=True)
