@@ -92,6 +92,31 @@ def test_cluster_scoped_kind(store: KubernetesStore) -> None:
     assert "cpu-pool" in [p.metadata.name for p in store.list(GPUPool).items]
 
 
+def test_cluster_scoped_kind_through_every_call(store: KubernetesStore) -> None:
+    """A GPUPool takes the cluster-wide API calls (no namespace in the path) for every verb."""
+    created = store.create(pool("every-verb"))
+    rv = created.metadata.resource_version
+    created.spec.max_nodes = 2
+    updated = store.update(created)
+    assert updated.spec.max_nodes == 2 and updated.metadata.generation == 2
+    patched = store.patch(GPUPool, None, "every-verb", {"metadata": {"labels": {"tier": "cpu"}}})
+    assert patched.metadata.labels == {"tier": "cpu"} and patched.metadata.generation == 2
+    assert store.patch_status(GPUPool, None, "every-verb", {"nodes": 1}).status.nodes == 1
+    fresh = store.get(GPUPool, None, "every-verb")
+    fresh.status.allocatable_gpus, fresh.status.nodes = 3, 0
+    replaced = store.replace_status(fresh)
+    assert replaced.status.allocatable_gpus == 3 and replaced.status.nodes == 0
+    store.delete(GPUPool, None, "every-verb")
+    with pytest.raises(NotFound):
+        store.get(GPUPool, None, "every-verb")
+    seen: list[str] = []
+    with store.watch(GPUPool, since_resource_version=rv, timeout=20) as watch:
+        while "DELETED" not in seen and (event := watch.poll(5)) is not None:
+            if event.object.metadata.name == "every-verb":
+                seen.append(event.type)
+    assert seen == [*["MODIFIED"] * 4, "DELETED"]
+
+
 def test_invalid_objects_are_refused_before_sending(store: KubernetesStore) -> None:
     bad = model("bad")
     bad.metadata.namespace = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 
 import pytest
@@ -294,3 +295,17 @@ def test_accelerators_and_quantities() -> None:
     assert parse_quantity("500m") == 0
     with pytest.raises(ValueError, match="not a quantity"):
         parse_quantity("lots")
+
+
+def test_both_estimates_share_one_json_form(llama7b: ModelProfile) -> None:
+    train = estimate_training(llama7b, train_tokens=10**6, price_per_gpu_hour="2.5")
+    serve = estimate_serving(llama7b, adapters=2)
+    for est in (train, serve):
+        doc = est.to_dict()
+        assert json.loads(json.dumps(doc)) == doc  # plain JSON: no Decimal, no tuple, no dataclass
+        assert doc["memory"]["total"] == est.memory_per_gpu == est.memory.total
+        assert {k: v for k, v in doc["memory"].items() if k != "total"} == est.memory.parts()
+        assert list(doc) == list(est.__dataclass_fields__)  # every field, in declaration order
+    doc = train.to_dict()
+    assert doc["cost_usd"] == str(train.cost_usd) and Decimal(doc["usd_per_million_tokens"]) > 0
+    assert serve.to_dict()["memory"]["kv_cache"] > 0

@@ -1,4 +1,4 @@
-"""Events file, status summary, Prometheus gauges, the job file and the model card."""
+"""Events file, status summary, the job file and the model card."""
 
 from __future__ import annotations
 
@@ -8,19 +8,16 @@ from typing import Any
 
 import pytest
 import yaml
-from prometheus_client import generate_latest
 from pydantic import ValidationError
 
 from corral.training import (
     CheckpointEvent,
     CompletedEvent,
-    EventFollower,
     EventWriter,
     FailedEvent,
     ProgressEvent,
     StartedEvent,
     TrainingJob,
-    TrainingMetrics,
     model_card,
     read_events,
     summarize,
@@ -88,23 +85,6 @@ def test_torn_last_line_is_ignored_but_a_bad_middle_line_is_not(tmp_path: Path) 
     with pytest.raises(ValueError, match="line 1"):
         read_events(str(path))
     assert read_events(str(tmp_path / "absent.jsonl")) == []
-
-
-def test_gauges_follow_the_events(tmp_path: Path) -> None:
-    uri = str(tmp_path / "e.jsonl")
-    metrics = TrainingMetrics("team-a", "bot")
-    follower = EventFollower(uri, metrics)
-    w = EventWriter(uri)
-    w.write(StartedEvent(run_name="r", total_steps=10, world_size=1))
-    w.write(_progress(3, eval_loss=0.9))
-    assert follower.poll() == 2
-    w.write(CheckpointEvent(step=3, uri="file:///c"))
-    assert follower.poll() == 1 and follower.poll() == 0
-    text = generate_latest(metrics.registry).decode()
-    assert 'corral_training_step{job="bot",namespace="team-a"} 3.0' in text
-    assert 'corral_training_eval_loss{job="bot",namespace="team-a"} 0.9' in text
-    assert 'corral_training_cost_usd{job="bot",namespace="team-a"} 0.075' in text
-    assert 'corral_training_checkpoint_step{job="bot",namespace="team-a"} 3.0' in text
 
 
 def _job(**kw: Any) -> dict[str, Any]:

@@ -27,10 +27,10 @@ from typing import Any, NoReturn
 
 from pydantic import ValidationError
 
-from corral.api import DocumentError, parse_document
 from corral.api.v1alpha1 import API_GROUP, API_VERSION, GROUP_VERSION, Resource
 
 from ._errors import AlreadyExists, Conflict, Expired, Invalid, NotFound, StoreError
+from ._objects import creatable_body, timestamp, validate
 from ._protocol import EventRecord, EventType, ResourceList, Store, Watch, WatchEvent
 from ._selectors import LabelSelector
 
@@ -41,10 +41,6 @@ log = logging.getLogger(__name__)
 _MERGE_PATCH = "application/merge-patch+json"
 _WATCH_CHUNK_SECONDS = 5
 _EVENTS_NAMESPACE = "default"  # where events about cluster-scoped objects (GPUPools) go
-
-
-def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _parse_time(value: Any) -> datetime:
@@ -105,70 +101,45 @@ class KubernetesStore(Store):
             self._raise(exc, cls, name, creating=creating)
 
     @staticmethod
-    def _validate(rc: type[Resource], body: dict[str, Any]) -> Resource:
-        try:
-            obj = parse_document(body, source=f"{rc.KIND}/{body.get('metadata', {}).get('name', '?')}")
-        except DocumentError as exc:
-            raise Invalid(str(exc), exc.problems, kind=rc.KIND, name=exc.name) from None
-        if not isinstance(obj, rc):
-            raise Invalid(f"expected kind {rc.KIND}, got {obj.kind}", kind=rc.KIND)
-        return obj
-
-    @staticmethod
     def _scope(rc: type[Resource], namespace: str | None) -> str | None:
         return namespace if rc.NAMESPACED else None
 
+    def _custom(
+        self,
+        verb: str,
+        cls: type[Resource],
+        ns: str | None,
+        *args: Any,
+        name: str | None = None,
+        status: bool = False,
+        creating: bool = False,
+        **kwargs: Any,
+    ) -> Any:
+        """Call ``CustomObjectsApi.<verb>_{namespaced,cluster}_custom_object[_status]`` on ``cls``'s plural.
+
+        ``ns`` None picks the cluster-wide call. Positional ``args`` follow the plural (name,
+        body); API errors become store errors about ``name``.
+        """
+        fn = _custom_method(self.custom, verb, ns, status=status)
+        return self._call(cls, name, fn, *_collection(cls, ns), *args, creating=creating, **kwargs)
+
     def _fetch(self, cls: type[Resource], namespace: str | None, name: str) -> dict[str, Any]:
         ns = self._scope(cls, namespace)
-        if ns is not None:
-            body = self._call(
-                cls, name, self.custom.get_namespaced_custom_object, API_GROUP, API_VERSION, ns, cls.PLURAL, name
-            )
-        else:
-            if cls.NAMESPACED:
-                raise Invalid(f"{cls.KIND} {name}: a namespace is required", kind=cls.KIND, name=name)
-            body = self._call(
-                cls, name, self.custom.get_cluster_custom_object, API_GROUP, API_VERSION, cls.PLURAL, name
-            )
-        return dict(body)
+        if ns is None and cls.NAMESPACED:
+            raise Invalid(f"{cls.KIND} {name}: a namespace is required", kind=cls.KIND, name=name)
+        return dict(self._custom("get", cls, ns, name, name=name))
 
     def _send_patch(
         self, cls: type[Resource], namespace: str | None, name: str, body: Mapping[str, Any], *, status: bool
     ) -> Resource:
         ns = self._scope(cls, namespace)
-        fn: Any
-        if ns is not None:
-            fn = (
-                self.custom.patch_namespaced_custom_object_status
-                if status
-                else self.custom.patch_namespaced_custom_object
-            )
-            args: tuple[Any, ...] = (API_GROUP, API_VERSION, ns, cls.PLURAL, name, dict(body))
-        else:
-            fn = self.custom.patch_cluster_custom_object_status if status else self.custom.patch_cluster_custom_object
-            args = (API_GROUP, API_VERSION, cls.PLURAL, name, dict(body))
-        result = self._call(cls, name, fn, *args, _content_type=_MERGE_PATCH)
+        result = self._custom("patch", cls, ns, name, dict(body), name=name, status=status, _content_type=_MERGE_PATCH)
         return cls.model_validate(result)
 
     def _send_replace(self, cls: type[Resource], body: dict[str, Any], *, status: bool) -> Resource:
         meta = body["metadata"]
         name, ns = meta["name"], self._scope(cls, meta.get("namespace"))
-        fn: Any
-        if ns is not None:
-            fn = (
-                self.custom.replace_namespaced_custom_object_status
-                if status
-                else self.custom.replace_namespaced_custom_object
-            )
-            args: tuple[Any, ...] = (API_GROUP, API_VERSION, ns, cls.PLURAL, name, body)
-        else:
-            fn = (
-                self.custom.replace_cluster_custom_object_status
-                if status
-                else self.custom.replace_cluster_custom_object
-            )
-            args = (API_GROUP, API_VERSION, cls.PLURAL, name, body)
-        return cls.model_validate(self._call(cls, name, fn, *args))
+        return cls.model_validate(self._custom("replace", cls, ns, name, body, name=name, status=status))
 
     # -- reads --------------------------------------------------------------------------
 
@@ -177,23 +148,7 @@ class KubernetesStore(Store):
 
     def _list_raw(self, cls: type[Resource], namespace: str | None, selector: LabelSelector) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"label_selector": str(selector)} if selector else {}
-        ns = self._scope(cls, namespace)
-        if ns is not None:
-            return dict(
-                self._call(
-                    cls,
-                    None,
-                    self.custom.list_namespaced_custom_object,
-                    API_GROUP,
-                    API_VERSION,
-                    ns,
-                    cls.PLURAL,
-                    **kwargs,
-                )
-            )
-        return dict(
-            self._call(cls, None, self.custom.list_cluster_custom_object, API_GROUP, API_VERSION, cls.PLURAL, **kwargs)
-        )
+        return dict(self._custom("list", cls, self._scope(cls, namespace), **kwargs))
 
     def _list(self, cls: type[Resource], namespace: str | None, selector: LabelSelector) -> ResourceList[Any]:
         body = self._list_raw(cls, namespace, selector)
@@ -217,48 +172,11 @@ class KubernetesStore(Store):
     # -- writes -------------------------------------------------------------------------
 
     def _create(self, cls: type[Resource], obj: Resource) -> Resource:
-        body = obj.to_dict()
-        meta = body.setdefault("metadata", {})
-        if cls.NAMESPACED and not meta.get("namespace"):
-            raise Invalid(f"{cls.KIND} {meta.get('name')}: metadata.namespace is required", kind=cls.KIND)
-        if not cls.NAMESPACED:
-            meta.pop("namespace", None)
-        for server_field in (
-            "uid",
-            "resourceVersion",
-            "generation",
-            "creationTimestamp",
-            "deletionTimestamp",
-            "managedFields",
-        ):
-            meta.pop(server_field, None)
-        body.pop("status", None)
-        body = self._validate(cls, body).to_dict()
-        body.pop("status", None)
+        body = creatable_body(cls, obj)
+        body.pop("status", None)  # a new custom resource is created without one
+        meta = body["metadata"]
         name, ns = meta["name"], self._scope(cls, meta.get("namespace"))
-        if ns is not None:
-            result = self._call(
-                cls,
-                name,
-                self.custom.create_namespaced_custom_object,
-                API_GROUP,
-                API_VERSION,
-                ns,
-                cls.PLURAL,
-                body,
-                creating=True,
-            )
-        else:
-            result = self._call(
-                cls,
-                name,
-                self.custom.create_cluster_custom_object,
-                API_GROUP,
-                API_VERSION,
-                cls.PLURAL,
-                body,
-                creating=True,
-            )
+        result = self._custom("create", cls, ns, body, name=name, creating=True)
         log.info("Created %s %s", cls.KIND, f"{ns}/{name}" if ns else name)
         return cls.model_validate(result)
 
@@ -268,7 +186,7 @@ class KubernetesStore(Store):
         current = self._fetch(cls, meta.get("namespace"), meta["name"])
         if meta.get("resourceVersion") is None:  # unconditional: write over the current version
             meta["resourceVersion"] = current["metadata"]["resourceVersion"]
-        self._validate(cls, {**body, "status": {}})
+        validate(cls, {**body, "status": {}})
         body.pop("status", None)
         return self._send_replace(cls, body, status=False)
 
@@ -317,30 +235,7 @@ class KubernetesStore(Store):
             if resource_version is not None
             else None
         )
-        ns = self._scope(cls, namespace)
-        if ns is not None:
-            result = self._call(
-                cls,
-                name,
-                self.custom.delete_namespaced_custom_object,
-                API_GROUP,
-                API_VERSION,
-                ns,
-                cls.PLURAL,
-                name,
-                body=options,
-            )
-        else:
-            result = self._call(
-                cls,
-                name,
-                self.custom.delete_cluster_custom_object,
-                API_GROUP,
-                API_VERSION,
-                cls.PLURAL,
-                name,
-                body=options,
-            )
+        result = self._custom("delete", cls, self._scope(cls, namespace), name, name=name, body=options)
         if isinstance(result, Mapping) and result.get("kind") == cls.KIND:
             return cls.model_validate(result)
         return cls.model_validate(current)
@@ -371,7 +266,7 @@ class KubernetesStore(Store):
 
         ns = self._scope(cls, obj.metadata.namespace) or _EVENTS_NAMESPACE
         name = self._event_name(cls, obj, type, reason, message=message, source=source)
-        now = _now()
+        now = timestamp()
         involved: dict[str, Any] = {"apiVersion": GROUP_VERSION, "kind": cls.KIND, "name": obj.metadata.name}
         if cls.NAMESPACED and obj.metadata.namespace:
             involved["namespace"] = obj.metadata.namespace
@@ -468,6 +363,17 @@ def _event_record(item: Mapping[str, Any]) -> EventRecord:
     )
 
 
+def _custom_method(custom: Any, verb: str, ns: str | None, *, status: bool = False) -> Any:
+    """``custom.<verb>_namespaced_custom_object`` (``ns`` set) or ``<verb>_cluster_custom_object`` (+ ``_status``)."""
+    scope = "cluster" if ns is None else "namespaced"
+    return getattr(custom, f"{verb}_{scope}_custom_object{'_status' if status else ''}")
+
+
+def _collection(cls: type[Resource], ns: str | None) -> tuple[str, ...]:
+    """The leading arguments of every ``CustomObjectsApi`` call on ``cls``: group, version, [namespace,] plural."""
+    return (API_GROUP, API_VERSION, cls.PLURAL) if ns is None else (API_GROUP, API_VERSION, ns, cls.PLURAL)
+
+
 def _default_client() -> Any:
     import kubernetes.client
     from kubernetes.config import config_exception, incluster_config, kube_config
@@ -516,13 +422,11 @@ class _KubeWatch(Watch):
         self._stopped.set()
 
     def _stream_kwargs(self) -> tuple[Any, tuple[Any, ...], dict[str, Any]]:
-        custom, cls = self._store.custom, self._cls
         kwargs: dict[str, Any] = {"resource_version": self._rv, "timeout_seconds": _WATCH_CHUNK_SECONDS}
         if self._selector:
             kwargs["label_selector"] = str(self._selector)
-        if self._namespace is not None:
-            return custom.list_namespaced_custom_object, (API_GROUP, API_VERSION, self._namespace, cls.PLURAL), kwargs
-        return custom.list_cluster_custom_object, (API_GROUP, API_VERSION, cls.PLURAL), kwargs
+        fn = _custom_method(self._store.custom, "list", self._namespace)
+        return fn, _collection(self._cls, self._namespace), kwargs
 
     def _run(self) -> None:
         from kubernetes.client.exceptions import ApiException

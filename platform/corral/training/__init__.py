@@ -7,7 +7,6 @@
 * :func:`deepspeed_config` - DeepSpeed ZeRO-2/3 config from a spec.
 * :class:`EventWriter`, :func:`read_events`, :func:`summarize` - the events file the control
   plane reads into ``status.progress``/``metrics``/``checkpoints``/``cost``.
-* :class:`TrainingMetrics` - the ``corral_training_*`` Prometheus gauges.
 * :func:`save_output`, :func:`model_card` - the output Model folder and its card.
 
 Importing this package imports torch; transformers, peft and ray are imported where they are used.
@@ -39,7 +38,6 @@ from corral.training._loop import (
     read_checkpoint,
     run_loop,
 )
-from corral.training._metrics import EventFollower, TrainingMetrics
 from corral.training._output import model_card, save_output
 from corral.training._preflight import preflight, qlora_refusal
 from corral.training._ray import build_trainer, run_name_for
@@ -51,7 +49,6 @@ __all__ = [
     "CompletedEvent",
     "DataPosition",
     "DatasetSource",
-    "EventFollower",
     "EventWriter",
     "FailedEvent",
     "JobSummary",
@@ -61,7 +58,6 @@ __all__ = [
     "ProgressEvent",
     "StartedEvent",
     "TrainingJob",
-    "TrainingMetrics",
     "batch_plan",
     "build_model",
     "build_trainer",

@@ -35,7 +35,6 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m corral.training", description="Run a Corral fine-tune on Ray Train.")
     ap.add_argument("--job", required=True, help="resolved job file (JSON)")
     ap.add_argument("--ray-address", default=None, help="Ray address (default: RAY_ADDRESS, else a local Ray)")
-    ap.add_argument("--metrics-port", type=int, default=None, help="serve corral_training_* gauges on this port")
     ap.add_argument("--log-level", default="INFO")
     return ap.parse_args(argv)
 
@@ -99,25 +98,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not ray.is_initialized():
         ray.init(include_dashboard=False)
 
-    follower = None
-    if args.metrics_port is not None:
-        from prometheus_client import start_http_server
-
-        from corral.training._metrics import EventFollower, TrainingMetrics
-
-        metrics = TrainingMetrics(job.namespace, job.name)
-        start_http_server(args.metrics_port, registry=metrics.registry)
-        follower = EventFollower(job.events_uri, metrics)
-        follower.start()
     try:
         result = build_trainer(job).fit()
     except Exception as exc:  # Ray raises TrainingFailedError (and others) from fit()
         logger.exception("training failed")
         events.write(FailedEvent(reason="TrainingFailed", message=f"{type(exc).__name__}: {exc}"))
         return EXIT_FAILED
-    finally:
-        if follower is not None:
-            follower.stop()
     metrics_out = {k: v for k, v in (result.metrics or {}).items() if isinstance(v, int | float) or v is None}
     step = int(metrics_out.get("step") or 0)
     if step < int(metrics_out.get("total_steps") or 0):
