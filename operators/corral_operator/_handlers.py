@@ -24,7 +24,6 @@ from pydantic import ValidationError
 from corral.api import DocumentError, parse_document
 from corral.api.v1alpha1 import API_GROUP, API_VERSION, KINDS, FineTuneJob, GPUPool, ModelDeployment, Resource
 from corral.control import ControlSettings, Result, Runner
-from corral.control._runner import Snapshot
 from corral.drivers import DriverError
 from corral.store import StoreError
 from corral.store.kubernetes import KubernetesStore
@@ -53,8 +52,7 @@ class OperatorContext:
 class _OperatorRunner(Runner):
     """The shared runner, with KubeRay's reasons put back on the status before it is stored."""
 
-    def _reconcile(self, obj: Resource, snap: Snapshot) -> Result:
-        result = super()._reconcile(obj, snap)
+    def refine(self, obj: Resource, result: Result) -> Result:
         driver = self.driver
         if isinstance(driver, KubeRayDriver):
             result.status = refine_status(obj, result.status, driver.observed_rayjob, driver.observed_rayservice)

@@ -17,7 +17,8 @@ from corral.serving import ResolvedModel, serve_config, served_model_names
 from ._actions import Action, DeleteServe, DeployServe, PatchObject, RecordEvent, Result
 from ._conditions import get_condition, set_condition
 from ._observed import FINALIZER, DeploymentWorld
-from ._placement import place_deployment
+from ._placement import allocation_of, place_deployment
+from ._preemption import preempting_message
 
 __all__ = ["app_config", "app_name", "config_matches", "reconcile_deployment", "route_prefix"]
 
@@ -189,10 +190,14 @@ def reconcile_deployment(dep: ModelDeployment, world: DeploymentWorld) -> Result
         problem = ("Failed", "LicenseForbidsCommercialUse", refusal)
     if problem is None:
         model = world.models[dep.spec.model.name]
-        decision = place_deployment(dep, model, world.pools, world.allocations)
+        # Placed already: keep its place (the queue waits behind admitted work; only preemption displaces it).
+        queue = () if allocation_of(dep) is not None else world.queue
+        decision = place_deployment(dep, model, world.pools, world.allocations, queue=queue)
         st.placement = decision.placement()
         if not decision.admitted:
             problem = ("Pending", decision.reason, decision.message)
+        elif decision.preempt:  # admitted once the victims' Ray jobs have stopped and their GPUs are free
+            problem = ("Pending", "Preempting", preempting_message(decision))
     app: dict[str, Any] | None = None
     if problem is None:
         try:

@@ -2,8 +2,10 @@
 
 Phases: ``Pending`` (waiting for its base model, data or GPUs) -> ``Admitted`` (submitted,
 the Ray job pending) -> ``Running`` -> ``Succeeded`` / ``Failed`` / ``Cancelled``;
-``Suspended`` while ``spec.suspend`` is set. Conditions: ``Admitted``, ``Running``,
-``Succeeded``, ``Failed``.
+``Suspended`` while ``spec.suspend`` is set; ``Preempted`` when higher-priority work took
+its GPUs (``spec.resources.preemptible``), until it is re-admitted and resumes from its
+newest checkpoint (see :mod:`corral.control._preemption`). Conditions: ``Admitted``,
+``Running``, ``Succeeded``, ``Failed``.
 
 Crash safety: the submission id is deterministic (``corral-<ns>-<name>-<generation>``) and
 written to ``status.submissionId`` *before* the job is submitted (the runner stores the
@@ -36,6 +38,7 @@ from ._jobspec import (
 from ._lineage import LineageError, job_lineage
 from ._observed import FINALIZER, FineTuneJobWorld
 from ._placement import place_job
+from ._preemption import preempted_message, preempting_message, preemptor_of, released, resume_note
 
 __all__ = ["reconcile_finetunejob"]
 
@@ -108,9 +111,11 @@ def _admit(job: FineTuneJob, world: FineTuneJobWorld) -> _Refusal | tuple[_Admis
     decision_policy = check_policy(lineage, job.spec.intended_use)
     if not decision_policy.allowed:
         return _Refusal("Failed", decision_policy.reason, decision_policy.message)
-    decision = place_job(job, base, datasets, world.pools, world.allocations)
+    decision = place_job(job, base, datasets, world.pools, world.allocations, queue=world.queue)
     if not decision.admitted:
         return _Refusal("Pending", decision.reason, decision.message)
+    if decision.preempt:  # admitted once the victims' Ray jobs have stopped and their GPUs are free
+        return _Refusal("Pending", "Preempting", preempting_message(decision))
     pool = next((p for p in world.pools if p.metadata.name == decision.pool), None)
     price = pool.spec.price_per_gpu_hour if pool is not None else "0"
     status = FineTuneJobStatus(
@@ -164,7 +169,9 @@ def reconcile_finetunejob(job: FineTuneJob, world: FineTuneJobWorld) -> Result:
     def finish(requeue: float | None = None) -> Result:
         st.observed_generation = gen
         if st.phase != old.phase:
-            failed = st.phase in ("Failed", "Cancelled") or (st.phase == "Pending" and old.phase is not None)
+            failed = st.phase in ("Failed", "Cancelled", "Preempted") or (
+                st.phase == "Pending" and old.phase is not None
+            )
             reason, message = _phase_reason(st)
             actions.append(RecordEvent("Warning" if failed else "Normal", reason, message))
         return Result(status=st, actions=actions, requeue_after=requeue)
@@ -198,6 +205,8 @@ def reconcile_finetunejob(job: FineTuneJob, world: FineTuneJobWorld) -> Result:
         if training.cost is not None:
             estimated = st.cost.estimated_usd if st.cost is not None else None
             st.cost = training.cost.model_copy(update={"estimated_usd": estimated})
+        if training.resumed_from_step is not None:
+            st.resumed_from_step = training.resumed_from_step
 
     # Done: keep the children in place (a crash may have cut the last pass short).
     if st.phase == "Succeeded":
@@ -215,35 +224,66 @@ def reconcile_finetunejob(job: FineTuneJob, world: FineTuneJobWorld) -> Result:
         cond("Running", "False", "Suspended", "spec.suspend is set; unset it to resume from the last checkpoint")
         return finish(world.settings.follow_seconds if ray_job is not None and ray_job.active else None)
 
-    # Admission and submission: first time, or resuming after a suspension.
-    if sid is None or st.phase == "Suspended":
+    # Preempted: the run is stopped; its GPUs stay held until Ray says it has stopped.
+    if st.phase == "Preempted" and st.placement is not None and st.placement.gpus:
+        if ray_job is not None and ray_job.active:
+            actions.append(StopJob(ray_job.submission_id))
+            return finish(world.settings.follow_seconds)
+        if ray_job is not None and ray_job.status == "SUCCEEDED":
+            st.phase = "Running"  # it finished before the stop landed: follow it to success below
+        else:
+            message = f"released after preemption; {resume_note(job, st)} when re-admitted"
+            st.placement = released(st.placement, message)
+
+    # Admission and submission: first time, or resuming after a suspension or a preemption.
+    if sid is None or st.phase in ("Suspended", "Preempted"):
         if ray_job is not None and ray_job.active:
             return finish(world.settings.follow_seconds)  # the stopped run is still winding down
         admitted = _admit(job, world)
         if isinstance(admitted, _Refusal):
-            st.phase = admitted.phase  # type: ignore[assignment]
+            if admitted.phase != "Pending" or st.phase != "Preempted":
+                st.phase = admitted.phase  # type: ignore[assignment]
             cond("Admitted", "False", admitted.reason, admitted.message)
             if admitted.phase == "Failed":
                 cond("Failed", "True", admitted.reason, admitted.message)
             return finish()
         admission, placed = admitted
-        new_sid = submission_id(job)
+        new_sid = submission_id(job, st.preemptions)
         st.submission_id = new_sid
         st.placement = placed.placement
         if st.cost is None or st.cost.estimated_usd is None:
             base_cost = st.cost or JobCost()
             st.cost = base_cost.model_copy(update={"estimated_usd": placed.cost.estimated_usd if placed.cost else None})
+        reason, note = "Submitted", ""
+        if st.phase == "Preempted":
+            reason = "Resubmitted"
+            note = f" (run {st.preemptions + 1}, after {st.preemptions} preemption(s); {resume_note(job, st)})"
         st.phase = "Admitted"
         st.conditions = [c for c in st.conditions if c.type != "Failed"]
         cond(
             "Admitted",
             "True",
-            "Submitted",
-            f"Submitted Ray job {new_sid}: {admission.message}. {admission.policy_message}",
+            reason,
+            f"Submitted Ray job {new_sid}{note}: {admission.message}. {admission.policy_message}",
         )
         cond("Running", "False", "JobPending", f"Ray job {new_sid} is starting")
         actions.extend(_submit_actions(job, world, admission, new_sid))
         return finish(world.settings.follow_seconds)
+
+    # Preemption: a queued request that outranks this job needs its GPUs (see _preemption).
+    if st.phase in ("Admitted", "Running") and (ray_job is None or ray_job.active):
+        by = preemptor_of(job, world.pools, world.allocations, world.queue)
+        if by is not None:
+            message = preempted_message(job, st, by)
+            st.phase = "Preempted"
+            st.preemptions += 1
+            cond("Admitted", "False", "Preempted", message)
+            cond("Running", "False", "Preempted", message)
+            if ray_job is not None:
+                actions.append(StopJob(ray_job.submission_id))
+                return finish(world.settings.follow_seconds)
+            st.placement = released(st.placement, message)  # nothing runs: the GPUs are free now
+            return finish()
 
     # Following the Ray job.
     assert sid is not None
@@ -325,6 +365,7 @@ def _phase_reason(st: FineTuneJobStatus) -> tuple[str, str]:
         "Failed": "Failed",
         "Cancelled": "Running",
         "Suspended": "Running",
+        "Preempted": "Admitted",
         "Running": "Running",
         "Admitted": "Admitted",
         "Pending": "Admitted",

@@ -46,9 +46,17 @@ JOB_LABEL = "corral.dev/finetunejob"
 """Label on objects a FineTuneJob created (its output Model, a deployment it created)."""
 
 
-def submission_id(job: FineTuneJob) -> str:
-    """The deterministic Ray submission id: ``corral-<namespace>-<name>-<generation>``."""
-    return f"corral-{job.metadata.namespace or 'default'}-{job.metadata.name}-{job.metadata.generation or 1}"
+def submission_id(job: FineTuneJob, restart: int = 0) -> str:
+    """The deterministic Ray submission id: ``corral-<namespace>-<name>-<generation>``.
+
+    Args:
+        job: The job.
+        restart: Runs after preemptions (``status.preemptions``); ``-r<n>`` is appended when
+            set, since a Ray submission id is never reused (the job file, and so the
+            checkpoints it resumes from, stay the same).
+    """
+    base = f"corral-{job.metadata.namespace or 'default'}-{job.metadata.name}-{job.metadata.generation or 1}"
+    return f"{base}-r{restart}" if restart else base
 
 
 def output_model_name(job: FineTuneJob) -> str:

@@ -95,9 +95,11 @@ def probe_artifact(uri: str) -> ArtifactProbe:
 
 def read_training(events_uri: str, keep: int | None = None) -> TrainingObservation:
     """Fold a job's events file (``corral.training``'s JSON lines) into status fields."""
-    from corral.training._events import read_events, summarize
+    from corral.training._events import StartedEvent, read_events, summarize
 
-    summary = summarize(read_events(events_uri), keep=keep)
+    events = read_events(events_uri)
+    summary = summarize(events, keep=keep)
+    started = [e for e in events if isinstance(e, StartedEvent)]
     return TrainingObservation(
         progress=summary.progress,
         metrics=summary.metrics,
@@ -106,6 +108,7 @@ def read_training(events_uri: str, keep: int | None = None) -> TrainingObservati
         completed_output_uri=summary.completed.output_uri if summary.completed else None,
         failed_reason=summary.failed.reason if summary.failed else None,
         failed_message=summary.failed.message if summary.failed else None,
+        resumed_from_step=started[-1].resumed_from_step if started else None,
     )
 
 

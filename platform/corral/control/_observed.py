@@ -16,7 +16,7 @@ from corral.api.v1alpha1 import Dataset, GPUPool, Model, ModelDeployment
 from corral.api.v1alpha1.dataset import DatasetReport
 from corral.api.v1alpha1.finetunejob import CheckpointInfo, JobCost, JobMetrics, JobProgress
 from corral.drivers import JobState, ServeAppState
-from corral.scheduler import Allocation
+from corral.scheduler import Allocation, PlacementRequest
 
 __all__ = [
     "FINALIZER",
@@ -124,6 +124,7 @@ class TrainingObservation:
         completed_output_uri: Output folder from the ``completed`` event.
         failed_reason: CamelCase reason of the last ``failed`` event.
         failed_message: Its message.
+        resumed_from_step: Checkpoint step the latest run started from (0: fresh; None: no run started yet).
     """
 
     progress: JobProgress | None = None
@@ -133,6 +134,7 @@ class TrainingObservation:
     completed_output_uri: str | None = None
     failed_reason: str | None = None
     failed_message: str | None = None
+    resumed_from_step: int | None = None
 
 
 @dataclass(frozen=True)
@@ -178,7 +180,8 @@ class FineTuneJobWorld:
         datasets: Datasets of the namespace by name.
         deployments: ModelDeployments of the namespace by name (deploy-on-success target).
         pools: Every GPUPool.
-        allocations: GPUs held by other admitted jobs and deployments.
+        allocations: GPUs held by admitted jobs and deployments (this job's own included when it holds any).
+        queue: Jobs and deployments waiting for GPUs, in any namespace (FIFO within a priority).
         job: The Ray job of ``status.submissionId`` (None: not submitted or gone).
         training: The events file, folded (None: not read, e.g. before submission).
     """
@@ -190,6 +193,7 @@ class FineTuneJobWorld:
     deployments: Mapping[str, ModelDeployment] = field(default_factory=dict)
     pools: tuple[GPUPool, ...] = ()
     allocations: tuple[Allocation, ...] = ()
+    queue: tuple[PlacementRequest, ...] = ()
     job: JobState | None = None
     training: TrainingObservation | None = None
 
@@ -203,7 +207,8 @@ class DeploymentWorld:
         settings: Control-plane settings.
         models: Models of the namespace by name.
         pools: Every GPUPool.
-        allocations: GPUs held by other admitted jobs and deployments.
+        allocations: GPUs held by admitted jobs and deployments (this one's own included when it holds any).
+        queue: Jobs and deployments waiting for GPUs, in any namespace (FIFO within a priority).
         app: Serve's state of this deployment's application (None: not deployed).
         endpoint: Base URL of Serve's HTTP proxy.
     """
@@ -213,6 +218,7 @@ class DeploymentWorld:
     models: Mapping[str, Model] = field(default_factory=dict)
     pools: tuple[GPUPool, ...] = ()
     allocations: tuple[Allocation, ...] = ()
+    queue: tuple[PlacementRequest, ...] = ()
     app: ServeAppState | None = None
     endpoint: str | None = None
 

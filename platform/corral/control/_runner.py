@@ -6,6 +6,11 @@ each result's ``requeue_after``) covers everything else. Nothing is kept between
 the store or the driver does not hold, so a process killed at any line resumes on restart:
 the status written before side effects names the deterministic submission ids and
 application names, and re-applying an action that already happened is success.
+
+Within a pass the snapshot keeps the GPU ledger: each FineTuneJob or ModelDeployment status
+the runner writes replaces the object in the snapshot, so the next object is placed against
+the GPUs admitted or released a moment ago (nothing is booked twice) and sees the current
+queue of waiting objects.
 """
 
 from __future__ import annotations
@@ -15,7 +20,6 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,7 +28,6 @@ from prometheus_client import CollectorRegistry
 from corral.api.v1alpha1 import Dataset, FineTuneJob, GPUPool, Model, ModelDeployment, Resource
 from corral.drivers import Driver, ServeAppState
 from corral.observability import RunnerMetrics
-from corral.scheduler import Allocation
 from corral.store import AlreadyExists, NotFound, Store
 
 from . import _observe
@@ -55,7 +58,7 @@ from ._observed import (
     GPUPoolWorld,
     ModelWorld,
 )
-from ._placement import allocation_of
+from ._snapshot import Snapshot
 
 __all__ = ["ORDER", "Runner", "Snapshot"]
 
@@ -69,32 +72,6 @@ _MAX_BACKOFF = 60.0
 
 def _by_name(items: Iterable[Any]) -> dict[str, Any]:
     return {item.metadata.name: item for item in items}
-
-
-@dataclass
-class Snapshot:
-    """Everything one pass reads from the store and the driver, read once.
-
-    Attributes:
-        objects: Per kind, per namespace (None for GPUPools), per name.
-        serve: Serve applications by name (read lazily, once).
-    """
-
-    objects: dict[str, dict[str | None, dict[str, Any]]] = field(default_factory=dict)
-    _serve: dict[str, ServeAppState] | None = None
-
-    def in_namespace(self, kind: str, namespace: str | None) -> dict[str, Any]:
-        """Objects of a kind in one namespace, by name."""
-        return self.objects.get(kind, {}).get(namespace, {})
-
-    def all(self, kind: str) -> list[Any]:
-        """Every object of a kind."""
-        return [obj for per_ns in self.objects.get(kind, {}).values() for obj in per_ns.values()]
-
-    def allocations(self) -> tuple[Allocation, ...]:
-        """GPUs held by admitted jobs and placed deployments."""
-        found = [allocation_of(o, i) for i, o in enumerate([*self.all("FineTuneJob"), *self.all("ModelDeployment")])]
-        return tuple(a for a in found if a is not None)
 
 
 class Runner:
@@ -184,14 +161,30 @@ class Runner:
         return min(requeue) if requeue else None
 
     def reconcile_object(self, obj: Resource, snap: Snapshot | None = None) -> Result | None:
-        """Observe, reconcile and apply for one object (re-read from the store first)."""
+        """Observe, reconcile, :meth:`refine` and apply for one object (re-read from the store first).
+
+        The snapshot then holds the object with its new status, for the objects after it.
+        """
         snap = snap or self.snapshot()
         try:
             obj = self.store.get(obj.kind, obj.metadata.namespace, obj.metadata.name)
         except NotFound:
             return None
-        result = self._reconcile(obj, snap)
+        result = self.refine(obj, self._reconcile(obj, snap))
         self.apply(obj, result)
+        snap.record(obj.model_copy(update={"status": result.status}))
+        return result
+
+    def refine(self, obj: Resource, result: Result) -> Result:
+        """Adjust a reconcile's result before it is applied; the default returns it unchanged.
+
+        The hook for a backend that knows more than the driver protocol can say (the kopf
+        operator puts KubeRay's reasons on the conditions). It must stay pure: no I/O.
+
+        Args:
+            obj: The object as reconciled.
+            result: The reconciler's status and actions.
+        """
         return result
 
     def _reconcile(self, obj: Resource, snap: Snapshot) -> Result:
@@ -229,6 +222,7 @@ class Runner:
                 deployments=snap.in_namespace("ModelDeployment", ns),
                 pools=tuple(snap.all("GPUPool")),
                 allocations=snap.allocations(),
+                queue=snap.queue(),
                 job=job,
                 training=training,
             )
@@ -240,6 +234,7 @@ class Runner:
                 models=snap.in_namespace("Model", ns),
                 pools=tuple(snap.all("GPUPool")),
                 allocations=snap.allocations(),
+                queue=snap.queue(),
                 app=self._serve_status(snap).get(app_name(obj)),
                 endpoint=self.driver.endpoint(),
             )

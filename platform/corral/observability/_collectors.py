@@ -91,13 +91,13 @@ def _holds_gpus(obj: FineTuneJob | ModelDeployment) -> tuple[str, int] | None:
     placement = obj.status.placement
     if placement is None or placement.pool is None or placement.gpus == 0:
         return None
-    if isinstance(obj, FineTuneJob) and obj.status.phase not in ("Admitted", "Running"):
-        return None
+    if isinstance(obj, FineTuneJob) and obj.status.phase not in ("Admitted", "Running", "Preempted"):
+        return None  # a Preempted job holds its GPUs until its Ray job has stopped
     return placement.pool, placement.replicas * placement.gpus_per_replica
 
 
 def _pending_gpus(obj: FineTuneJob | ModelDeployment) -> tuple[str, int] | None:
-    if obj.status.phase not in (None, "Pending"):
+    if obj.status.phase not in (None, "Pending", "Preempted") or _holds_gpus(obj) is not None:
         return None
     if isinstance(obj, FineTuneJob):
         res = obj.spec.resources

@@ -12,8 +12,8 @@ count on demand, so capacity the scheduler may promise is the pool's largest siz
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import cached_property
 from typing import TYPE_CHECKING, Literal
@@ -124,9 +124,38 @@ class Allocation:
         """GPUs held in total."""
         return self.replicas * self.gpus_per_replica
 
+    def on_nodes(self, nodes: tuple[int, ...]) -> Allocation:
+        """The same allocation with its replicas on ``nodes`` (a plain constructor call: cheaper than ``replace``)."""
+        return Allocation(
+            self.key,
+            self.namespace,
+            self.pool,
+            self.replicas,
+            self.gpus_per_replica,
+            nodes,
+            self.priority,
+            self.preemptible,
+            self.seq,
+            self.expected_end,
+            self.kind,
+        )
+
+    @cached_property
+    def per_node(self) -> dict[int, int]:
+        """GPUs held on each node (replicas on the same node added up)."""
+        out: dict[int, int] = {}
+        for node in self.nodes:
+            out[node] = out.get(node, 0) + self.gpus_per_replica
+        return out
+
 
 def _end_entry(alloc: Allocation) -> tuple[float, str, int]:
     return (float("inf") if alloc.expected_end is None else alloc.expected_end, alloc.key, alloc.gpus)
+
+
+def _victim_entry(alloc: Allocation) -> tuple[int, int, str]:
+    """Preemption order: lowest priority first, then newest first (least work lost), then key."""
+    return (alloc.priority, -alloc.seq, alloc.key)
 
 
 class ClusterState:
@@ -156,10 +185,15 @@ class ClusterState:
             buckets[pool.gpus_per_node] = set(range(pool.nodes))
             self._buckets[pool.name] = buckets
             self._free_total[pool.name] = pool.capacity
+        # Per pool, a node index below which every node is full: first-fit scans start there.
+        self._first_open: dict[str, int] = dict.fromkeys(self.pools, 0)
         self._ns_used: dict[tuple[str, str], int] = {}
         self.allocations: dict[str, Allocation] = {}
         self._by_pool: dict[str, dict[str, Allocation]] = {name: {} for name in self.pools}
         self._preemptible: dict[str, dict[int, int]] = {name: {} for name in self.pools}
+        self._victims: dict[str, list[tuple[int, int, str]]] = {name: [] for name in self.pools}
+        self._pre_nodes: dict[str, dict[int, dict[int, int]]] = {name: {} for name in self.pools}
+        self._pre_ns: dict[tuple[str, str], dict[int, int]] = {}
         self._ends: dict[str, list[tuple[float, str, int]]] = {name: [] for name in self.pools}
         for given in allocations:
             alloc = given
@@ -172,8 +206,29 @@ class ClusterState:
                         f"allocation {alloc.key!r} ({alloc.replicas} x {alloc.gpus_per_replica} GPUs) does not fit "
                         f"in pool {alloc.pool!r}"
                     )
-                alloc = replace(alloc, nodes=nodes)
+                alloc = alloc.on_nodes(nodes)
             self.allocate(alloc)
+
+    def copy(self) -> ClusterState:
+        """An independent copy (pools shared: they never change), far cheaper than rebuilding from allocations."""
+        new = ClusterState.__new__(ClusterState)
+        new.pools = self.pools
+        new._free = {name: list(free) for name, free in self._free.items()}
+        new._buckets = {name: [set(b) for b in buckets] for name, buckets in self._buckets.items()}
+        new._free_total = dict(self._free_total)
+        new._first_open = dict(self._first_open)
+        new._ns_used = dict(self._ns_used)
+        new.allocations = dict(self.allocations)
+        new._by_pool = {name: dict(held) for name, held in self._by_pool.items()}
+        new._preemptible = {name: dict(by_prio) for name, by_prio in self._preemptible.items()}
+        new._victims = {name: list(order) for name, order in self._victims.items()}
+        new._pre_nodes = {
+            name: {prio: dict(per_node) for prio, per_node in by_prio.items()}
+            for name, by_prio in self._pre_nodes.items()
+        }
+        new._pre_ns = {slot: dict(by_prio) for slot, by_prio in self._pre_ns.items()}
+        new._ends = {name: list(ends) for name, ends in self._ends.items()}
+        return new
 
     # -- queries -------------------------------------------------------------------------
     def free_gpus(self, pool: str) -> int:
@@ -183,6 +238,10 @@ class ClusterState:
     def node_free(self, pool: str, node: int) -> int:
         """Free GPUs on one node."""
         return self._free[pool][node]
+
+    def free_by_node(self, pool: str) -> Sequence[int]:
+        """Free GPUs of every node of ``pool``, by node index (a live view: read, never change)."""
+        return self._free[pool]
 
     def free_histogram(self, pool: str) -> list[int]:
         """Nodes of ``pool`` by free GPUs: element f is how many nodes have f GPUs free."""
@@ -211,6 +270,30 @@ class ClusterState:
     def preemptible_below(self, pool: str, priority: int) -> int:
         """GPUs in ``pool`` held by preemptible allocations of priority below ``priority``."""
         return sum(gpus for prio, gpus in self._preemptible[pool].items() if prio < priority)
+
+    def preemptible_by_node(self, pool: str, below: int) -> dict[int, int]:
+        """GPUs per node of ``pool`` held by preemptible allocations below priority ``below`` (nodes with some)."""
+        out: dict[int, int] = {}
+        for prio, per_node in self._pre_nodes[pool].items():
+            if prio < below:
+                for node, gpus in per_node.items():
+                    out[node] = out.get(node, 0) + gpus
+        return out
+
+    def preemptible_in_namespace(self, pool: str, namespace: str, below: int) -> int:
+        """GPUs ``namespace`` holds in ``pool`` through preemptible allocations of priority below ``below``."""
+        return sum(gpus for prio, gpus in self._pre_ns.get((pool, namespace), {}).items() if prio < below)
+
+    def preemptible_in_order(self, pool: str, below: int) -> Iterator[Allocation]:
+        """Preemptible allocations in ``pool`` of priority below ``below``: lowest priority first, newest first.
+
+        Kept sorted as allocations come and go, so iterating stops early and never re-sorts.
+        """
+        allocations = self.allocations
+        for prio, _, key in self._victims[pool]:
+            if prio >= below:
+                return
+            yield allocations[key]
 
     def fits(self, pool: str, replicas: int, gpus_per_replica: int) -> bool:
         """Whether ``replicas`` replicas of ``gpus_per_replica`` GPUs, each on one node, fit now."""
@@ -251,7 +334,12 @@ class ClusterState:
                     if len(chosen) == replicas:
                         return tuple(chosen)
         elif policy == "first":
-            for node, f in enumerate(free):
+            start = self._first_open[pool]
+            while start < len(free) and free[start] == 0:
+                start += 1
+            self._first_open[pool] = start
+            for node in range(start, len(free)):
+                f = free[node]
                 if f >= g:
                     take = min(f // g, replicas - len(chosen))
                     chosen.extend([node] * take)
@@ -278,14 +366,25 @@ class ClusterState:
         before = free[node]
         after = before - gpus
         if after < 0 or after > self.pools[pool].gpus_per_node:
-            raise ValueError(
-                f"node {node} of pool {pool!r} has {before} free GPUs; cannot change by {-gpus}"
-            )
+            raise ValueError(f"node {node} of pool {pool!r} has {before} free GPUs; cannot change by {-gpus}")
         buckets = self._buckets[pool]
         buckets[before].discard(node)
         buckets[after].add(node)
         free[node] = after
         self._free_total[pool] -= gpus
+        if after and node < self._first_open[pool]:
+            self._first_open[pool] = node
+
+    def _count_preemptible(self, alloc: Allocation, sign: int) -> None:
+        per_node = self._pre_nodes[alloc.pool].setdefault(alloc.priority, {})
+        for node, gpus in alloc.per_node.items():
+            left = per_node.get(node, 0) + sign * gpus
+            if left:
+                per_node[node] = left
+            else:
+                per_node.pop(node, None)
+        per_ns = self._pre_ns.setdefault((alloc.pool, alloc.namespace), {})
+        per_ns[alloc.priority] = per_ns.get(alloc.priority, 0) + sign * alloc.gpus
 
     def allocate(self, alloc: Allocation) -> None:
         """Record ``alloc`` (its ``nodes`` must be set and have room).
@@ -298,9 +397,7 @@ class ClusterState:
         if alloc.key in self.allocations:
             raise ValueError(f"allocation {alloc.key!r} is already recorded")
         if alloc.gpus_per_replica > 0 and len(alloc.nodes) != alloc.replicas:
-            raise ValueError(
-                f"allocation {alloc.key!r}: {len(alloc.nodes)} nodes for {alloc.replicas} replicas"
-            )
+            raise ValueError(f"allocation {alloc.key!r}: {len(alloc.nodes)} nodes for {alloc.replicas} replicas")
         if alloc.gpus_per_replica > 0:
             for node in alloc.nodes:
                 if not 0 <= node < self.pools[alloc.pool].nodes:
@@ -315,6 +412,8 @@ class ClusterState:
         if alloc.preemptible:
             by_prio = self._preemptible[alloc.pool]
             by_prio[alloc.priority] = by_prio.get(alloc.priority, 0) + alloc.gpus
+            bisect.insort(self._victims[alloc.pool], _victim_entry(alloc))
+            self._count_preemptible(alloc, 1)
 
     def release(self, key: str) -> Allocation:
         """Free the GPUs of allocation ``key`` and return it.
@@ -331,6 +430,9 @@ class ClusterState:
         self._ns_used[slot] -= alloc.gpus
         if alloc.preemptible:
             self._preemptible[alloc.pool][alloc.priority] -= alloc.gpus
+            victims = self._victims[alloc.pool]
+            del victims[bisect.bisect_left(victims, _victim_entry(alloc))]
+            self._count_preemptible(alloc, -1)
         ends = self._ends[alloc.pool]
         del ends[bisect.bisect_left(ends, _end_entry(alloc))]
         return alloc

@@ -160,16 +160,21 @@ class Decision:
             observed_generation=observed_generation,
         )
 
+    @property
+    def holds(self) -> bool:
+        """True when it may take its GPUs now: admitted, with nobody left to preempt first."""
+        return self.admitted and not self.preempt
+
     def placement(self) -> Placement:
-        """The ``status.placement`` block."""
+        """The ``status.placement`` block (no GPUs held while victims still have to stop)."""
         from ..api.v1alpha1.common import Placement
 
         return Placement(
             pool=self.pool,
             accelerator_type=self.accelerator_type,
-            replicas=self.replicas if self.admitted else 0,
-            gpus_per_replica=self.gpus_per_replica if self.admitted else 0,
-            gpus=self.gpus if self.admitted else 0,
+            replicas=self.replicas if self.holds else 0,
+            gpus_per_replica=self.gpus_per_replica if self.holds else 0,
+            gpus=self.gpus if self.holds else 0,
             message=self.message,
         )
 
@@ -354,8 +359,13 @@ class Scheduler:
         reservations = reservations or {}
         if all(s.gpus_per_replica == 0 for s in req.shapes[:1]) and req.pool is None:
             return (
-                Decision(key=req.key, admitted=True, reason="Admitted", message="runs on CPUs; no GPUPool needed",
-                         replicas=req.replicas),
+                Decision(
+                    key=req.key,
+                    admitted=True,
+                    reason="Admitted",
+                    message="runs on CPUs; no GPUPool needed",
+                    replicas=req.replicas,
+                ),
                 None,
             )
         cands, excluded = self.candidates(req)
@@ -517,8 +527,11 @@ class Scheduler:
         Returns:
             One decision per request examined, in the order they were decided.
         """
+        ordered: Iterable[PlacementRequest]
         if self.policy == "first-fit":
             ordered = sorted(pending, key=lambda r: (r.seq, r.key))
+        elif isinstance(pending, PendingQueue):
+            ordered = pending  # already in priority-then-arrival order
         else:
             ordered = sorted(pending, key=order_key)
         reservations: dict[str, Reservation] = {}
@@ -555,6 +568,7 @@ def place(
     *,
     now: float = 0.0,
     policy: Policy = "corral",
+    state: ClusterState | None = None,
 ) -> Decision:
     """Decide where ``request`` goes, given the pools, what is placed and what else waits.
 
@@ -569,8 +583,11 @@ def place(
         queue: Other waiting requests (``request`` itself is ignored if listed).
         now: The caller's clock, in seconds, for comparing with ``Allocation.expected_end``.
         policy: ``corral`` or a baseline.
+        state: ``ClusterState(pools, allocations)`` built already (e.g. once per reconcile
+            pass); it is copied, never changed, and ``pools``/``allocations`` are then unused.
     """
-    scheduler = Scheduler(ClusterState(pools, allocations), policy)
+    scheduler = Scheduler(state.copy() if state is not None else ClusterState(pools, allocations), policy)
+
     def rank(r: PlacementRequest) -> tuple[int, int, str]:
         return (0, r.seq, r.key) if policy == "first-fit" else order_key(r)
 
@@ -579,7 +596,7 @@ def place(
         if item.key != request.key and rank(item) < rank(request):
             waiting.add(item)
     waiting.add(request)
-    for decision in scheduler.schedule(list(waiting), now):
+    for decision in scheduler.schedule(waiting, now):
         if decision.key == request.key:
             return decision
     raise AssertionError("unreachable: the request is in the pass")  # pragma: no cover

@@ -69,8 +69,10 @@ class PendingQueue(Generic[T]):
         return key in self._items
 
     def __iter__(self) -> Iterator[T]:
-        items = self._items
-        return iter([items[k[2]] for k in self._keys])
+        # Lazily, over a snapshot (two C-level copies): a pass that stops early pays only
+        # for what it read, and the queue may change while it is iterated.
+        items, keys = dict(self._items), list(self._keys)
+        return (items[k[2]] for k in keys)
 
     def add(self, item: T) -> None:
         """Queue ``item`` (replacing an entry with the same key)."""
@@ -137,6 +139,55 @@ def shadow_time(state: ClusterState, pool: str, gpus: int, now: float) -> float:
     return float("inf")
 
 
+class _Freeing:
+    """What preempting a set of allocations would free in one pool, kept incrementally.
+
+    Adding or dropping a victim touches only its nodes, so the greedy search in
+    :func:`select_victims` costs O(victims x replicas) instead of rebuilding a histogram
+    per trial.
+    """
+
+    def __init__(self, state: ClusterState, pool: str, gpus_per_replica: int, namespace: str) -> None:
+        self.g, self.namespace = gpus_per_replica, namespace
+        self.gpn = state.pools[pool].gpus_per_node
+        self.free = state.free_by_node(pool)
+        hist = state.free_histogram(pool)
+        self.slots = sum(hist[f] * (f // self.g) for f in range(self.g, self.gpn + 1))
+        self.extra: dict[int, int] = {}
+        self.ns_freed = 0
+
+    def _change(self, alloc: Allocation, sign: int) -> None:
+        g, gpn, free, extra = self.g, self.gpn, self.free, self.extra
+        slots = self.slots
+        for node, gpus in alloc.per_node.items():
+            base = free[node]
+            before = base + extra.get(node, 0)
+            after = before + sign * gpus
+            extra[node] = after - base
+            slots += min(after, gpn) // g - min(before, gpn) // g
+        self.slots = slots
+        if alloc.namespace == self.namespace:
+            self.ns_freed += sign * alloc.gpus
+
+    def could_fit(self, freeable: dict[int, int], replicas: int) -> bool:
+        """Whether ``replicas`` slots exist once the GPUs in ``freeable`` (per node) are freed too."""
+        g, gpn, free, slots = self.g, self.gpn, self.free, self.slots
+        for node, gpus in freeable.items():
+            base = free[node]
+            slots += min(base + gpus, gpn) // g - base // g
+            if slots >= replicas:
+                return True
+        return slots >= replicas
+
+    def add(self, alloc: Allocation) -> None:
+        """Count ``alloc``'s GPUs as freed."""
+        self._change(alloc, 1)
+
+    def drop(self, alloc: Allocation) -> None:
+        """Stop counting ``alloc``'s GPUs as freed."""
+        self._change(alloc, -1)
+
+
 def select_victims(
     state: ClusterState,
     pool: str,
@@ -165,43 +216,32 @@ def select_victims(
         quota: The namespace's quota in the pool, or None.
     """
     need = replicas * gpus_per_replica
-    if state.free_gpus(pool) + state.preemptible_below(pool, priority) < need:
+    if gpus_per_replica <= 0 or state.free_gpus(pool) + state.preemptible_below(pool, priority) < need:
         return None
-    candidates = sorted(
-        (a for a in state.pool_allocations(pool).values() if a.preemptible and a.priority < priority),
-        key=lambda a: (a.priority, -a.seq, a.key),
-    )
-    if not candidates:
-        return None
-    gpn = state.pools[pool].gpus_per_node
+    used = state.namespace_used(pool, namespace)
+    if quota is not None and used - state.preemptible_in_namespace(pool, namespace, priority) + need > quota:
+        return None  # even preempting all of the namespace's own lower work leaves it over quota
+    plan = _Freeing(state, pool, gpus_per_replica, namespace)
+    if not plan.could_fit(state.preemptible_by_node(pool, priority), replicas):
+        return None  # even preempting every candidate leaves too few slots (adding victims only adds slots)
 
-    def fits(victims: list[Allocation]) -> bool:
-        freed: dict[int, int] = {}
-        ns_freed = 0
-        for victim in victims:
-            for node in victim.nodes:
-                freed[node] = freed.get(node, 0) + victim.gpus_per_replica
-            if victim.namespace == namespace:
-                ns_freed += victim.gpus
-        if quota is not None and state.namespace_used(pool, namespace) - ns_freed + need > quota:
+    def fits() -> bool:
+        if quota is not None and used - plan.ns_freed + need > quota:
             return False
-        hist = state.free_histogram(pool)
-        for node, extra in freed.items():
-            before = state.node_free(pool, node)
-            hist[before] -= 1
-            hist[min(before + extra, gpn)] += 1
-        slots = sum(hist[f] * (f // gpus_per_replica) for f in range(gpus_per_replica, gpn + 1))
-        return slots >= replicas
+        return plan.slots >= replicas
 
     chosen: list[Allocation] = []
-    for victim in candidates:
+    for victim in state.preemptible_in_order(pool, priority):
         chosen.append(victim)
-        if fits(chosen):
+        plan.add(victim)
+        if fits():
             break
     else:
         return None
     for victim in list(reversed(chosen[:-1])):
-        trial = [v for v in chosen if v is not victim]
-        if fits(trial):
-            chosen = trial
+        plan.drop(victim)
+        if fits():
+            chosen = [v for v in chosen if v is not victim]
+        else:
+            plan.add(victim)
     return tuple(chosen)

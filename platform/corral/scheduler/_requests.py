@@ -21,9 +21,10 @@ if TYPE_CHECKING:
 __all__ = ["dry_run_deployment", "dry_run_job", "pools_from", "request_for_deployment", "request_for_job"]
 
 
-def _key(namespace: str | None, name: str) -> tuple[str, str]:
+def _key(kind: str, namespace: str | None, name: str) -> tuple[str, str]:
+    """The namespace and the request key ``Kind/namespace/name`` (a job and a deployment may share a name)."""
     ns = namespace or "default"
-    return ns, f"{ns}/{name}"
+    return ns, f"{kind}/{ns}/{name}"
 
 
 def pools_from(pools: Iterable[GPUPool]) -> list[PoolState]:
@@ -48,7 +49,7 @@ def request_for_job(
     efficiency = STRATEGY_EFFICIENCY[res.strategy] if est.gpus > 1 else 1.0
     if spec.method == "qlora":
         efficiency /= QLORA_SLOWDOWN
-    namespace, key = _key(job.metadata.namespace, job.metadata.name)
+    namespace, key = _key("FineTuneJob", job.metadata.namespace, job.metadata.name)
     return PlacementRequest(
         key=key,
         namespace=namespace,
@@ -96,7 +97,7 @@ def request_for_deployment(
         Shape(w, estimate_deployment(spec, profile, gpus_per_replica=w, adapter_rank=adapter_rank).memory_per_gpu)
         for w in widths
     )
-    namespace, key = _key(deployment.metadata.namespace, deployment.metadata.name)
+    namespace, key = _key("ModelDeployment", deployment.metadata.namespace, deployment.metadata.name)
     return PlacementRequest(
         key=key,
         namespace=namespace,
@@ -130,7 +131,10 @@ def dry_run_job(
     options = []
     for pool in pool_list:
         est = estimate_job(
-            spec, profile, accelerator=pool.accelerator, train_tokens=train_tokens,
+            spec,
+            profile,
+            accelerator=pool.accelerator,
+            train_tokens=train_tokens,
             price_per_gpu_hour=pool.price_per_gpu_hour,
         )
         options.append(

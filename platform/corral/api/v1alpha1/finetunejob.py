@@ -40,7 +40,7 @@ __all__ = [
 
 Method = Literal["lora", "qlora", "full"]
 Strategy = Literal["ddp", "fsdp", "deepspeed-zero2", "deepspeed-zero3"]
-Phase = Literal["Pending", "Admitted", "Running", "Succeeded", "Failed", "Cancelled", "Suspended"]
+Phase = Literal["Pending", "Admitted", "Running", "Succeeded", "Failed", "Cancelled", "Suspended", "Preempted"]
 
 
 class LoRASpec(CorralModel):
@@ -319,6 +319,12 @@ class FineTuneJobStatus(CorralModel):
     metrics: JobMetrics | None = Field(default=None, description="Latest loss, eval loss, tokens/s.")
     checkpoints: list[CheckpointInfo] = Field(default_factory=list, description="Checkpoints kept.")
     placement: Placement | None = Field(default=None, description="Where the scheduler placed the job.")
+    preemptions: int = Field(
+        default=0, ge=0, description="Times higher-priority work preempted the job; each run resumes from a checkpoint."
+    )
+    resumed_from_step: int | None = Field(
+        default=None, ge=0, description="Checkpoint step the latest run resumed from (0: it started fresh)."
+    )
     cost: JobCost | None = Field(default=None, description="GPU time and money used.")
     output_model: str | None = Field(default=None, description="Name of the Model the job created.")
     start_time: datetime | None = Field(default=None, description="When training started.")
@@ -338,6 +344,7 @@ class FineTuneJob(Resource):
         {"name": "Progress", "type": "integer", "jsonPath": ".status.progress.percent"},
         {"name": "GPUs", "type": "integer", "jsonPath": ".status.placement.gpus"},
         {"name": "Loss", "type": "number", "jsonPath": ".status.metrics.loss", "priority": 1},
+        {"name": "Preemptions", "type": "integer", "jsonPath": ".status.preemptions", "priority": 1},
         {"name": "Output", "type": "string", "jsonPath": ".status.outputModel", "priority": 1},
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     )
