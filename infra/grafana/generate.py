@@ -297,6 +297,7 @@ def finetuning() -> dict[str, Any]:
         unit="short",
     )
     b.panel("timeseries", "Optimizer step", [(f"corral_training_step{{{sel}}}", "{{namespace}}/{{job}}")])
+    b.panel("timeseries", "Learning rate", [(f"corral_training_learning_rate{{{sel}}}", "{{namespace}}/{{job}}")])
     b.row("Time, checkpoints and restarts")
     b.panel("timeseries", "ETA", [(f"corral_training_eta_seconds{{{sel}}}", "{{namespace}}/{{job}}")], unit="s")
     b.panel(
@@ -307,8 +308,11 @@ def finetuning() -> dict[str, Any]:
     )
     b.panel(
         "timeseries",
-        "Restarts",
-        [(f"corral_training_restarts_total{{{sel}}}", "{{namespace}}/{{job}}")],
+        "Restarts and preemptions",
+        [
+            (f"corral_training_restarts_total{{{sel}}}", "{{namespace}}/{{job}} restarts"),
+            (f"corral_training_preemptions_total{{{sel}}}", "{{namespace}}/{{job}} preemptions"),
+        ],
         w=6,
     )
     b.row("GPU time and cost")

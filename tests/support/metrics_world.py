@@ -106,6 +106,7 @@ def populate(store: Store, artifact_root: str) -> None:
             "progress": {"step": 40, "totalSteps": 100, "epoch": 1, "percent": 40, "etaSeconds": 300},
             "metrics": {"loss": 1.25, "evalLoss": 1.5, "learningRate": 0.0002, "tokensPerSecond": 1234.5},
             "placement": placement,
+            "preemptions": 1,
             "cost": {"gpuSeconds": 720, "usd": "0.5", "estimatedUsd": "1.25"},
         },
     )

@@ -118,6 +118,9 @@ def test_store_collector_values(world: tuple[SqliteStore, str]) -> None:
     assert _value(reg, "corral_training_checkpoints_total", namespace=NS, job="bot") == 2
     assert _value(reg, "corral_training_restarts_total", namespace=NS, job="bot") == 1
     assert _value(reg, "corral_training_cost_usd", namespace=NS, job="bot") == 0.5
+    assert _value(reg, "corral_training_epoch", namespace=NS, job="bot") == 1
+    assert _value(reg, "corral_training_learning_rate", namespace=NS, job="bot") == 0.0002
+    assert _value(reg, "corral_training_preemptions_total", namespace=NS, job="bot") == 1
     labels = {"namespace": NS, "deployment": "support", "model": "support-bot"}
     assert _value(reg, "corral_serving_ready_replicas", **labels) == 1
     assert _value(reg, "corral_serving_desired_replicas", **labels) == 2

@@ -206,6 +206,7 @@ class StoreCollector(Collector):
             fam["corral_training_phase"].add_metric([*labels, phase], 1.0 if phase == current else 0.0)
         if st.progress is not None:
             fam["corral_training_step"].add_metric(labels, st.progress.step)
+            fam["corral_training_epoch"].add_metric(labels, st.progress.epoch)
             if st.progress.total_steps:
                 ratio = min(1.0, st.progress.step / st.progress.total_steps)
                 fam["corral_training_progress_ratio"].add_metric(labels, ratio)
@@ -218,6 +219,9 @@ class StoreCollector(Collector):
                 fam["corral_training_eval_loss"].add_metric(labels, st.metrics.eval_loss)
             if st.metrics.tokens_per_second is not None:
                 fam["corral_training_tokens_per_second"].add_metric(labels, st.metrics.tokens_per_second)
+            if st.metrics.learning_rate is not None:
+                fam["corral_training_learning_rate"].add_metric(labels, st.metrics.learning_rate)
+        fam["corral_training_preemptions_total"].add_metric(labels, st.preemptions)
         if st.cost is not None:
             fam["corral_training_gpu_seconds_total"].add_metric(labels, st.cost.gpu_seconds)
             usd = _float(st.cost.usd)

@@ -250,6 +250,10 @@ CONTRACT: tuple[MetricSpec, ...] = (
     MetricSpec(
         "corral_training_eta_seconds", "gauge", "Estimated seconds to the last step.", _NS_JOB, "seconds", "store"
     ),
+    MetricSpec("corral_training_epoch", "gauge", "Current epoch (1-based once started).", _NS_JOB, "", "store"),
+    MetricSpec(
+        "corral_training_learning_rate", "gauge", "Learning rate at the last logged step.", _NS_JOB, "", "store"
+    ),
     MetricSpec("corral_training_loss", "gauge", "Training loss at the last logged step.", _NS_JOB, "", "store"),
     MetricSpec("corral_training_eval_loss", "gauge", "Evaluation loss at the last evaluation.", _NS_JOB, "", "store"),
     MetricSpec(
@@ -272,6 +276,14 @@ CONTRACT: tuple[MetricSpec, ...] = (
         "corral_training_restarts_total",
         "counter",
         "Times the training loop restarted (started events after the first).",
+        _NS_JOB,
+        "",
+        "store",
+    ),
+    MetricSpec(
+        "corral_training_preemptions_total",
+        "counter",
+        "Times higher-priority work preempted the job (status.preemptions).",
         _NS_JOB,
         "",
         "store",
