@@ -70,8 +70,15 @@ def make_model(max_seq_len: int) -> Any:
 
     torch.manual_seed(0)
     config = LlamaConfig(
-        vocab_size=VOCAB, hidden_size=512, intermediate_size=1376, num_hidden_layers=2, num_attention_heads=8,
-        num_key_value_heads=8, max_position_embeddings=max_seq_len, pad_token_id=0, use_cache=False,
+        vocab_size=VOCAB,
+        hidden_size=512,
+        intermediate_size=1376,
+        num_hidden_layers=2,
+        num_attention_heads=8,
+        num_key_value_heads=8,
+        max_position_embeddings=max_seq_len,
+        pad_token_id=0,
+        use_cache=False,
     )
     config._attn_implementation = "sdpa"
     return LlamaForCausalLM(config).train()
@@ -151,8 +158,13 @@ def main(argv: list[str] | None = None) -> int:
 
     s = sorted(lengths)
     mix = {
-        "examples": len(s), "min": s[0], "median": s[len(s) // 2], "p95": s[int(0.95 * len(s)) - 1], "max": s[-1],
-        "mean": round(sum(s) / len(s), 1), "total_tokens": sum(s),
+        "examples": len(s),
+        "min": s[0],
+        "median": s[len(s) // 2],
+        "p95": s[int(0.95 * len(s)) - 1],
+        "max": s[-1],
+        "mean": round(sum(s) / len(s), 1),
+        "total_tokens": sum(s),
     }
     print(f"length mix: {mix}")
     hdr = f"{'method':26} {'steps':>5} {'shape':>10} {'waste':>7} {'tokens/s':>9} {'speedup':>8} {'cpu s':>8}"
@@ -172,7 +184,9 @@ def main(argv: list[str] | None = None) -> int:
         "length_mix": mix,
         "results": rows,
         "environment": {
-            "python": py_platform.python_version(), "torch": torch.__version__, "machine": py_platform.machine(),
+            "python": py_platform.python_version(),
+            "torch": torch.__version__,
+            "machine": py_platform.machine(),
             "threads": torch.get_num_threads(),
         },
     }

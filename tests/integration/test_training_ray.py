@@ -1,8 +1,8 @@
 """corral.training on a real local Ray (CPU workers, gloo), on the tiny models.
 
 Few ``fit()`` calls on purpose (each costs ~20 s of fixed Ray Train start-up): one per
-architecture, one 2-worker DDP run that the killed-worker run is compared with, and the
-driver-kill/re-run pair. The loop's details are covered by tests/unit/test_training_loop.py.
+architecture, one 2-worker DDP run that the killed-worker, FSDP and DeepSpeed runs are compared
+with, and the driver-kill/re-run pair. The loop's details are covered by tests/unit/test_training_loop.py.
 """
 
 from __future__ import annotations
@@ -189,6 +189,88 @@ def test_killed_worker_resumes_with_the_same_steps(tmp_path: Path, ddp_run: tupl
     want = _adapter(Path(ref_job.output_uri.removeprefix("file://")))
     for key, value in want.items():
         torch.testing.assert_close(got[key], value, rtol=1e-4, atol=1e-6)
+
+
+def test_two_workers_fsdp_train_like_ddp(tmp_path: Path, ddp_run: tuple[TrainingJob, Any]) -> None:
+    """FSDP2 over gloo: the same run as the DDP one, sharded; checkpoints and output gathered on rank 0."""
+    from corral.training import read_checkpoint
+
+    ref_job, ref = ddp_run
+    job = make_job(tmp_path, "fsdp", resources={"workers": 2, "strategy": "fsdp"})
+    result = build_trainer(job).fit()
+    assert result.error is None
+    assert result.metrics["step"] == 60
+    assert result.metrics["loss"] == pytest.approx(ref.metrics["loss"], rel=1e-3)
+    got = _adapter(tmp_path / "out")
+    want = _adapter(Path(ref_job.output_uri.removeprefix("file://")))
+    assert set(got) == set(want)
+    for key, value in want.items():
+        # Reduce-scatter sums in another order than all-reduce: after 60 AdamW steps (lr 3e-3) the weights
+        # (|w| up to 0.19) differ by up to 5e-5; a wrong gradient would move them by ~lr per step.
+        torch.testing.assert_close(got[key], value, rtol=1e-3, atol=2e-4)
+    _check_learned(tmp_path, "llama", tmp_path / "out", _pairs())
+    ckpt = read_checkpoint(tmp_path / "ckpt" / job.default_run_name / "checkpoint_00000060")
+    assert ckpt.state["strategy"] == "fsdp" and ckpt.state["world_size"] == 2
+    assert set(ckpt.optimizer["state"]) == {k.replace(".weight", ".default.weight") for k in got}
+
+
+def _losses(events: list[Any]) -> dict[int, float]:
+    """Loss per step; a step trained again after a restart counts with its last loss."""
+    return {e.step: e.loss for e in events if isinstance(e, ProgressEvent)}
+
+
+def test_two_workers_deepspeed_zero3_resume_a_killed_worker_and_train_like_ddp(
+    tmp_path: Path, ddp_run: tuple[TrainingJob, Any]
+) -> None:
+    """DeepSpeed ZeRO-3 on CPU workers (gloo): parameters and optimizer state partitioned over 2 ranks.
+
+    Each rank writes its optimizer partition and Ray Train merges them into one checkpoint;
+    rank 1 is killed at step 23, the restarted group resumes from checkpoint 20 and ends
+    where the uninterrupted DDP run does, within ZeRO-3's rounding drift. ZeRO-3 sums
+    gradients in another order than DDP: the loss differs by 1e-7 after one step and by
+    4e-5 (relative) at step 20; AdamW's sign-like first updates turn that into a drift of
+    up to 1.7e-3 of the loss and a mean 3e-5 per adapter weight by step 60 (measured, the same
+    without Ray). Losing the optimizer state on resume instead moved the loss by up to 2.5x
+    and the weights by a mean 1.1e-2.
+    """
+    from corral.training import read_checkpoint
+
+    ref_job, _ = ddp_run
+    job = make_job(
+        tmp_path,
+        "zero3",
+        max_failures=2,
+        checkpointing={"everySteps": 20, "keep": 2},
+        resources={"workers": 2, "strategy": "deepspeed-zero3"},
+    )
+    marker = tmp_path / "killed.marker"
+    trainer = build_trainer(job, extra_config={"fail_at_step": {"step": 23, "rank": 1, "marker": str(marker)}})
+    result = trainer.fit()
+    assert marker.exists(), "the worker was not killed"
+    assert result.error is None
+    assert result.metrics["step"] == 60
+    events = read_events(job.events_uri)
+    started = [e for e in events if isinstance(e, StartedEvent)]
+    assert [e.resumed_from_step for e in started] == [0, 20]
+    restart = events.index(started[1])
+    assert [e.step for e in events[:restart] if isinstance(e, ProgressEvent)] in ([*range(1, 24)], [*range(1, 25)])
+    assert [e.step for e in events[restart:] if isinstance(e, ProgressEvent)] == list(range(21, 61))
+    got_loss, want_loss = _losses(events), _losses(read_events(ref_job.events_uri))
+    assert sorted(got_loss) == sorted(want_loss) == list(range(1, 61))
+    assert [got_loss[s] for s in range(1, 21)] == pytest.approx([want_loss[s] for s in range(1, 21)], rel=2e-4)
+    assert [got_loss[s] for s in range(21, 61)] == pytest.approx([want_loss[s] for s in range(21, 61)], rel=1e-2)
+    got = _adapter(tmp_path / "out")
+    want = _adapter(Path(ref_job.output_uri.removeprefix("file://")))
+    assert set(got) == set(want)
+    diff = torch.cat([(got[k] - want[k]).abs().flatten() for k in want])
+    assert diff.mean().item() < 2e-4, f"mean |ZeRO-3 - DDP| weight difference {diff.mean().item():.2e}"
+    _check_learned(tmp_path, "llama", tmp_path / "out", _pairs())
+    ckpt_dir = tmp_path / "ckpt" / job.default_run_name / "checkpoint_00000060"
+    parts = sorted(p.name for p in (ckpt_dir / "deepspeed" / "state").glob("*optim_states.pt"))
+    assert parts == ["zero_pp_rank_0_mp_rank_00_optim_states.pt", "zero_pp_rank_1_mp_rank_00_optim_states.pt"]
+    ckpt = read_checkpoint(ckpt_dir)
+    assert ckpt.state["strategy"] == "deepspeed-zero3" and ckpt.state["world_size"] == 2
+    assert set(ckpt.model) == {k.replace(".weight", ".default.weight") for k in got}
 
 
 @pytest.mark.parametrize("arch", ["gpt_neox", "glm"])

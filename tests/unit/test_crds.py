@@ -215,7 +215,6 @@ BAD = [
     (_with(JOB, "spec.lora", {"rank": 8, "alfa": 1}), "unknown field"),
     (_with(_with(JOB, "spec.method", "full"), "spec.lora", {"rank": 8}), "CEL lora only with lora/qlora"),
     (_with(JOB, "spec.method", "qlora"), "CEL qlora needs GPUs"),
-    (_with(JOB, "spec.resources", {"strategy": "deepspeed-zero2"}), "CEL deepspeed needs GPUs"),
     (_with(_with(JOB, "spec.method", "full"), "spec.output", {"merge": True}), "CEL merge"),
     (_with(JOB, "spec.hyperparameters", {"microBatchSize": 8, "globalBatchSize": 4}), "CEL micro <= global"),
     (_with(JOB, "spec.hyperparameters", {"learningRate": 0}), "exclusive minimum"),
@@ -255,6 +254,7 @@ GOOD = [
     JOB,
     _with(JOB, "spec.method", "full"),
     _with(_with(JOB, "spec.method", "qlora"), "spec.resources", {"gpusPerWorker": 1}),
+    _with(JOB, "spec.resources", {"strategy": "deepspeed-zero2"}),  # DeepSpeed on CPU workers
     MODEL,
     _with(MODEL, "spec", {"type": "adapter", "uri": "s3://b/a", "baseModel": {"name": "b"}}),
     _with(MODEL, "spec", {"uri": "hf://meta-llama/Llama-3.1-8B", "revision": "main"}),

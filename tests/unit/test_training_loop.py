@@ -241,9 +241,20 @@ def test_preflight_refusals() -> None:
     assert any(
         "needs the deepspeed package" in r for r in preflight(ds, cluster_gpus=8, cuda_available=True, deepspeed=False)
     )
+    assert preflight(_spec(resources={"strategy": "fsdp", "workers": 2}), cluster_gpus=0, cuda_available=False) == []
+    assert preflight(ds, cluster_gpus=8, cuda_available=True, deepspeed=True) == []
+    ds_cpu = _spec(resources={"strategy": "deepspeed-zero2", "workers": 2})  # CPU workers: precision auto is fp32
+    assert preflight(ds_cpu, cluster_gpus=0, cuda_available=False, deepspeed=True) == []
     assert any(
-        "fsdp needs GPUs" in r
-        for r in preflight(_spec(resources={"strategy": "fsdp"}), cluster_gpus=0, cuda_available=False)
+        "deepspeed-zero2 needs the deepspeed package" in r
+        for r in preflight(ds_cpu, cluster_gpus=0, cuda_available=False, deepspeed=False)
+    )
+    ds_fp16 = _spec(resources={"strategy": "deepspeed-zero3"}, hyperparameters={"precision": "fp16"})
+    assert any("fp16 needs a GPU" in r for r in preflight(ds_fp16, cluster_gpus=0, cuda_available=False))
+    qlora_fsdp = _spec(method="qlora", resources={"gpusPerWorker": 1, "strategy": "fsdp"})
+    assert any(
+        "qlora trains with strategy ddp only (strategy=fsdp)" in r
+        for r in preflight(qlora_fsdp, cluster_gpus=1, cuda_available=True, bitsandbytes=True)
     )
     odd = _spec(hyperparameters={"globalBatchSize": 6, "microBatchSize": 4}, resources={"workers": 2})
     assert any("globalBatchSize=6" in r for r in preflight(odd, cluster_gpus=0, cuda_available=False))

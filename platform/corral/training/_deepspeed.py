@@ -1,46 +1,64 @@
-"""DeepSpeed ZeRO-2/ZeRO-3 configuration generated from a FineTuneJob spec.
+"""DeepSpeed ZeRO-2/ZeRO-3 configuration generated from a FineTuneJob spec (or the loop's hyper-parameters).
 
 The config is a plain dict in DeepSpeed's JSON schema (``train_micro_batch_size_per_gpu``,
 ``gradient_accumulation_steps``, ``gradient_clipping``, ``bf16``/``fp16``,
-``zero_optimization``); it is generated and checked on CPU, and used by a DeepSpeed run
-on GPU workers. The optimizer and scheduler stay Corral's (AdamW + warm-up schedule), so
-the config carries no ``optimizer`` or ``scheduler`` section.
+``zero_optimization``). The optimizer and scheduler stay Corral's (AdamW + warm-up schedule,
+passed to ``deepspeed.initialize``), so the config carries no ``optimizer`` or ``scheduler``
+section and allows the client optimizer. One DeepSpeed rank is one Ray Train worker (one
+process), so the data-parallel size is ``resources.workers``.
+
+On CPU workers :func:`use_cpu_training_accelerator` replaces DeepSpeed's CPU accelerator by one
+that offers no shared-memory all-reduce op: DeepSpeed's ``TorchBackend`` JIT-compiles that op
+(``deepspeed_shm_comm``, about 90 s of C++ on a fresh machine, cached in
+``TORCH_EXTENSIONS_DIR``) the first time any engine starts, for ``inference_all_reduce`` only;
+training's collectives go through ``torch.distributed`` (gloo) either way.
 """
 
 from __future__ import annotations
 
+import functools
+import os
 from typing import Any
 
-from corral.api.v1alpha1.finetunejob import FineTuneJobSpec
+from corral.api.v1alpha1.finetunejob import FineTuneJobSpec, Hyperparameters
 from corral.training._loop import batch_plan
 
-__all__ = ["deepspeed_config"]
+__all__ = ["deepspeed_config", "use_cpu_training_accelerator", "zero_config"]
 
 
-def deepspeed_config(spec: FineTuneJobSpec, *, bf16_supported: bool = True, offload: bool = False) -> dict[str, Any]:
-    """Build the DeepSpeed config for ``spec``.
+def zero_config(
+    hp: Hyperparameters,
+    *,
+    stage: int,
+    world_size: int,
+    on_gpu: bool = True,
+    bf16_supported: bool = True,
+    offload: bool = False,
+) -> dict[str, Any]:
+    """Build the DeepSpeed config for ``hp`` on ``world_size`` ranks.
 
     Args:
-        spec: A spec whose strategy is ``deepspeed-zero2`` or ``deepspeed-zero3``.
-        bf16_supported: Whether the GPUs have bf16 (``auto`` precision picks it then).
+        hp: Hyper-parameters (batch sizes, clipping, precision, seed, gradient checkpointing).
+        stage: ZeRO stage, 2 or 3.
+        world_size: Data-parallel ranks (processes).
+        on_gpu: Whether the ranks train on GPUs (``auto`` precision is fp32 on CPUs).
+        bf16_supported: Whether the GPUs have bf16 (``auto`` picks bf16 then, fp16 otherwise).
         offload: Offload optimizer state (and, for ZeRO-3, parameters) to CPU memory.
 
     Returns:
         The config dict (JSON-serialisable).
 
     Raises:
-        ValueError: The strategy is not DeepSpeed, or the batch sizes do not divide.
+        ValueError: Stage not 2 or 3, batch sizes that do not divide, fp16 without a GPU.
     """
-    strategy = spec.resources.strategy
-    if strategy not in ("deepspeed-zero2", "deepspeed-zero3"):
-        raise ValueError(f"not a DeepSpeed strategy: {strategy!r}")
-    hp = spec.hyperparameters
-    workers = spec.resources.workers * max(1, spec.resources.gpus_per_worker)
-    accum = batch_plan(hp.global_batch_size, hp.micro_batch_size, workers)
+    if stage not in (2, 3):
+        raise ValueError(f"ZeRO stage must be 2 or 3 (got {stage})")
+    accum = batch_plan(hp.global_batch_size, hp.micro_batch_size, world_size)
     precision = hp.precision
     if precision == "auto":
-        precision = "bf16" if bf16_supported else "fp16"
-    stage = 2 if strategy == "deepspeed-zero2" else 3
+        precision = ("bf16" if bf16_supported else "fp16") if on_gpu else "fp32"
+    if precision == "fp16" and not on_gpu:
+        raise ValueError("precision fp16 needs a GPU (DeepSpeed's fp16 loss scaling); use bf16 or fp32 on CPU")
     zero: dict[str, Any] = {
         "stage": stage,
         "overlap_comm": True,
@@ -67,8 +85,80 @@ def deepspeed_config(spec: FineTuneJobSpec, *, bf16_supported: bool = True, offl
         "bf16": {"enabled": precision == "bf16"},
         "fp16": {"enabled": precision == "fp16"},
         "zero_optimization": zero,
+        "zero_allow_untested_optimizer": True,
         "activation_checkpointing": {"partition_activations": hp.gradient_checkpointing and stage == 3},
         "seed": hp.seed,
         "steps_per_print": 10**9,
         "wall_clock_breakdown": False,
     }
+
+
+def deepspeed_config(spec: FineTuneJobSpec, *, bf16_supported: bool = True, offload: bool = False) -> dict[str, Any]:
+    """Build the DeepSpeed config for ``spec`` (its GPU workers).
+
+    Args:
+        spec: A spec whose strategy is ``deepspeed-zero2`` or ``deepspeed-zero3``.
+        bf16_supported: Whether the GPUs have bf16 (``auto`` precision picks it then).
+        offload: Offload optimizer state (and, for ZeRO-3, parameters) to CPU memory.
+
+    Returns:
+        The config dict (JSON-serialisable), the one the training workers pass to ``deepspeed.initialize``.
+
+    Raises:
+        ValueError: The strategy is not DeepSpeed, or the batch sizes do not divide.
+    """
+    strategy = spec.resources.strategy
+    if strategy not in ("deepspeed-zero2", "deepspeed-zero3"):
+        raise ValueError(f"not a DeepSpeed strategy: {strategy!r}")
+    return zero_config(
+        spec.hyperparameters,
+        stage=2 if strategy == "deepspeed-zero2" else 3,
+        world_size=spec.resources.workers,
+        on_gpu=spec.resources.gpus_per_worker > 0,
+        bf16_supported=bf16_supported,
+        offload=offload,
+    )
+
+
+@functools.cache
+def _training_cpu_accelerator_class() -> type:
+    from deepspeed.accelerator.cpu_accelerator import CPU_Accelerator
+
+    class TrainingCPUAccelerator(CPU_Accelerator):  # type: ignore[misc]  # deepspeed ships no types
+        """DeepSpeed's CPU accelerator without the shared-memory communication op (inference only)."""
+
+        def get_op_builder(self, class_name: str) -> Any:
+            # comm/torch.py's build_shm_op() skips the op (and its JIT build) when the builder is None.
+            if class_name == "ShareMemCommBuilder":
+                return None
+            return super().get_op_builder(class_name)
+
+    return TrainingCPUAccelerator
+
+
+def use_cpu_training_accelerator() -> None:
+    """Make DeepSpeed train on the CPU without JIT-compiling its shared-memory all-reduce op.
+
+    Sets ``DS_ACCELERATOR=cpu`` (unless set) before DeepSpeed is imported, then installs, with
+    DeepSpeed's public ``deepspeed.accelerator.set_accelerator``, a subclass of its CPU
+    accelerator whose only change is that it has no ``ShareMemCommBuilder``. Call it in the
+    worker before ``deepspeed.initialize``; calling it again does nothing.
+
+    Raises:
+        RuntimeError: DeepSpeed already uses another accelerator in this process (``DS_ACCELERATOR``
+            names a device this CPU worker does not train on).
+    """
+    os.environ.setdefault("DS_ACCELERATOR", "cpu")  # read when deepspeed first picks its accelerator
+    from deepspeed.accelerator import get_accelerator, set_accelerator
+
+    cls = _training_cpu_accelerator_class()
+    current = get_accelerator()
+    if isinstance(current, cls):
+        return
+    if current.device_name() != "cpu":
+        raise RuntimeError(
+            f"deepspeed already uses the {current.device_name()} accelerator in this process (DS_ACCELERATOR="
+            f"{os.environ.get('DS_ACCELERATOR')!r}) but this worker trains on the CPU; run CPU workers with "
+            "DS_ACCELERATOR unset or cpu"
+        )
+    set_accelerator(cls())

@@ -20,7 +20,9 @@ What it does, for LoRA, QLoRA and full fine-tuning alike:
 * Evaluation on the validation units every ``eval_every_steps`` (or at each epoch end).
 
 The caller supplies a :class:`LoopCallbacks` (collectives, progress, checkpoint
-persistence); the Ray layer implements it with ``ray.train``.
+persistence); the Ray layer implements it with ``ray.train``. How the model is distributed
+(``ddp``, ``fsdp``, DeepSpeed ZeRO-2/3), how a step is taken and how the optimizer state is
+checkpointed is the :mod:`corral.training._strategies` module's part.
 """
 
 from __future__ import annotations
@@ -29,7 +31,10 @@ import contextlib
 import json
 import logging
 import math
+import shutil
+import tempfile
 import time
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -44,6 +49,13 @@ from corral.api.v1alpha1.finetunejob import Hyperparameters, LoRASpec
 from corral.data import IGNORE_INDEX
 from corral.training._data import Unit, collate_units
 from corral.training._events import ProgressEvent
+from corral.training._strategies import (
+    DEEPSPEED_DIR,
+    OPTIMIZER_FILE,
+    StrategyName,
+    check_resumable,
+    setup_strategy,
+)
 
 __all__ = [
     "CheckpointData",
@@ -66,7 +78,6 @@ logger = logging.getLogger(__name__)
 Method = Literal["lora", "qlora", "full"]
 _STATE_FILE = "trainer_state.json"
 _MODEL_FILE = "model.pt"
-_OPTIM_FILE = "optimizer.pt"
 _SCHED_FILE = "scheduler.pt"
 
 
@@ -76,6 +87,9 @@ class LoopConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     method: Method = Field(default="lora", description="lora, qlora or full.")
+    strategy: StrategyName = Field(
+        default="ddp", description="ddp, fsdp, deepspeed-zero2 or deepspeed-zero3 (see corral.training._strategies)."
+    )
     lora: LoRASpec | None = Field(default=None, description="LoRA shape (lora/qlora).")
     hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters, description="Optimisation settings.")
     checkpoint_every_steps: int = Field(default=100, ge=1, description="Checkpoint every N optimizer steps.")
@@ -94,12 +108,19 @@ class DataPosition:
 
 @dataclass
 class CheckpointData:
-    """A checkpoint read back into memory (see :func:`read_checkpoint`)."""
+    """A checkpoint read back into memory (see :func:`read_checkpoint`).
+
+    ``model`` holds the full trainable weights whatever the strategy; ``optimizer`` the
+    optimizer state of ``ddp``/``fsdp`` checkpoints (empty for DeepSpeed, whose state is in
+    ``engine_dir``: a local copy of the checkpoint's ``deepspeed/`` folder, removed when this
+    object is garbage-collected).
+    """
 
     model: dict[str, torch.Tensor]
     optimizer: dict[str, Any]
     scheduler: dict[str, Any]
     state: dict[str, Any]
+    engine_dir: Path | None = None
 
     @property
     def step(self) -> int:
@@ -126,6 +147,9 @@ class LoopResult:
     gpu_seconds: float = 0.0
     consumed: list[int] = field(default_factory=list)
     final_metrics: dict[str, float | None] = field(default_factory=dict)
+    #: Sharded strategies (fsdp, DeepSpeed) at the end of training: the full trainable weights on
+    #: rank 0 (the model passed in no longer holds them); ``None`` otherwise.
+    final_weights: dict[str, torch.Tensor] | None = None
 
 
 class LoopCallbacks:
@@ -139,7 +163,7 @@ class LoopCallbacks:
         return value
 
     def wrap_model(self, model: torch.nn.Module) -> torch.nn.Module:
-        """Wrap the model for data parallelism (default: unchanged)."""
+        """Wrap the model for ``ddp`` data parallelism (default: unchanged); fsdp and DeepSpeed shard it themselves."""
         return model
 
     def on_progress(self, event: ProgressEvent) -> None:
@@ -339,18 +363,46 @@ def trainable_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 def read_checkpoint(directory: str | Path) -> CheckpointData:
     """Read a checkpoint written by the loop.
 
+    A DeepSpeed checkpoint's ``deepspeed/`` folder (one optimizer partition per worker) is
+    checked to be complete and copied to a local temporary folder (``engine_dir``), so that
+    ``directory`` may be a download that is removed afterwards.
+
     Raises:
-        FileNotFoundError: Not a checkpoint directory.
+        FileNotFoundError: Not a checkpoint directory, or one with files missing.
     """
     d = Path(directory)
     if not (d / _STATE_FILE).is_file():
         raise FileNotFoundError(f"{d} is not a Corral training checkpoint (no {_STATE_FILE})")
-    return CheckpointData(
+    state = json.loads((d / _STATE_FILE).read_text(encoding="utf-8"))
+    engine_dir: Path | None = None
+    optimizer: dict[str, Any] = {}
+    if str(state.get("strategy", "ddp")).startswith("deepspeed"):
+        engine_dir = _copy_engine_state(d / DEEPSPEED_DIR, int(state["world_size"]))
+    else:
+        optimizer = torch.load(d / OPTIMIZER_FILE, map_location="cpu", weights_only=True)
+    data = CheckpointData(
         model=torch.load(d / _MODEL_FILE, map_location="cpu", weights_only=True),
-        optimizer=torch.load(d / _OPTIM_FILE, map_location="cpu", weights_only=True),
+        optimizer=optimizer,
         scheduler=torch.load(d / _SCHED_FILE, map_location="cpu", weights_only=True),
-        state=json.loads((d / _STATE_FILE).read_text(encoding="utf-8")),
+        state=state,
+        engine_dir=engine_dir,
     )
+    if engine_dir is not None:
+        weakref.finalize(data, shutil.rmtree, engine_dir, True)
+    return data
+
+
+def _copy_engine_state(source: Path, world_size: int) -> Path:
+    """Copy a DeepSpeed checkpoint folder to a temporary one, after checking every rank's partition is there."""
+    parts = sorted(source.glob("*/*zero_pp_rank_*_optim_states.pt"))
+    if len(parts) != world_size:
+        raise FileNotFoundError(
+            f"{source} holds {len(parts)} DeepSpeed optimizer partitions, not the {world_size} of the workers "
+            "that wrote it (an interrupted upload)"
+        )
+    target = Path(tempfile.mkdtemp(prefix="corral-ds-resume-"))
+    shutil.copytree(source, target, dirs_exist_ok=True)
+    return target
 
 
 def _make_scheduler(optimizer: torch.optim.Optimizer, hp: Hyperparameters, total_steps: int) -> Any:
@@ -481,20 +533,28 @@ def run_loop(
     dtype = autocast_dtype(hp.precision, device)
     unwrapped = model
     if resume is not None:
+        check_resumable(resume, config.strategy, cb.world_size)
         missing = set(trainable_state_dict(unwrapped)) - set(resume.model)
         if missing:
             raise ValueError(f"checkpoint lacks trainable parameters: {sorted(missing)[:5]}")
         unwrapped.load_state_dict(resume.model, strict=False)
-    model = cb.wrap_model(model)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=hp.learning_rate, weight_decay=hp.weight_decay)
-    scheduler = _make_scheduler(optimizer, hp, plan.total_steps)
+    par = setup_strategy(
+        config.strategy,
+        model,
+        hp=hp,
+        make_scheduler=lambda opt: _make_scheduler(opt, hp, plan.total_steps),
+        callbacks=cb,
+        device=device,
+    )
+    model, scheduler = par.module, par.scheduler
+    if not par.autocast:
+        dtype = None  # the engine runs the model in its own precision
     step = 0
     position = DataPosition()
     gpu_seconds_before = 0.0
     last_eval: float | None = None
     if resume is not None:
-        optimizer.load_state_dict(resume.optimizer)
+        par.load_state(resume)
         scheduler.load_state_dict(resume.scheduler)
         step, position = resume.step, resume.position
         gpu_seconds_before = float(resume.state.get("gpu_seconds", 0.0))
@@ -512,13 +572,14 @@ def run_loop(
         return str(usd.quantize(Decimal("0.000001")))
 
     def write_checkpoint(directory: Path) -> None:
-        # Every rank may take part in gathering; rank 0 writes (DDP replicas are equal).
-        weights = trainable_state_dict(model)
+        # Every rank takes part in gathering (and, under DeepSpeed, writes its partition); rank 0 writes the rest.
+        directory.mkdir(parents=True, exist_ok=True)
+        weights = par.gather_weights()
+        par.save_state(directory)
         if cb.rank != 0:
             return
-        directory.mkdir(parents=True, exist_ok=True)
+        assert weights is not None  # rank 0 gathers
         torch.save(weights, directory / _MODEL_FILE)
-        torch.save(optimizer.state_dict(), directory / _OPTIM_FILE)
         torch.save(scheduler.state_dict(), directory / _SCHED_FILE)
         state = {
             "global_step": step,
@@ -529,6 +590,7 @@ def run_loop(
             "eval_loss": last_eval,
             "world_size": cb.world_size,
             "global_batch_size": hp.global_batch_size,
+            "strategy": par.name,
         }
         (directory / _STATE_FILE).write_text(json.dumps(state, indent=2), encoding="utf-8")
 
@@ -551,20 +613,14 @@ def run_loop(
         loss_tokens = sum(train_units[u].loss_tokens for u in units)
         scale = cb.world_size / max(1, loss_tokens)
         local_sum = torch.zeros((), dtype=torch.float64, device=device)
-        lr = float(scheduler.get_last_lr()[0])
+        lr = par.lr()
         for k, mb in enumerate(micro_batches):
             batch = _to(collate_units([train_units[u] for u in mb], pad_id), device)
-            sync = k == len(micro_batches) - 1
-            no_sync = getattr(model, "no_sync", None)
-            ctx = no_sync() if (not sync and no_sync is not None) else contextlib.nullcontext()
-            with ctx:
+            with par.sync(last=k == len(micro_batches) - 1):
                 loss_sum = _loss_sum(model, batch, dtype)
-                (loss_sum * scale).backward()  # type: ignore[no-untyped-call]
+                par.backward(loss_sum * scale)
             local_sum += loss_sum.detach().double()
-        torch.nn.utils.clip_grad_norm_(params, hp.max_grad_norm)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+        par.step(hp.max_grad_norm)
         step += 1
         position = DataPosition(pos.epoch, pos.index + hp.global_batch_size)
         step_loss = float(cb.all_reduce_sum(local_sum)) / max(1, loss_tokens)
@@ -602,6 +658,8 @@ def run_loop(
             break
     if last_ckpt != step:  # resumed at the end: nothing trained, nothing to persist twice
         cb.on_checkpoint(step, write_checkpoint, metrics(step_loss))
+    if par.sharded and step >= plan.total_steps:
+        result.final_weights = par.gather_weights()  # every rank takes part; rank 0 keeps them
     result.global_step = step
     result.position = position
     result.seconds = time.perf_counter() - start

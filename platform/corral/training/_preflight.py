@@ -68,18 +68,17 @@ def preflight(
         reason = qlora_refusal(cuda_available=on_gpu and cuda_available, bitsandbytes=bitsandbytes)
         if reason:
             reasons.append(reason)
-    if res.strategy.startswith("deepspeed"):
-        if not on_gpu:
-            reasons.append(f"strategy {res.strategy} needs GPUs (gpusPerWorker >= 1 on a cluster that has them)")
-        elif not (have_module("deepspeed") if deepspeed is None else deepspeed):
-            reasons.append(f"strategy {res.strategy} needs the deepspeed package, which is not installed")
-        else:
-            reasons.append(
-                f"strategy {res.strategy}: Corral generates the DeepSpeed config (corral.training.deepspeed_config) "
-                "but does not train with DeepSpeed yet; use ddp or fsdp"
-            )
-    if res.strategy == "fsdp" and not on_gpu:
-        reasons.append("strategy fsdp needs GPUs in Corral (it shards over NCCL); use ddp on CPU workers")
+    # DeepSpeed ZeRO-2/3 also trains on CPU workers (gloo; precision auto is fp32 there).
+    if res.strategy.startswith("deepspeed") and not (have_module("deepspeed") if deepspeed is None else deepspeed):
+        reasons.append(
+            f"strategy {res.strategy} needs the deepspeed package, which is not installed in the training image "
+            "(pip install deepspeed); use strategy ddp or fsdp without it"
+        )
+    if spec.method == "qlora" and res.strategy != "ddp":
+        reasons.append(
+            f"method qlora trains with strategy ddp only (strategy={res.strategy}): Corral does not shard a 4-bit "
+            "base with FSDP or DeepSpeed"
+        )
     if hp.precision == "fp16" and not on_gpu:
         reasons.append("precision fp16 needs a GPU; use bf16 or fp32 (or auto) on CPU")
     if hp.global_batch_size % (hp.micro_batch_size * res.workers):

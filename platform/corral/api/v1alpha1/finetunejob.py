@@ -230,12 +230,6 @@ class FineTuneJobSpec(CorralModel):
                     "message": "output.merge applies only to lora and qlora",
                 },
                 {
-                    "rule": "!has(self.resources) || !has(self.resources.strategy) || "
-                    "!self.resources.strategy.startsWith('deepspeed') || "
-                    "(has(self.resources.gpusPerWorker) && self.resources.gpusPerWorker >= 1)",
-                    "message": "DeepSpeed strategies need resources.gpusPerWorker >= 1",
-                },
-                {
                     "rule": "self.baseModel == oldSelf.baseModel && self.datasets == oldSelf.datasets && "
                     "self.method == oldSelf.method",
                     "message": "baseModel, datasets and method are immutable; create a new FineTuneJob",
@@ -258,11 +252,6 @@ class FineTuneJobSpec(CorralModel):
             )
         if self.output.merge and self.method == "full":
             raise ValueError("output.merge applies only to lora and qlora (method='full')")
-        if self.resources.strategy.startswith("deepspeed") and self.resources.gpus_per_worker < 1:
-            raise ValueError(
-                f"DeepSpeed strategies need resources.gpusPerWorker >= 1 (strategy={self.resources.strategy!r}, "
-                f"gpusPerWorker={self.resources.gpus_per_worker})"
-            )
         return self
 
     @property

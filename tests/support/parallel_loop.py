@@ -1,0 +1,161 @@
+"""Run the training loop on several spawned processes over gloo (plain torch.distributed, no Ray).
+
+:func:`run_workers` spawns ``world`` processes that each run :func:`_worker`: for every
+strategy asked, a run that stops at a step (checkpointing it) and a run that resumes from
+that checkpoint on a differently initialised model and trains to the end. Checkpoints are
+written like Ray Train writes them: every rank into its own folder, then merged into one.
+Rank 0 writes what the test needs into ``out/<strategy>/``: ``result.json`` (losses, steps,
+consumed units, how the weights were laid out) and ``final.pt`` (the gathered weights).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from corral.training import LoopCallbacks, LoopConfig, build_model, read_checkpoint, run_loop
+
+__all__ = ["run_workers"]
+
+
+class _DistCallbacks(LoopCallbacks):
+    """Collectives over the default process group; checkpoints written per rank, then merged."""
+
+    def __init__(self, rank: int, world: int, root: Path) -> None:
+        self.rank, self.world_size, self.root = rank, world, root
+        self.steps: list[int] = []
+
+    def all_reduce_sum(self, value: torch.Tensor) -> torch.Tensor:
+        import torch.distributed as dist
+
+        dist.all_reduce(value)
+        return value
+
+    def on_checkpoint(self, step: int, write: Any, metrics: dict[str, Any]) -> None:
+        import torch.distributed as dist
+
+        name = f"checkpoint_{step:08d}"
+        mine = self.root / "ranks" / str(self.rank) / name
+        write(mine)
+        dist.barrier()
+        if self.rank == 0:  # what Ray Train does with every reporting rank's folder
+            for r in range(self.world_size):
+                shutil.copytree(self.root / "ranks" / str(r) / name, self.root / name, dirs_exist_ok=True)
+        dist.barrier()
+        self.steps.append(step)
+
+
+def _layout(model: torch.nn.Module) -> dict[str, int]:
+    """How many trainable weights this rank holds, of how many: FSDP shards, ZeRO-3 partitions, or all."""
+    local = full = 0
+    for p in model.parameters():
+        if not p.requires_grad:
+            continue
+        if hasattr(p, "to_local"):  # an FSDP2 DTensor: numel() is the global size
+            local, full = local + p.to_local().numel(), full + p.numel()
+        elif hasattr(p, "ds_numel"):  # a ZeRO-3 parameter: its data is released, ds_tensor is the partition
+            local, full = local + p.ds_tensor.numel(), full + int(p.ds_numel)
+        else:
+            local, full = local + p.numel(), full + p.numel()
+    return {"local_numel": local, "full_numel": full}
+
+
+def _worker(  # noqa: PLR0917 - torch.multiprocessing passes the arguments by position
+    rank: int,
+    world: int,
+    port: int,
+    base: str,
+    units: Any,
+    config_json: str,
+    out: str,
+    strategies: list[str],
+    stop: int,
+) -> None:
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE=str(world),
+        LOCAL_WORLD_SIZE=str(world),
+    )
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    train, pad_id = units
+    try:
+        for strategy in strategies:
+            cfg = LoopConfig.model_validate_json(config_json)
+            cfg.strategy = strategy  # type: ignore[assignment]
+            root = Path(out) / strategy
+            cb = _DistCallbacks(rank, world, root)
+            first = build_model(base, cfg.method, cfg.lora, seed=0)
+            part = run_loop(first, train, [], cfg, pad_id=pad_id, callbacks=cb, stop_after_step=stop)
+            layout = _layout(first)
+            ckpt = read_checkpoint(root / f"checkpoint_{stop:08d}")
+            second = build_model(base, cfg.method, cfg.lora, seed=1)  # another init: the checkpoint overwrites it
+            rest = run_loop(second, train, [], cfg, pad_id=pad_id, callbacks=cb, resume=ckpt)
+            if rank == 0:
+                assert rest.final_weights is not None
+                torch.save(rest.final_weights, root / "final.pt")
+                result = {
+                    "steps": [part.global_step, rest.global_step],
+                    "total_steps": rest.total_steps,
+                    "losses": part.losses + rest.losses,
+                    "consumed": part.consumed + rest.consumed,
+                    "checkpoints": cb.steps,
+                    "part_final_weights": part.final_weights is not None,
+                    "layout": layout,
+                }
+                (root / "result.json").write_text(json.dumps(result), encoding="utf-8")
+            dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def run_workers(
+    world: int,
+    base: Path,
+    *,
+    units: tuple[list[Any], int],
+    config: LoopConfig,
+    out: Path,
+    strategies: list[str],
+    stop: int,
+    timeout_s: float = 600,
+) -> None:
+    """Spawn ``world`` gloo processes that train ``strategies`` one after the other (see the module doc).
+
+    Raises:
+        TimeoutError: The workers did not finish within ``timeout_s`` (they are terminated).
+    """
+    import torch.multiprocessing as mp
+
+    ctx = mp.start_processes(
+        _worker,
+        args=(world, _free_port(), str(base), units, config.model_dump_json(), str(out), strategies, stop),
+        nprocs=world,
+        join=False,
+        start_method="spawn",
+    )
+    deadline = time.monotonic() + timeout_s
+    while not ctx.join(timeout=5):
+        if time.monotonic() > deadline:
+            for process in ctx.processes:
+                if process.is_alive():
+                    process.terminate()
+            raise TimeoutError(f"{world} workers training {strategies} did not finish in {timeout_s:.0f} s")
