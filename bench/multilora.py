@@ -9,7 +9,10 @@ Each setup runs in its own subprocess (so resident memory is measured cleanly) o
   (what 8 single-model replicas hold), each request going to its adapter's engine.
 * ``single``: one engine with the base only (the "one model" memory reference).
 
-Workload: 32 ``max_tokens=16`` greedy requests, round-robin over the adapters, 8 in flight.
+Workload: 32 greedy requests (16 with ``--quick``), round-robin over the adapters, 8 in flight,
+each generating exactly ``max_tokens=16`` tokens: requests set ``ignore_eos`` (the engine's
+vLLM-style option), because the random-weight model would otherwise end most answers after a
+token or two and the throughput would measure prefill alone. Every answer's length is checked.
 Resident memory is the process RSS after loading and serving; model bytes are the
 parameter bytes the setup holds. One torch thread per process (the 8 separate engines run on
 8 engine threads, so they may use both cores: the comparison favours ``separate``).
@@ -18,7 +21,7 @@ Goals: memory (multi) at most 1.3x one model; throughput (multi) at least 0.8x s
 
 Usage::
 
-    OMP_NUM_THREADS=1 .venv/bin/python bench/multilora.py
+    OMP_NUM_THREADS=1 .venv/bin/python bench/multilora.py [--quick]
 
 Prints a table and writes ``bench/results/multilora.json``.
 """
@@ -67,9 +70,18 @@ def build(root: Path) -> None:
 
     small = tiny.build("llama", root / "tiny")
     cfg = LlamaConfig(
-        vocab_size=2048, hidden_size=768, intermediate_size=2048, num_hidden_layers=8,
-        num_attention_heads=12, num_key_value_heads=12, head_dim=64, max_position_embeddings=1024,
-        tie_word_embeddings=False, pad_token_id=0, bos_token_id=2, eos_token_id=3,
+        vocab_size=2048,
+        hidden_size=768,
+        intermediate_size=2048,
+        num_hidden_layers=8,
+        num_attention_heads=12,
+        num_key_value_heads=12,
+        head_dim=64,
+        max_position_embeddings=1024,
+        tie_word_embeddings=False,
+        pad_token_id=0,
+        bos_token_id=2,
+        eos_token_id=3,
     )
     torch.manual_seed(0)
     AutoModelForCausalLM.from_config(cfg).save_pretrained(root / "base")
@@ -77,8 +89,9 @@ def build(root: Path) -> None:
     for i in range(ADAPTERS):
         torch.manual_seed(100 + i)
         model = AutoModelForCausalLM.from_pretrained(root / "base")
-        lora = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
-                          init_lora_weights=False)
+        lora = LoraConfig(
+            r=8, lora_alpha=16, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"], init_lora_weights=False
+        )
         get_peft_model(model, lora).save_pretrained(root / f"adapter-{i}")
 
 
@@ -86,7 +99,7 @@ def param_bytes(model: Any) -> int:
     return sum(p.numel() * p.element_size() for p in model.parameters())
 
 
-async def run_worker(setup: str, root: Path) -> dict[str, Any]:
+async def run_worker(setup: str, root: Path, requests: int) -> dict[str, Any]:
     import torch
 
     from corral.serving import GenerationRequest, SamplingParams, TransformersEngine
@@ -126,20 +139,23 @@ async def run_worker(setup: str, root: Path) -> dict[str, Any]:
 
     async def one(i: int) -> int:
         engine, adapter = route(i)
-        req = GenerationRequest(ids, SamplingParams(max_tokens=MAX_TOKENS, temperature=0.0), adapter=adapter)
+        params = SamplingParams(max_tokens=MAX_TOKENS, temperature=0.0, ignore_eos=True)
         n = 0
-        async for c in engine.generate(req):
+        async for c in engine.generate(GenerationRequest(ids, params, adapter=adapter)):
             n = c.completion_tokens
+        if n != MAX_TOKENS:
+            raise RuntimeError(f"{setup}: a request generated {n} tokens instead of {MAX_TOKENS}")
         return n
 
     await asyncio.gather(*(one(i) for i in range(ADAPTERS)))  # warm-up: every engine/adapter once
-    queue = list(range(REQUESTS))
+    queue = list(range(requests))
     tokens = 0
 
     async def client() -> None:
         nonlocal tokens
         while queue:
-            tokens += await one(queue.pop())
+            n = await one(queue.pop())  # not `tokens += await ...`: that reads tokens before the await
+            tokens += n
 
     t0 = time.perf_counter()
     await asyncio.gather(*(client() for _ in range(IN_FLIGHT)))
@@ -153,7 +169,8 @@ async def run_worker(setup: str, root: Path) -> dict[str, Any]:
         "rss_delta_mb": round(rss_mb() - rss0, 1),
         "model_mb": round(held / 2**20, 1),
         "seconds": round(seconds, 2),
-        "req_per_s": round(REQUESTS / seconds, 2),
+        "requests": requests,
+        "req_per_s": round(requests / seconds, 2),
         "tok_per_s": round(tokens / seconds, 1),
         "forward_passes": steps,
     }
@@ -161,39 +178,60 @@ async def run_worker(setup: str, root: Path) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--quick", action="store_true", help=f"{REQUESTS // 2} requests per setup instead of {REQUESTS}"
+    )
+    parser.add_argument("--requests", type=int, default=REQUESTS, help=argparse.SUPPRESS)
     parser.add_argument("--worker", choices=["single", "multi", "separate"], help=argparse.SUPPRESS)
     parser.add_argument("--root", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(asyncio.run(run_worker(args.worker, Path(args.root)))))
+        print(json.dumps(asyncio.run(run_worker(args.worker, Path(args.root), args.requests))))
         return
+    requests = REQUESTS // 2 if args.quick else REQUESTS
+    load_before = [round(x, 2) for x in os.getloadavg()]
     with tempfile.TemporaryDirectory() as tmp:
         build(Path(tmp))
         rows = {}
         for setup in ("single", "multi", "separate"):
             out = subprocess.run(
-                [sys.executable, __file__, "--worker", setup, "--root", tmp],
-                check=True, capture_output=True, text=True,
+                [sys.executable, __file__, "--worker", setup, "--root", tmp, "--requests", str(requests)],
+                check=True,
+                capture_output=True,
+                text=True,
             )
             rows[setup] = json.loads(out.stdout.strip().splitlines()[-1])
     print(f"\n{'setup':<10} {'RSS MB':>8} {'RSS delta':>10} {'model MB':>9} {'req/s':>7} {'tok/s':>7} {'fwd':>5}")
     for r in rows.values():
-        print(f"{r['setup']:<10} {r['rss_mb']:>8.1f} {r['rss_delta_mb']:>10.1f} {r['model_mb']:>9.1f} "
-              f"{r['req_per_s']:>7.2f} {r['tok_per_s']:>7.1f} {r['forward_passes']:>5}")
+        print(
+            f"{r['setup']:<10} {r['rss_mb']:>8.1f} {r['rss_delta_mb']:>10.1f} {r['model_mb']:>9.1f} "
+            f"{r['req_per_s']:>7.2f} {r['tok_per_s']:>7.1f} {r['forward_passes']:>5}"
+        )
     ratios = {
         "memory_multi_over_single_rss": round(rows["multi"]["rss_mb"] / rows["single"]["rss_mb"], 3),
         "memory_multi_over_single_model": round(rows["multi"]["model_mb"] / rows["single"]["model_mb"], 3),
         "memory_separate_over_multi_rss_delta": round(
-            rows["separate"]["rss_delta_mb"] / rows["multi"]["rss_delta_mb"], 2),
+            rows["separate"]["rss_delta_mb"] / rows["multi"]["rss_delta_mb"], 2
+        ),
         "throughput_multi_over_separate": round(rows["multi"]["req_per_s"] / rows["separate"]["req_per_s"], 2),
     }
     print("\n" + json.dumps(ratios, indent=1))
     print("goals: memory multi/single <= 1.3; throughput multi/separate >= 0.8")
+    print(f"load average before {load_before}, after {[round(x, 2) for x in os.getloadavg()]}")
     result = {
         "benchmark": "multilora",
-        "settings": {"adapters": ADAPTERS, "requests": REQUESTS, "in_flight": IN_FLIGHT, "max_tokens": MAX_TOKENS,
-                     "model": "llama ~60M params (hidden 768, 8 layers), float32", "lora": "r=8 q/k/v/o",
-                     "torch_threads": 1},
+        "settings": {
+            "adapters": ADAPTERS,
+            "requests": requests,
+            "in_flight": IN_FLIGHT,
+            "max_tokens": MAX_TOKENS,
+            "ignore_eos": True,
+            "quick": args.quick,
+            "load_average": load_before,
+            "model": "llama ~60M params (hidden 768, 8 layers), float32",
+            "lora": "r=8 q/k/v/o",
+            "torch_threads": 1,
+        },
         "rows": rows,
         "ratios": ratios,
         "goals": {"memory_max": 1.3, "throughput_min": 0.8},

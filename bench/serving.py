@@ -2,8 +2,10 @@
 
 For two models (the shipped tiny llama, ~1.3M parameters, and a ~60M-parameter llama built
 from config with random weights), at concurrency 1, 4, 8 and 16: throughput (requests/s,
-tokens/s) and p50/p99 latency of ``/v1/completions`` requests (32 tokens each) through
-Serve on loopback, against the same engine class called in-process (baseline, same run).
+tokens/s) and p50/p99 latency of ``/v1/completions`` requests through Serve on loopback,
+against the same engine class called in-process (baseline, same run). Every request
+generates exactly 32 tokens (``ignore_eos``, the vLLM extension the endpoint accepts), so
+both sides do the same work whatever the model would have answered.
 
 Goals: Serve overhead at most 10% (throughput), batching gain at least 3x (throughput at
 concurrency 8 over concurrency 1).
@@ -50,9 +52,18 @@ def build_models(root: Path) -> dict[str, Path]:
 
     small = tiny.build("llama", root / "tiny")
     cfg = LlamaConfig(
-        vocab_size=2048, hidden_size=768, intermediate_size=2048, num_hidden_layers=8,
-        num_attention_heads=12, num_key_value_heads=12, head_dim=64, max_position_embeddings=1024,
-        tie_word_embeddings=False, pad_token_id=0, bos_token_id=2, eos_token_id=3,
+        vocab_size=2048,
+        hidden_size=768,
+        intermediate_size=2048,
+        num_hidden_layers=8,
+        num_attention_heads=12,
+        num_key_value_heads=12,
+        head_dim=64,
+        max_position_embeddings=1024,
+        tie_word_embeddings=False,
+        pad_token_id=0,
+        bos_token_id=2,
+        eos_token_id=3,
     )
     torch.manual_seed(0)
     big = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
@@ -68,6 +79,7 @@ def params_of(path: Path) -> int:
 
 
 def summarize(latencies: list[float], tokens: int, seconds: float) -> dict[str, float]:
+    """Throughput and latency percentiles of one level."""
     lat = sorted(latencies)
     return {
         "requests": len(lat),
@@ -90,12 +102,23 @@ async def drive(call: Any, concurrency: int, total: int) -> dict[str, float]:
         while queue:
             queue.pop()
             t0 = time.perf_counter()
-            tokens += await call()
+            n = await call()  # not `tokens += await call()`: that reads tokens before the await
+            tokens += n
             latencies.append(time.perf_counter() - t0)
 
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return summarize(latencies, tokens, time.perf_counter() - t0)
+    out = summarize(latencies, tokens, time.perf_counter() - t0)
+    # CPU of this process per request: the engine and its caller in-process, only the HTTP client over Serve.
+    out["bench_cpu_ms_per_req"] = round(1000 * (time.process_time() - cpu0) / total, 2)
+    return out
+
+
+def exactly(tokens: int) -> int:
+    """``tokens``, checked to be the fixed answer length every request must have."""
+    if tokens != MAX_TOKENS:
+        raise RuntimeError(f"a request generated {tokens} tokens instead of {MAX_TOKENS}; ignore_eos is not honoured")
+    return tokens
 
 
 def requests_for(concurrency: int, quick: bool) -> int:
@@ -113,14 +136,14 @@ async def bench_model(path: Path, url: str, model: str, quick: bool) -> tuple[di
     loaded, tok = load_base(f"file://{path}")
     engine = TransformersEngine(loaded, tok, max_batch_size=16)
     ids = tuple(Prompter(tok).completion(PROMPT))
-    req = GenerationRequest(ids, SamplingParams(max_tokens=MAX_TOKENS, temperature=0.0))
-    body = {"model": model, "prompt": PROMPT, "max_tokens": MAX_TOKENS, "temperature": 0}
+    req = GenerationRequest(ids, SamplingParams(max_tokens=MAX_TOKENS, temperature=0.0, ignore_eos=True))
+    body = {"model": model, "prompt": PROMPT, "max_tokens": MAX_TOKENS, "temperature": 0, "ignore_eos": True}
 
     async def inproc() -> int:
         n = 0
         async for chunk in engine.generate(req):
             n = chunk.completion_tokens
-        return n
+        return exactly(n)
 
     inp: dict[int, Any] = {}
     http: dict[int, Any] = {}
@@ -129,7 +152,7 @@ async def bench_model(path: Path, url: str, model: str, quick: bool) -> tuple[di
         async def over_http() -> int:
             r = await client.post(f"{url}/completions", json=body)
             r.raise_for_status()
-            return int(r.json()["usage"]["completion_tokens"])
+            return exactly(int(r.json()["usage"]["completion_tokens"]))
 
         await drive(inproc, 2, 4)  # warm-up
         await drive(over_http, 2, 4)
@@ -153,15 +176,25 @@ def start_serve(paths: dict[str, Path]) -> tuple[str, float]:
     sys.path.insert(0, str(ROOT / "tests"))
     from fixtures.ray_cluster import free_port
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}})
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={"env_vars": {"OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}},
+    )
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     deps = [
-        ModelDeployment.model_validate({
-            "metadata": {"name": name},
-            "spec": {"model": {"name": name}, "resources": {"cpusPerReplica": "500m"}, "maxConcurrentSequences": 16},
-        })
+        ModelDeployment.model_validate(
+            {
+                "metadata": {"name": name},
+                "spec": {
+                    "model": {"name": name},
+                    "resources": {"cpusPerReplica": "500m"},
+                    "maxConcurrentSequences": 16,
+                },
+            }
+        )
         for name in paths
     ]
     config = serve_config(deps, lambda ref: ResolvedModel(uri=f"file://{paths[ref.name]}"))
@@ -186,6 +219,8 @@ def main() -> None:
     torch.set_num_threads(1)
     from ray import serve
 
+    load_before = [round(x, 2) for x in os.getloadavg()]
+    print(f"load average before: {load_before}")
     with tempfile.TemporaryDirectory() as tmp:
         paths = build_models(Path(tmp))
         params = {name: params_of(p) for name, p in paths.items()}
@@ -198,17 +233,25 @@ def main() -> None:
             serve.shutdown()
 
     rows = []
-    print(f"\nServe deploy to ready (both apps): {ready_s:.1f}s")
-    print(f"{'model':<10} {'conc':>4} | {'in-proc req/s':>13} {'p50 ms':>8} {'p99 ms':>8} | "
-          f"{'serve req/s':>11} {'p50 ms':>8} {'p99 ms':>8} | {'overhead':>8}")
+    print(
+        f"\nServe deploy to ready (both apps): {ready_s:.1f}s; load average before {load_before}, "
+        f"after {[round(x, 2) for x in os.getloadavg()]}"
+    )
+    print(
+        f"{'model':<10} {'conc':>4} | {'in-proc req/s':>13} {'p50 ms':>8} {'p99 ms':>8} | "
+        f"{'serve req/s':>11} {'p50 ms':>8} {'p99 ms':>8} | {'overhead':>8}"
+    )
     for name in paths:
         for c in LEVELS:
             a, b = inproc[name][c], http[name][c]
             overhead = 1 - b["req_per_s"] / a["req_per_s"]
-            rows.append({"model": name, "concurrency": c, "inprocess": a, "serve": b,
-                         "serve_overhead": round(overhead, 3)})
-            print(f"{name:<10} {c:>4} | {a['req_per_s']:>13.2f} {a['p50_ms']:>8.1f} {a['p99_ms']:>8.1f} | "
-                  f"{b['req_per_s']:>11.2f} {b['p50_ms']:>8.1f} {b['p99_ms']:>8.1f} | {overhead:>7.1%}")
+            rows.append(
+                {"model": name, "concurrency": c, "inprocess": a, "serve": b, "serve_overhead": round(overhead, 3)}
+            )
+            print(
+                f"{name:<10} {c:>4} | {a['req_per_s']:>13.2f} {a['p50_ms']:>8.1f} {a['p99_ms']:>8.1f} | "
+                f"{b['req_per_s']:>11.2f} {b['p50_ms']:>8.1f} {b['p99_ms']:>8.1f} | {overhead:>7.1%}"
+            )
     gains = {
         name: {
             "inprocess_c8_over_c1": round(inproc[name][8]["req_per_s"] / inproc[name][1]["req_per_s"], 2),
@@ -220,8 +263,17 @@ def main() -> None:
     result = {
         "benchmark": "serving",
         "machine": {"cpus": os.cpu_count(), "python": py_platform.python_version(), "torch": torch.__version__},
-        "settings": {"prompt": PROMPT, "max_tokens": MAX_TOKENS, "levels": LEVELS, "quick": args.quick,
-                     "replica_cpus": 0.5, "torch_threads": 1, "max_batch_size": 16},
+        "settings": {
+            "prompt": PROMPT,
+            "max_tokens": MAX_TOKENS,
+            "ignore_eos": True,
+            "levels": LEVELS,
+            "quick": args.quick,
+            "load_average": load_before,
+            "replica_cpus": 0.5,
+            "torch_threads": 1,
+            "max_batch_size": 16,
+        },
         "parameters": params,
         "serve_deploy_to_ready_s": round(ready_s, 1),
         "rows": rows,

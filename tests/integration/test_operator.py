@@ -245,7 +245,7 @@ def test_modeldeployment_becomes_a_rayservice_updated_in_place(cluster: dict[str
             return (
                 svc is not None
                 and yaml.safe_load(svc["spec"]["serveConfigV2"]) == _contract_2(cluster, "support-bot")
-                and "max_ongoing_requests: 4" in svc["spec"]["serveConfigV2"]
+                and "max_concurrent_sequences: 4" in svc["spec"]["serveConfigV2"]
             )
 
         eventually(updated, what="the updated serveConfigV2")
@@ -266,7 +266,6 @@ def test_modeldeployment_becomes_a_rayservice_updated_in_place(cluster: dict[str
                             "status": "RUNNING",
                             "serveDeploymentStatuses": {
                                 "CorralLLMServer": {"status": "HEALTHY"},
-                                "CorralIngress": {"status": "HEALTHY"},
                             },
                         }
                     }

@@ -19,7 +19,7 @@ import torch
 from corral.api.v1alpha1.common import LocalObjectReference
 from corral.api.v1alpha1.modeldeployment import ModelDeployment
 from corral.models import tiny
-from corral.serving import ResolvedModel, serve_config
+from corral.serving import MULTIPLEX_HEADER, ResolvedModel, serve_config
 
 APP = "tinybot"
 QUESTION = [{"role": "user", "content": "What is a Python list?"}]
@@ -144,6 +144,19 @@ def test_two_adapters_answer_differently(client: openai.OpenAI) -> None:
     assert len(set(answers.values())) == 3, answers
     again = client.completions.create(model="tiny-a", prompt=PROSE, temperature=0, max_tokens=16)
     assert again.choices[0].text == answers["tiny-a"]
+
+
+def test_multiplexed_header_reaches_a_replica_holding_the_adapter(client: openai.OpenAI) -> None:
+    """The header Serve's proxy routes on is accepted end to end; the replica holds the adapter after."""
+    from ray import serve
+
+    plain = client.completions.create(model="tiny-b", prompt=PROSE, temperature=0, max_tokens=8)
+    routed = client.completions.create(
+        model="tiny-b", prompt=PROSE, temperature=0, max_tokens=8, extra_headers={MULTIPLEX_HEADER: "tiny-b"}
+    )
+    assert routed.choices[0].text == plain.choices[0].text
+    stats = serve.get_deployment_handle("CorralLLMServer", app_name=APP).stats.remote().result(timeout_s=60)
+    assert "tiny-b" in stats["adapters_loaded"] and stats["adapter_loads"] >= 1
 
 
 def test_unknown_model_is_404(client: openai.OpenAI) -> None:

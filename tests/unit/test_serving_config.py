@@ -13,7 +13,15 @@ from ray.serve.schema import ServeDeploySchema
 
 from corral.api.v1alpha1.common import LocalObjectReference
 from corral.api.v1alpha1.modeldeployment import ModelDeployment
-from corral.serving import ResolvedModel, ServeAppArgs, resolve_engine, serve_config, served_model_names
+from corral.serving import (
+    MULTIPLEX_HEADER,
+    ResolvedModel,
+    ServeAppArgs,
+    resolve_engine,
+    routing_headers,
+    serve_config,
+    served_model_names,
+)
 
 URIS = {
     "tiny": "file:///models/tiny",
@@ -61,9 +69,12 @@ def test_transformers_app_validates_with_rays_schema() -> None:
     assert [(a.name, a.uri) for a in args.adapters] == [("a", URIS["local-a"])]
     assert (args.max_adapters_per_replica, args.max_concurrent_sequences, args.max_context_length) == (3, 8, 512)
     assert args.chat_template == "{{ messages }}"
+    # One deployment, ingress and engine in one: a request takes one hop from Serve's proxy.
+    assert [d["name"] for d in config["applications"][0]["deployments"]] == ["CorralLLMServer"]
     server = by_name(config["applications"][0], "CorralLLMServer")
     assert server["ray_actor_options"] == {"num_cpus": 0.5, "memory": 2 * 2**30}
-    assert server["num_replicas"] == 1 and server["max_ongoing_requests"] == 8
+    # A replica takes a batch (8) plus its engine's queue (4 x 8), the queue the args give the engine.
+    assert server["num_replicas"] == 1 and server["max_ongoing_requests"] == 8 + 32 == 8 + args.max_queued_requests
     assert config["applications"][0]["runtime_env"]["env_vars"]["OMP_NUM_THREADS"] == "1"
     assert schema.http_options.port == 8123
     json.dumps(config)  # plain JSON
@@ -95,6 +106,16 @@ def test_autoscaling_maps_onto_serve_autoscaling_config() -> None:
 def test_fixed_replicas() -> None:
     server = by_name(serve_config([deployment(replicas=3)], resolve)["applications"][0], "CorralLLMServer")
     assert server["num_replicas"] == 3
+
+
+def test_routing_headers_name_only_multiplexed_adapters() -> None:
+    dep = deployment(adapters=[{"name": "a", "model": {"name": "local-a"}}])
+    from ray.serve._private.constants import SERVE_MULTIPLEXED_MODEL_ID  # the header Serve's proxy routes on
+
+    assert MULTIPLEX_HEADER == SERVE_MULTIPLEXED_MODEL_ID
+    assert routing_headers(dep.spec, "a") == {"serve_multiplexed_model_id": "a"}
+    assert routing_headers(dep.spec, "tiny") == {}  # the base is on every replica
+    assert routing_headers(_vllm_deployment().spec, "llama:support-a") == {}  # Ray Serve LLM's ingress: not multiplexed
 
 
 def test_auto_engine_picks_vllm_with_gpus() -> None:

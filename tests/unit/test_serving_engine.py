@@ -275,3 +275,15 @@ async def test_metrics_are_recorded(engine_factory: Any, loaded: tuple[Any, Any]
     assert value("corral_serving_adapter_loads_total") == 1
     assert value("corral_serving_ongoing_requests") == 0
     await engine.close()
+
+
+async def test_ignore_eos_runs_to_max_tokens(engine_factory: Any, loaded: tuple[Any, Any]) -> None:
+    engine = engine_factory()
+    ids = prompt(loaded, QUESTIONS[0])
+    natural = await collect(engine, greedy(ids, max_tokens=200))
+    assert natural["finish"] == "stop", "the tiny model must end this answer on its own"
+    n = len(natural["tokens"])  # the last one is the end-of-sequence token
+    forced = await collect(engine, greedy(ids, max_tokens=n + 6, ignore_eos=True))
+    assert forced["finish"] == "length" and forced["last"].completion_tokens == n + 6
+    assert forced["tokens"][:n] == natural["tokens"]
+    assert forced["text"].startswith(natural["text"])

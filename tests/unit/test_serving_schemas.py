@@ -60,6 +60,7 @@ def test_content_parts_and_max_completion_tokens() -> None:
         ({**CHAT, "logprobs": True}, "logprobs"),
         ({**CHAT, "presence_penalty": 0.5}, "presence_penalty"),
         ({**CHAT, "bogus": 1}, "bogus"),
+        ({**CHAT, "ignore_eos": "maybe"}, "ignore_eos"),
     ],
 )
 def test_bad_chat_fields_are_named(body: dict[str, Any], param: str) -> None:
@@ -68,6 +69,13 @@ def test_bad_chat_fields_are_named(body: dict[str, Any], param: str) -> None:
 
 def test_body_must_be_an_object() -> None:
     assert param_of(ChatCompletionRequest, [1, 2]) is None
+
+
+def test_ignore_eos_extension() -> None:
+    """vLLM's ``ignore_eos`` is accepted on both routes and off unless asked for."""
+    assert parse_request(ChatCompletionRequest, CHAT).ignore_eos is False
+    assert parse_request(ChatCompletionRequest, {**CHAT, "ignore_eos": True}).ignore_eos is True
+    assert parse_request(CompletionRequest, {"model": "m", "prompt": "a", "ignore_eos": True}).ignore_eos is True
 
 
 def test_completion_request() -> None:

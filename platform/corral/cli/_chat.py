@@ -3,19 +3,32 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from typing import Annotated, Any
+from collections.abc import Iterator, Mapping
+from typing import Annotated, Any, NamedTuple
 
 import httpx
 import typer
 
+from ..api.v1alpha1.modeldeployment import ModelDeploymentSpec
 from ..client import APIStatusError, CorralClient
+from ..serving import routing_headers
 
-__all__ = ["ask", "find_endpoint", "register"]
+__all__ = ["Endpoint", "ask", "find_endpoint", "register"]
 
 
-def find_endpoint(client: CorralClient, model: str) -> tuple[str, str]:
-    """Return (endpoint base URL, deployment name) of the Ready deployment that serves ``model``.
+class Endpoint(NamedTuple):
+    """Where a model is served."""
+
+    url: str
+    """The OpenAI base URL (``.../v1``)."""
+    deployment: str
+    """The ModelDeployment's name."""
+    headers: dict[str, str]
+    """Headers that route the model's requests to a replica holding it (Serve model multiplexing)."""
+
+
+def find_endpoint(client: CorralClient, model: str) -> Endpoint:
+    """Return the endpoint of the Ready deployment that serves ``model``.
 
     Raises:
         LookupError: No deployment in the namespace serves ``model``; the message lists what is served.
@@ -26,7 +39,8 @@ def find_endpoint(client: CorralClient, model: str) -> tuple[str, str]:
         names = list(status.get("servedModels") or [])
         served += names
         if model in names and status.get("endpoint"):
-            return str(status["endpoint"]), str(dep["metadata"]["name"])
+            headers = routing_headers(ModelDeploymentSpec.model_validate(dep["spec"]), model)
+            return Endpoint(str(status["endpoint"]), str(dep["metadata"]["name"]), headers)
     listing = ", ".join(sorted(set(served))) or "nothing yet"
     raise LookupError(f"no ModelDeployment in namespace {client.namespace!r} serves {model!r} (served: {listing})")
 
@@ -39,8 +53,12 @@ def ask(
     max_tokens: int = 64,
     temperature: float = 0.0,
     timeout: float = 120.0,
+    headers: Mapping[str, str] | None = None,
 ) -> Iterator[str]:
     """Stream the answer of ``model`` to ``messages`` chunk by chunk (OpenAI chat completions, SSE).
+
+    ``headers`` go with the request (:attr:`Endpoint.headers` routes an adapter's requests to a
+    replica that already holds it).
 
     Raises:
         RuntimeError: The endpoint answered with an error; its OpenAI error message is included.
@@ -52,7 +70,8 @@ def ask(
         "temperature": temperature,
         "stream": True,
     }
-    with httpx.stream("POST", f"{endpoint.rstrip('/')}/chat/completions", json=body, timeout=timeout) as response:
+    url = f"{endpoint.rstrip('/')}/chat/completions"
+    with httpx.stream("POST", url, json=body, headers=dict(headers or {}), timeout=timeout) as response:
         if response.status_code != 200:
             response.read()
             try:
@@ -84,7 +103,7 @@ def chat(
         with CorralClient.from_context() as client:
             if namespace:
                 client.namespace = namespace
-            endpoint, _ = find_endpoint(client, model)
+            endpoint = find_endpoint(client, model)
     except (FileNotFoundError, LookupError, APIStatusError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
@@ -107,7 +126,14 @@ def chat(
             typer.echo(f"{model}> ", nl=False)
         answer = ""
         try:
-            for chunk in ask(endpoint, model, history, max_tokens=max_tokens, temperature=temperature):
+            for chunk in ask(
+                endpoint.url,
+                model,
+                history,
+                max_tokens=max_tokens,
+                temperature=temperature,
+                headers=endpoint.headers,
+            ):
                 answer += chunk
                 typer.echo(chunk, nl=False)
         except (RuntimeError, httpx.HTTPError) as exc:

@@ -108,7 +108,7 @@ class FakeDriver:
             status=status,
             message=message,
             route_prefix=app.get("route_prefix"),
-            deployments={"CorralLLMServer": (target, running), "CorralIngress": (1, 1)},
+            deployments={"CorralLLMServer": (target, running)},
             deployed_config=app,
         )
 

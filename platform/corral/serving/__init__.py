@@ -2,7 +2,10 @@
 
 * :func:`serve_config` — ModelDeployments -> one Ray Serve config (``serveConfigV2``);
   engine ``vllm`` points at Ray Serve LLM, engine ``transformers`` at :func:`build_app`.
-* :func:`build_app` — Corral's Serve application (``import_path: corral.serving:build_app``).
+* :func:`build_app` — Corral's Serve application (``import_path: corral.serving:build_app``):
+  one deployment that is both the OpenAI ingress and the engine holder.
+* :func:`routing_headers` — the ``serve_multiplexed_model_id`` header that routes an adapter's
+  requests to a replica already holding it.
 * :class:`TransformersEngine` — continuous batching with transformers + PEFT multi-LoRA,
   usable in-process.
 
@@ -15,7 +18,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from corral.serving._args import AdapterSource, ServeAppArgs
-from corral.serving._config import ResolvedModel, resolve_engine, serve_config, served_model_names
+from corral.serving._config import (
+    MULTIPLEX_HEADER,
+    ResolvedModel,
+    resolve_engine,
+    routing_headers,
+    serve_config,
+    served_model_names,
+)
 from corral.serving._engine import Engine, EngineStats, GenerationChunk, GenerationRequest, SamplingParams
 from corral.serving._errors import (
     EngineClosedError,
@@ -36,6 +46,7 @@ __all__ = [
     "EngineStats",
     "GenerationChunk",
     "GenerationRequest",
+    "MULTIPLEX_HEADER",
     "InvalidRequestError",
     "ModelNotFoundError",
     "OverloadedError",
@@ -46,6 +57,7 @@ __all__ = [
     "TransformersEngine",
     "build_app",
     "resolve_engine",
+    "routing_headers",
     "serve_config",
     "served_model_names",
 ]

@@ -9,9 +9,10 @@ Each ModelDeployment becomes one application named after it, served under
 ``/<name>`` (so its OpenAI base URL is ``http://<serve>/<name>/v1``):
 
 * engine ``transformers`` (CPU): ``import_path: corral.serving:build_app`` with
-  :class:`~corral.serving.ServeAppArgs` as ``args``; two deployments, ``CorralIngress``
-  (the OpenAI HTTP API) and ``CorralLLMServer`` (the batching engine, multiplexed by adapter),
-  whose options carry the replicas, autoscaling and resources.
+  :class:`~corral.serving.ServeAppArgs` as ``args``; one deployment, ``CorralLLMServer``,
+  both the OpenAI HTTP ingress and the batching engine (multiplexed by adapter), whose
+  options carry the replicas, autoscaling and resources. Clients reach a replica that
+  already holds an adapter by sending :data:`MULTIPLEX_HEADER` (see :func:`routing_headers`).
 * engine ``vllm`` (GPUs): ``import_path: ray.serve.llm:build_openai_app`` with one
   ``LLMConfig`` in ``args.llm_configs``. Ray Serve LLM names LoRA models
   ``<base>:<adapter>`` and loads them from one remote prefix
@@ -35,20 +36,22 @@ from corral.serving._args import AdapterSource, ServeAppArgs
 
 __all__ = [
     "CORRAL_IMPORT_PATH",
-    "INGRESS_DEPLOYMENT",
     "LLM_DEPLOYMENT",
+    "MULTIPLEX_HEADER",
     "VLLM_IMPORT_PATH",
     "ResolvedModel",
     "resolve_engine",
+    "routing_headers",
     "serve_config",
     "served_model_names",
 ]
 
 CORRAL_IMPORT_PATH = "corral.serving:build_app"
 VLLM_IMPORT_PATH = "ray.serve.llm:build_openai_app"
-INGRESS_DEPLOYMENT = "CorralIngress"
+#: The one deployment of an engine-``transformers`` application: OpenAI ingress and engine.
 LLM_DEPLOYMENT = "CorralLLMServer"
-INGRESS_CPUS = 0.1
+#: The request header Serve's proxy routes on to a replica holding that multiplexed model.
+MULTIPLEX_HEADER = "serve_multiplexed_model_id"
 Engine = Literal["vllm", "transformers"]
 
 
@@ -80,6 +83,19 @@ def served_model_names(deployment: ModelDeployment) -> list[str]:
     if resolve_engine(spec) == "vllm":
         return [base, *(f"{base}:{a.name}" for a in spec.adapters)]
     return [base, *(a.name for a in spec.adapters)]
+
+
+def routing_headers(spec: ModelDeploymentSpec, model: str) -> dict[str, str]:
+    """HTTP headers that route a request for ``model`` to a replica already holding it.
+
+    For an adapter of an engine-``transformers`` deployment this is
+    ``{MULTIPLEX_HEADER: <adapter>}`` (Serve's proxy then prefers a replica that has it
+    loaded). Empty for the base model and for engine ``vllm``, whose ingress is not
+    multiplexed: there a multiplexed id no replica reports only delays routing.
+    """
+    if resolve_engine(spec) == "transformers" and model in {a.name for a in spec.adapters}:
+        return {MULTIPLEX_HEADER: model}
+    return {}
 
 
 def serve_config(
@@ -162,13 +178,14 @@ def _corral_app(dep: ModelDeployment, resolve: Resolver) -> dict[str, Any]:
     adapters = [AdapterSource(name=a.name, uri=resolve(a.model).uri) for a in spec.adapters]
     cpus = _cpus(spec)
     threads = max(1, math.floor(cpus))
+    queued = 4 * spec.max_concurrent_sequences
     args = ServeAppArgs(
         served_name=spec.served_name or spec.model.name,
         model_uri=base.uri,
         adapters=adapters,
         max_adapters_per_replica=spec.max_adapters_per_replica,
         max_concurrent_sequences=spec.max_concurrent_sequences,
-        max_queued_requests=4 * spec.max_concurrent_sequences,
+        max_queued_requests=queued,
         max_context_length=spec.max_context_length,
         chat_template=base.chat_template,
         torch_threads=threads,
@@ -191,15 +208,11 @@ def _corral_app(dep: ModelDeployment, resolve: Resolver) -> dict[str, Any]:
             {
                 "name": LLM_DEPLOYMENT,
                 **_clean(_scaling(spec)),
-                "max_ongoing_requests": spec.max_concurrent_sequences,
+                # A replica takes a batch plus its engine's queue, so a slot that frees is
+                # refilled at the next step; beyond that Serve's proxy queues (503 when full).
+                "max_ongoing_requests": spec.max_concurrent_sequences + queued,
                 "max_queued_requests": 8 * spec.max_concurrent_sequences * max(max_replicas, 1),
                 "ray_actor_options": actor_options,
-            },
-            {
-                "name": INGRESS_DEPLOYMENT,
-                "num_replicas": 1,
-                "max_ongoing_requests": 16 * spec.max_concurrent_sequences * max(max_replicas, 1),
-                "ray_actor_options": {"num_cpus": INGRESS_CPUS},
             },
         ],
     }

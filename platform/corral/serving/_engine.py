@@ -27,6 +27,9 @@ class SamplingParams:
         top_p: Nucleus sampling mass (1.0 keeps every token).
         seed: Per-request generator seed; ``None`` draws a fresh one.
         stop: Stop strings; the answer ends before the first one and does not include it.
+        ignore_eos: Keep generating past end-of-sequence tokens until ``max_tokens`` or the
+            context ends (vLLM's ``ignore_eos``; for benchmarks that need a fixed answer
+            length). Stop strings still apply.
     """
 
     max_tokens: int | None = None
@@ -34,6 +37,7 @@ class SamplingParams:
     top_p: float = 1.0
     seed: int | None = None
     stop: tuple[str, ...] = ()
+    ignore_eos: bool = False
 
 
 @dataclass(frozen=True)

@@ -123,6 +123,7 @@ class TransformersEngine(Engine):
         self._steps = 0
         self._rows = 0
         self._max_seen = 0
+        self._chunks: list[tuple[_Seq, GenerationChunk]] = []  # the running step's chunks (model thread)
         #: (kind, batch size) of the last 4096 forward passes; kind is ``prefill`` or ``decode``.
         self.step_log: collections.deque[tuple[str, int]] = collections.deque(maxlen=4096)
 
@@ -286,7 +287,7 @@ class TransformersEngine(Engine):
             if not admit and not self._running:
                 continue
             try:
-                left = await loop.run_in_executor(self._executor, self._step, admit)
+                chunks, left = await loop.run_in_executor(self._executor, self._step, admit)
             except Exception as exc:
                 logger.exception("engine step failed; failing %d sequences", len(self._running) + len(admit))
                 err = ServingError(f"generation failed: {type(exc).__name__}: {exc}")
@@ -295,6 +296,9 @@ class TransformersEngine(Engine):
                     self._retire(seq)
                 self._running, self._cache, self._mask = [], None, None
                 continue
+            for seq, chunk in chunks:
+                if not seq.cancelled:
+                    seq.queue.put_nowait(chunk)
             for seq in left:
                 self._retire(seq)
                 if seq.final is not None:
@@ -302,14 +306,20 @@ class TransformersEngine(Engine):
 
     # ---------------------------------------------------------------- model thread
 
-    def _step(self, admit: list[_Seq]) -> list[_Seq]:
-        """Run one forward pass (prefill of ``admit`` or decode of the batch); return the rows that left."""
+    def _step(self, admit: list[_Seq]) -> tuple[list[tuple[_Seq, GenerationChunk]], list[_Seq]]:
+        """Run one forward pass (prefill of ``admit`` or decode of the batch).
+
+        Returns:
+            The step's unfinished chunks, which the event loop hands out (one wake-up of the
+            loop per step, not one per row), and the rows that left the batch.
+        """
+        self._chunks = []
         with torch.inference_mode():
             if admit:
                 self._prefill(admit)
             else:
                 self._decode()
-        return self._drop_finished()
+        return self._chunks, self._drop_finished()
 
     def _forward(self, kind: str, rows: list[_Seq], **inputs: Any) -> Any:
         model = self.adapters.model
@@ -336,8 +346,8 @@ class TransformersEngine(Engine):
         logits = out.logits[:, -1, :].float()
         self._merge(out.cache, mask)
         self._running.extend(admit)
-        for i, s in enumerate(admit):
-            self._emit(s, self._sample(logits[i], s))
+        for s, token in zip(admit, self._sample_rows(logits, admit), strict=True):
+            self._emit(s, token)
 
     def _decode(self) -> None:
         rows = self._running
@@ -355,9 +365,9 @@ class TransformersEngine(Engine):
         )
         self._cache = out.cache
         logits = out.logits[:, -1, :].float()
-        for i, s in enumerate(rows):
+        for s, token in zip(rows, self._sample_rows(logits, rows), strict=True):
             s.pos += 1
-            self._emit(s, self._sample(logits[i], s))
+            self._emit(s, token)
 
     def _merge(self, cache: Any, mask: torch.Tensor) -> None:
         """Append a prefilled cache to the running batch's, left-padding the shorter one."""
@@ -394,6 +404,14 @@ class TransformersEngine(Engine):
 
     # ---------------------------------------------------------------- tokens
 
+    def _sample_rows(self, logits: torch.Tensor, rows: list[_Seq]) -> list[int]:
+        """The next token of every row: one batched argmax for greedy rows, sampling for the others."""
+        greedy: list[int] = logits.argmax(dim=-1).tolist()
+        return [
+            g if s.request.params.temperature <= 0 else self._sample(logits[i], s)
+            for i, (g, s) in enumerate(zip(greedy, rows, strict=True))
+        ]
+
     def _sample(self, logits: torch.Tensor, s: _Seq) -> int:
         params = s.request.params
         if params.temperature <= 0:
@@ -415,7 +433,7 @@ class TransformersEngine(Engine):
         s.generated.append(token)
         finish: FinishReason | None = None
         body = s.generated
-        if token in self._eos:
+        if token in self._eos and not s.request.params.ignore_eos:
             finish, body = "stop", s.generated[:-1]
         text = self.tokenizer.decode(body, skip_special_tokens=True)
         stops = s.request.params.stop
@@ -440,8 +458,7 @@ class TransformersEngine(Engine):
         if finish is not None:
             s.final = chunk  # delivered by the loop once the row left the batch and released its adapter
             return
-        assert self._loop is not None
-        self._loop.call_soon_threadsafe(s.queue.put_nowait, chunk)
+        self._chunks.append((s, chunk))
 
 
 def _pad_left(t: torch.Tensor, width: int, dim: int = 2) -> torch.Tensor:

@@ -3,6 +3,9 @@
 Requests are strict (``extra="forbid"``): an unknown or unsupported field is a 400 that
 names the field. A few fields OpenAI clients send with their default values
 (``presence_penalty=0``, ``logprobs=false``...) are accepted only at those defaults.
+
+One extension beyond OpenAI, with vLLM's name and meaning: ``ignore_eos`` (keep generating
+past end-of-sequence until ``max_tokens``, so benchmarks get answers of a fixed length).
 """
 
 from __future__ import annotations
@@ -85,6 +88,10 @@ class _SamplingFields(_Strict):
     presence_penalty: float | None = Field(default=None, description="Only 0 is accepted.")
     frequency_penalty: float | None = Field(default=None, description="Only 0 is accepted.")
     logit_bias: dict[str, float] | None = Field(default=None, description="Only empty is accepted.")
+    ignore_eos: bool = Field(
+        default=False,
+        description="vLLM extension: generate past end-of-sequence until max_tokens (stop strings still apply).",
+    )
 
     @field_validator("n")
     @classmethod
