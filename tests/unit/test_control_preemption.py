@@ -386,3 +386,16 @@ def test_a_job_and_a_deployment_with_one_name_do_not_share_gpus() -> None:
     dep, _ = step_dep(deployment("chat"), dep_world(allocations=held(same_name)))
     assert dep.status.phase == "Pending" and cond(dep, "Ready").reason == "InsufficientCapacity"
     assert [a.key for a in held(same_name)] == ["FineTuneJob/team-a/chat"]
+
+
+def test_suspended_job_holds_its_gpus_until_its_ray_job_has_stopped() -> None:
+    obj = running(job())
+    sid = obj.status.submission_id
+    assert sid is not None
+    suspended = obj.model_copy(update={"spec": obj.spec.model_copy(update={"suspend": True})})
+    stopping, result = step_job(suspended, job_world(job=JobState(sid, "RUNNING"), allocations=held(obj)))
+    assert stopping.status.phase == "Suspended" and StopJob(sid) in result.actions
+    assert [a.gpus for a in held(stopping)] == [4]  # still running: nobody else may be placed on them yet
+    stopped, result = step_job(stopping, job_world(job=JobState(sid, "STOPPED"), allocations=held(stopping)))
+    assert stopped.status.phase == "Suspended" and StopJob(sid) not in result.actions
+    assert held(stopped) == () and stopped.status.placement is not None and stopped.status.placement.pool == "a100"

@@ -217,12 +217,16 @@ def reconcile_finetunejob(job: FineTuneJob, world: FineTuneJobWorld) -> Result:
         return finish()
 
     # Suspended: stop, and resume from the checkpoint once unset.
+    # Its GPUs stay held until Ray says the run has stopped, as after a preemption.
     if job.spec.suspend:
-        if ray_job is not None and ray_job.active:
+        stopping = ray_job is not None and ray_job.active
+        if ray_job is not None and stopping:
             actions.append(StopJob(ray_job.submission_id))
+        elif st.placement is not None and st.placement.gpus:
+            st.placement = released(st.placement, "released while suspended; unset spec.suspend to resume")
         st.phase = "Suspended"
         cond("Running", "False", "Suspended", "spec.suspend is set; unset it to resume from the last checkpoint")
-        return finish(world.settings.follow_seconds if ray_job is not None and ray_job.active else None)
+        return finish(world.settings.follow_seconds if stopping else None)
 
     # Preempted: the run is stopped; its GPUs stay held until Ray says it has stopped.
     if st.phase == "Preempted" and st.placement is not None and st.placement.gpus:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 
 from corral.api.v1alpha1 import Dataset, FineTuneJob, GPUPool, Model, ModelDeployment
+from corral.api.v1alpha1.finetunejob import GPU_HOLDING_PHASES
 from corral.scheduler import (
     Allocation,
     Decision,
@@ -41,8 +42,6 @@ WAITING_REASONS = frozenset(
     {"InsufficientCapacity", "QuotaExceeded", "WaitingForEarlierRequests", "Preempting", "Preempted"}
 )
 """Reasons (``Admitted`` of a FineTuneJob, ``Ready`` of a ModelDeployment) of an object queued for GPUs."""
-
-_HOLDING_PHASES = ("Admitted", "Running", "Preempted")  # Preempted holds its GPUs until its Ray job has stopped
 
 
 def object_key(obj: FineTuneJob | ModelDeployment) -> str:
@@ -165,7 +164,7 @@ def allocation_of(obj: FineTuneJob | ModelDeployment) -> Allocation | None:
     if placement is None or placement.pool is None or placement.gpus == 0:
         return None
     if isinstance(obj, FineTuneJob):
-        if obj.status.phase not in _HOLDING_PHASES:
+        if obj.status.phase not in GPU_HOLDING_PHASES:
             return None
         priority, preemptible, kind = obj.spec.resources.priority, obj.spec.resources.preemptible, "FineTuneJob"
     else:

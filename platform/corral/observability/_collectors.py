@@ -30,7 +30,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from corral.api.v1alpha1 import Dataset, FineTuneJob, GPUPool, Model, ModelDeployment, Resource
-from corral.api.v1alpha1.finetunejob import Phase
+from corral.api.v1alpha1.finetunejob import GPU_HOLDING_PHASES, Phase
 from corral.store import Store
 
 from ._names import BY_NAME, CONTRACT, LATENCY_BUCKETS_CONTROL
@@ -91,8 +91,8 @@ def _holds_gpus(obj: FineTuneJob | ModelDeployment) -> tuple[str, int] | None:
     placement = obj.status.placement
     if placement is None or placement.pool is None or placement.gpus == 0:
         return None
-    if isinstance(obj, FineTuneJob) and obj.status.phase not in ("Admitted", "Running", "Preempted"):
-        return None  # a Preempted job holds its GPUs until its Ray job has stopped
+    if isinstance(obj, FineTuneJob) and obj.status.phase not in GPU_HOLDING_PHASES:
+        return None
     return placement.pool, placement.replicas * placement.gpus_per_replica
 
 

@@ -29,6 +29,7 @@ __all__ = [
     "FineTuneJob",
     "FineTuneJobSpec",
     "FineTuneJobStatus",
+    "GPU_HOLDING_PHASES",
     "Hyperparameters",
     "JobCost",
     "JobMetrics",
@@ -41,6 +42,9 @@ __all__ = [
 Method = Literal["lora", "qlora", "full"]
 Strategy = Literal["ddp", "fsdp", "deepspeed-zero2", "deepspeed-zero3"]
 Phase = Literal["Pending", "Admitted", "Running", "Succeeded", "Failed", "Cancelled", "Suspended", "Preempted"]
+GPU_HOLDING_PHASES: tuple[Phase, ...] = ("Admitted", "Running", "Preempted", "Suspended")
+"""Phases in which a job's ``status.placement`` GPUs are held: Preempted and Suspended jobs keep them until
+their Ray job has stopped, then the control plane sets ``placement.gpus`` to 0."""
 
 
 class LoRASpec(CorralModel):
