@@ -83,10 +83,14 @@ def test_prometheus_scrapes_the_control_api_and_records(tmp_path: Path) -> None:
             while time.monotonic() < deadline:
                 assert proc.poll() is None, (tmp_path / "prometheus.log").read_text()
                 try:
-                    body = httpx.get(f"{base}/query", params={"query": "corral:objects:count"}, timeout=5).json()
-                    result = body["data"]["result"] if body.get("status") == "success" else []
+                    response = httpx.get(f"{base}/query", params={"query": "corral:objects:count"}, timeout=5)
                 except httpx.HTTPError:
-                    result = []
+                    response = None
+                result = []
+                # Until its storage is ready Prometheus answers 503 "Service Unavailable" in plain text.
+                if response is not None and response.status_code == 200:
+                    body = response.json()
+                    result = body["data"]["result"] if body.get("status") == "success" else []
                 if result:
                     break
                 time.sleep(0.5)
