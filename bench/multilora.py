@@ -63,29 +63,14 @@ def rss_mb() -> float:
 
 def build(root: Path) -> None:
     import torch
+    from _models import build_llama_60m
     from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
+    from transformers import AutoModelForCausalLM
 
     from corral.models import tiny
 
     small = tiny.build("llama", root / "tiny")
-    cfg = LlamaConfig(
-        vocab_size=2048,
-        hidden_size=768,
-        intermediate_size=2048,
-        num_hidden_layers=8,
-        num_attention_heads=12,
-        num_key_value_heads=12,
-        head_dim=64,
-        max_position_embeddings=1024,
-        tie_word_embeddings=False,
-        pad_token_id=0,
-        bos_token_id=2,
-        eos_token_id=3,
-    )
-    torch.manual_seed(0)
-    AutoModelForCausalLM.from_config(cfg).save_pretrained(root / "base")
-    AutoTokenizer.from_pretrained(small).save_pretrained(root / "base")
+    build_llama_60m(root / "base", small)
     for i in range(ADAPTERS):
         torch.manual_seed(100 + i)
         model = AutoModelForCausalLM.from_pretrained(root / "base")

@@ -48,28 +48,10 @@ LEVELS = (1, 4, 8, 16)
 
 def build_models(root: Path) -> dict[str, Path]:
     """The tiny llama and a ~60M-parameter llama (random weights, the tiny tokenizer)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
+    from _models import build_llama_60m
 
     small = tiny.build("llama", root / "tiny")
-    cfg = LlamaConfig(
-        vocab_size=2048,
-        hidden_size=768,
-        intermediate_size=2048,
-        num_hidden_layers=8,
-        num_attention_heads=12,
-        num_key_value_heads=12,
-        head_dim=64,
-        max_position_embeddings=1024,
-        tie_word_embeddings=False,
-        pad_token_id=0,
-        bos_token_id=2,
-        eos_token_id=3,
-    )
-    torch.manual_seed(0)
-    big = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
-    big.save_pretrained(root / "llama-60m")
-    AutoTokenizer.from_pretrained(small).save_pretrained(root / "llama-60m")
-    return {"tiny": small, "llama-60m": root / "llama-60m"}
+    return {"tiny": small, "llama-60m": build_llama_60m(root / "llama-60m", small)}
 
 
 def params_of(path: Path) -> int:
