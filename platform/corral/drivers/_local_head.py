@@ -1,0 +1,312 @@
+"""The local Ray head behind :class:`~corral.drivers.LocalRayDriver`: start it (or attach via
+``RAY_ADDRESS``), own its processes, stop it, and send authenticated requests to its dashboard.
+
+Ray 2.60 protects its dashboard (and so the job and Serve APIs) with token auth. A head
+this driver starts runs with ``RAY_AUTH_MODE=token`` and a fresh random token kept in its
+private temp dir (``RAY_AUTH_TOKEN_PATH``); every request carries
+``Authorization: Bearer <token>``. Nothing is written to ``~/.ray``. When attaching, the
+token is the one Ray itself would use (``RAY_AUTH_TOKEN``, ``RAY_AUTH_TOKEN_PATH`` or
+``~/.ray/auth_token``), read by :meth:`LocalRayDriver.from_env`.
+
+:meth:`LocalRayDriver.down` stops only the processes of the head it started (the
+``ray start --block`` process, its descendants and any process naming its temp dir); it
+never runs ``ray stop``, which would stop every Ray of the user.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Self
+
+from ._protocol import DriverError
+
+__all__ = ["LocalRayHead", "read_ray_token"]
+
+logger = logging.getLogger(__name__)
+
+_TOKEN_FILE = "auth_token"
+_HTTP_TIMEOUT = 30.0
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def read_ray_token(environ: Mapping[str, str] | None = None) -> str | None:
+    """Find the token Ray would use: ``RAY_AUTH_TOKEN``, ``RAY_AUTH_TOKEN_PATH``, ``~/.ray/auth_token``.
+
+    Args:
+        environ: Environment to read (default ``os.environ``).
+
+    Returns:
+        The token, or None when there is none.
+    """
+    env = os.environ if environ is None else environ
+    if env.get("RAY_AUTH_TOKEN"):
+        return env["RAY_AUTH_TOKEN"].strip()
+    for candidate in (env.get("RAY_AUTH_TOKEN_PATH"), str(Path.home() / ".ray" / _TOKEN_FILE)):
+        if candidate and Path(candidate).is_file():
+            return Path(candidate).read_text(encoding="utf-8").strip() or None
+    return None
+
+
+class LocalRayHead:
+    """The Ray head of a :class:`~corral.drivers.LocalRayDriver` and the requests to its dashboard.
+
+    The driver's Jobs and Serve halves build on it; the constructor's arguments are
+    documented on :class:`~corral.drivers.LocalRayDriver`.
+    """
+
+    def __init__(
+        self,
+        address: str | None = None,
+        *,
+        token: str | None = None,
+        num_cpus: int | None = None,
+        num_gpus: int | None = None,
+        serve_host: str = "127.0.0.1",
+        serve_port: int | None = None,
+        env: Mapping[str, str] | None = None,
+        temp_dir: str | os.PathLike[str] | None = None,
+        start_timeout: float = 120.0,
+    ) -> None:
+        self._address = address.rstrip("/") if address else None
+        self._token = token
+        self._num_cpus = num_cpus
+        self._num_gpus = num_gpus
+        self._serve_host = serve_host
+        self._serve_port = serve_port
+        self._env = dict(env or {})
+        self._temp_parent = Path(temp_dir) if temp_dir is not None else Path("/tmp")
+        self._start_timeout = start_timeout
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._temp_dir: Path | None = None
+        self._client: Any = None
+        self._lock = threading.RLock()
+        self.gcs_address: str | None = None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **kwargs: Any) -> Self:
+        """Attach to ``RAY_ADDRESS`` (a dashboard URL) when it is set, else plan a private head.
+
+        Args:
+            environ: Environment to read (default ``os.environ``).
+            **kwargs: Passed to the constructor.
+        """
+        env = os.environ if environ is None else environ
+        address = env.get("RAY_ADDRESS") or None
+        if address and not address.startswith(("http://", "https://")):
+            address = f"http://{address}"
+        token = read_ray_token(env) if address else None
+        return cls(address, token=token, **kwargs)
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    @property
+    def address(self) -> str | None:
+        """Dashboard URL of the Ray this driver talks to (None before :meth:`start`)."""
+        return self._address
+
+    @property
+    def token(self) -> str | None:
+        """The dashboard token sent with every request."""
+        return self._token
+
+    @property
+    def started_head(self) -> bool:
+        """True when this driver started (and so owns) the Ray head."""
+        return self._proc is not None
+
+    @property
+    def temp_dir(self) -> Path | None:
+        """The started head's private temp dir."""
+        return self._temp_dir
+
+    def start(self) -> Self:
+        """Start the private head (unless attaching) and connect; idempotent.
+
+        Raises:
+            DriverError: The head did not come up.
+        """
+        with self._lock:
+            if self._client is not None:
+                return self
+            if self._address is None:
+                self._start_head()
+            self._client = self._make_client()
+            logger.info("Connected to Ray dashboard %s", self._address)
+            return self
+
+    def _start_head(self) -> None:
+        self._temp_parent.mkdir(parents=True, exist_ok=True)
+        temp_dir = Path(tempfile.mkdtemp(prefix="corral-ray-", dir=self._temp_parent))
+        token = secrets.token_hex(32)
+        token_file = temp_dir / _TOKEN_FILE
+        token_file.write_text(token, encoding="utf-8")
+        token_file.chmod(0o600)
+        gcs_port, dash_port = _free_port(), _free_port()
+        if self._serve_port is None:
+            self._serve_port = _free_port()
+        ray_bin = Path(sys.executable).with_name("ray")
+        cmd = [
+            str(ray_bin) if ray_bin.exists() else (shutil.which("ray") or "ray"),
+            "start",
+            "--head",
+            "--block",
+            "--node-ip-address=127.0.0.1",
+            f"--port={gcs_port}",
+            "--include-dashboard=true",
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={dash_port}",
+            f"--ray-client-server-port={_free_port()}",
+            f"--dashboard-agent-listen-port={_free_port()}",
+            f"--metrics-export-port={_free_port()}",
+            f"--runtime-env-agent-port={_free_port()}",
+            f"--temp-dir={temp_dir}",
+            "--disable-usage-stats",
+        ]
+        if self._num_cpus is not None:
+            cmd.append(f"--num-cpus={self._num_cpus}")
+        if self._num_gpus is not None:
+            cmd.append(f"--num-gpus={self._num_gpus}")
+        env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_TOKEN")}
+        env.update(
+            {
+                "RAY_AUTH_MODE": "token",
+                "RAY_AUTH_TOKEN_PATH": str(token_file),
+                "RAY_USAGE_STATS_ENABLED": "0",
+                "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+            }
+        )
+        env.update(self._env)
+        log = (temp_dir / "ray-start.log").open("wb")
+        logger.info("Starting Ray head in %s (dashboard 127.0.0.1:%d)", temp_dir, dash_port)
+        self._proc = subprocess.Popen(
+            cmd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+        )
+        log.close()
+        self._temp_dir, self._token = temp_dir, token
+        self._address = f"http://127.0.0.1:{dash_port}"
+        self.gcs_address = f"127.0.0.1:{gcs_port}"
+        deadline = time.monotonic() + self._start_timeout
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                tail = (temp_dir / "ray-start.log").read_text(errors="replace")[-4000:]
+                self.down()
+                raise DriverError(f"ray start exited with code {self._proc.returncode}:\n{tail}")
+            try:
+                self._request("GET", "/api/version")
+                break
+            except (OSError, DriverError):
+                time.sleep(0.5)
+        else:
+            self.down()
+            raise DriverError(f"Ray dashboard did not answer within {self._start_timeout:.0f}s")
+        logger.info("Started Ray head %s (pid %d)", self.gcs_address, self._proc.pid)
+
+    def _make_client(self) -> Any:
+        from ray.job_submission import JobSubmissionClient
+
+        headers = {"Authorization": f"Bearer {self._token}"} if self._token else None
+        return JobSubmissionClient(self._address, headers=headers)
+
+    def owned_pids(self) -> set[int]:
+        """PIDs of the processes of the head this driver started (empty when attached)."""
+        if self._proc is None or self._temp_dir is None:
+            return set()
+        import psutil  # type: ignore[import-untyped]
+
+        pids: set[int] = set()
+        marker = str(self._temp_dir)
+        try:
+            parent = psutil.Process(self._proc.pid)
+            pids.add(parent.pid)
+            pids.update(child.pid for child in parent.children(recursive=True))
+        except psutil.NoSuchProcess:
+            pass
+        for proc in psutil.process_iter(["pid", "cmdline"]):
+            try:
+                cmdline = proc.info["cmdline"] or []
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+            if any(marker in part for part in cmdline):
+                pids.add(proc.info["pid"])
+        pids.discard(os.getpid())
+        return pids
+
+    def down(self, timeout: float = 5.0) -> None:
+        """Stop the head this driver started (and nothing else); idempotent. Attached: disconnect only."""
+        with self._lock:
+            self._client = None
+            if self._proc is None:
+                return
+            import psutil
+
+            pids = self.owned_pids()
+            logger.info("Stopping Ray head %s (%d processes)", self.gcs_address, len(pids))
+            procs = []
+            for pid in pids:
+                try:
+                    procs.append(psutil.Process(pid))
+                except psutil.NoSuchProcess:
+                    continue
+            for proc in procs:
+                try:
+                    proc.send_signal(signal.SIGTERM)
+                except psutil.NoSuchProcess:
+                    continue
+            _, alive = psutil.wait_procs(procs, timeout=timeout)
+            for proc in alive:
+                try:
+                    proc.kill()
+                except psutil.NoSuchProcess:
+                    continue
+            psutil.wait_procs(alive, timeout=5)
+            if self._proc.poll() is None:  # pragma: no cover - killed above
+                self._proc.kill()
+            self._proc.wait(timeout=5)
+            self._proc = None
+            if self._temp_dir is not None:
+                shutil.rmtree(self._temp_dir, ignore_errors=True)
+            logger.info("Stopped Ray head %s", self.gcs_address)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.down()
+
+    # -- HTTP -------------------------------------------------------------------------
+
+    def _request(self, method: str, path: str, body: Any = None) -> Any:
+        if self._address is None:
+            raise DriverError("the driver is not started")
+        data = None if body is None else json.dumps(body).encode("utf-8")
+        req = urllib.request.Request(self._address + path, data=data, method=method)
+        req.add_header("Content-Type", "application/json")
+        if self._token:
+            req.add_header("Authorization", f"Bearer {self._token}")
+        try:
+            with urllib.request.urlopen(req, timeout=_HTTP_TIMEOUT) as resp:
+                text = resp.read().decode("utf-8")
+        except urllib.error.HTTPError as exc:
+            detail = exc.read().decode("utf-8", errors="replace")[:2000]
+            raise DriverError(f"{method} {path} answered {exc.code}: {detail}") from exc
+        return json.loads(text) if text.strip() else None
