@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--rounds and --warmup must be >= 1 (got rounds={args.rounds}, warmup={args.warmup})")
     import ray
 
-    from corral.training._ray import RAY_TRAIN_ENV
+    from corral.training._trainer import RAY_TRAIN_ENV
 
     for key, value in RAY_TRAIN_ENV.items():  # before ray.init: the local Ray's processes inherit them
         os.environ.setdefault(key, value)

@@ -8,7 +8,8 @@ import pytest
 
 from corral.artifacts import ArtifactSettings, open_store
 from corral.training import CheckpointEvent, EventWriter, ProgressEvent, read_events, summarize
-from corral.training._ray import _resume_point, _storage, stored_checkpoints
+from corral.training._ray import _resume_point, stored_checkpoints
+from corral.training._trainer import _storage
 from tests.fixtures.s3 import MotoS3
 
 

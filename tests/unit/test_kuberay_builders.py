@@ -162,7 +162,7 @@ def test_gpu_placement_becomes_selector_tolerations_limits_and_ray_resource() ->
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert container["resources"]["requests"] == {"cpu": "4", "memory": "32Gi", "nvidia.com/gpu": "1"}
     assert group["rayStartParams"]["num-gpus"] == "1"
-    assert group["rayStartParams"]["resources"] == "'{\"accelerator_type:A100-80G\":1}'"
+    assert group["rayStartParams"]["resources"] == "'{\"accelerator_type:A100\":1}'"
     head = cluster["headGroupSpec"]
     assert head["rayStartParams"]["num-cpus"] == "0"
     assert "nodeSelector" not in head["template"]["spec"]

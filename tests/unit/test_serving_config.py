@@ -138,7 +138,7 @@ def _vllm_deployment(**extra: Any) -> ModelDeployment:
     return deployment(
         model={"name": "llama-8b"},
         servedName="llama",
-        resources={"gpusPerReplica": 2, "acceleratorType": "A100"},
+        resources={"gpusPerReplica": 2, "acceleratorType": "nvidia-a100-80gb"},
         adapters=[
             {"name": "support-a", "model": {"name": "support-a"}},
             {"name": "support-b", "model": {"name": "support-b"}},
@@ -175,7 +175,7 @@ def test_vllm_app_has_the_shape_of_ray_serve_llm_config() -> None:
     assert set(llm["model_loading_config"]) <= _fields_of(src, "ModelLoadingConfig")
     assert set(llm["lora_config"]) <= _fields_of(src, "LoraConfig")
     assert llm["model_loading_config"] == {"model_id": "llama", "model_source": "meta-llama/Llama-3.1-8B-Instruct"}
-    assert llm["accelerator_type"] == "A100"
+    assert llm["accelerator_type"] == "A100"  # Ray's name (LLMConfig refuses "nvidia-a100-80gb")
     assert llm["lora_config"] == {
         "dynamic_lora_loading_path": "s3://corral/adapters",
         "max_num_adapters_per_replica": 4,

@@ -29,6 +29,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from corral.api.v1alpha1 import FineTuneJob, GPUPool, ModelDeployment, Resource
+from corral.scheduler import ray_accelerator_type
 
 __all__ = [
     "KUBERAY_API_VERSION",
@@ -55,19 +56,6 @@ OWNER_LABELS = ("corral.dev/kind", "corral.dev/name")
 """Labels on every child: the owner's kind and name (for selection and cleanup checks)."""
 
 _GPU_RESOURCE = "nvidia.com/gpu"
-
-# Corral accelerator types -> Ray's accelerator type names (ray.util.accelerators).
-_RAY_ACCELERATORS: dict[str, str] = {
-    "nvidia-a100-40gb": "A100-40G",
-    "nvidia-a100-80gb": "A100-80G",
-    "nvidia-h100-80gb": "H100",
-    "nvidia-h200-141gb": "H200",
-    "nvidia-l4": "L4",
-    "nvidia-l40s": "L40S",
-    "nvidia-a10g": "A10G",
-    "nvidia-t4": "T4",
-    "nvidia-v100": "V100",
-}
 
 
 class KubeRaySettings(BaseModel):
@@ -174,16 +162,6 @@ class PodPlacement:
             max_replicas=max(high, low, 1) if deployment.spec.autoscaling is not None else None,
             **fields,
         )
-
-
-def ray_accelerator_type(accelerator_type: str | None) -> str | None:
-    """Ray's name for a Corral accelerator type (``nvidia-a100-80gb`` -> ``A100-80G``); unknown ones upper-cased."""
-    if not accelerator_type or accelerator_type == "cpu":
-        return None
-    known = _RAY_ACCELERATORS.get(accelerator_type)
-    if known is not None:
-        return known
-    return re.sub(r"^nvidia-", "", accelerator_type).upper()
 
 
 def child_name(base: str, max_length: int = MAX_NAME_LENGTH) -> str:

@@ -19,7 +19,7 @@ Example:
     6
 """
 
-from ._accelerators import ACCELERATORS, Accelerator, get_accelerator, parse_quantity
+from ._accelerators import ACCELERATORS, Accelerator, get_accelerator, parse_quantity, ray_accelerator_type
 from ._cluster import Allocation, ClusterState, PoolState
 from ._estimate import (
     MemoryBreakdown,
@@ -64,6 +64,7 @@ __all__ = [
     "parse_quantity",
     "place",
     "pools_from",
+    "ray_accelerator_type",
     "request_for_deployment",
     "request_for_job",
     "serving_gpus_needed",

@@ -9,9 +9,10 @@ with 1/MFU, so these numbers are the estimator's main lever: change them here, o
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, replace
 
-__all__ = ["ACCELERATORS", "Accelerator", "get_accelerator", "parse_quantity"]
+__all__ = ["ACCELERATORS", "Accelerator", "get_accelerator", "parse_quantity", "ray_accelerator_type"]
 
 GIB = 1024**3
 
@@ -146,6 +147,49 @@ def get_accelerator(name: str, memory_bytes: int | None = None) -> Accelerator:
     if memory_bytes is not None:
         found = replace(found, memory_gib=memory_bytes / GIB)
     return found
+
+
+#: Ray's ``accelerator_type`` for each GPU type: the name Ray's NVIDIA detection gives a node with
+#: that card (``ray/_private/accelerators/nvidia_gpu.py`` keeps the model token of the NVML device
+#: name and drops the memory suffix: "NVIDIA A100-SXM4-80GB" -> "A100"), so a request for it
+#: schedules on auto-detected nodes as well as on KubeRay worker pods, which declare the same name
+#: (``accelerator_type:<X>`` in ``rayStartParams``). Memory variants share one Ray name: Corral's
+#: placement (the pool's node selector) is what keeps an 80 GB job off 40 GB cards. Every value is
+#: one of ``ray.util.accelerators`` (which Ray Serve LLM's ``LLMConfig.accelerator_type`` accepts).
+_RAY_TYPES = {
+    "nvidia-a100-40gb": "A100",
+    "nvidia-a100-80gb": "A100",
+    "nvidia-h100-80gb": "H100",
+    "nvidia-h200": "H200",
+    "nvidia-l4": "L4",
+    "nvidia-a10g": "A10G",
+    "nvidia-t4": "T4",
+    "nvidia-v100": "V100",
+    "nvidia-v100-32gb": "V100",
+}
+
+
+def ray_accelerator_type(name: str | None) -> str | None:
+    """Ray's ``accelerator_type`` for Corral's accelerator type ``name`` (``nvidia-a100-80gb`` -> ``A100``).
+
+    Args:
+        name: ``GPUPool.spec.acceleratorType`` / ``resources.acceleratorType`` (aliases such as
+            ``nvidia-tesla-t4`` work too).
+
+    Returns:
+        None for ``cpu`` or no type; the table's name for a known GPU; for another type, the
+        name without its ``nvidia-``/``nvidia-tesla-`` prefix and memory suffix, upper-cased
+        (``nvidia-b200`` -> ``B200``, ``nvidia-rtx-pro-6000`` -> ``RTX-PRO-6000``), which is how
+        Ray names the cards it detects.
+    """
+    if not name or name.lower() == "cpu":
+        return None
+    key = name.lower()
+    key = _ALIASES.get(key, key)
+    if key in _RAY_TYPES:
+        return _RAY_TYPES[key]
+    bare = re.sub(r"-\d+gb$", "", re.sub(r"^nvidia-(tesla-)?", "", key))
+    return bare.upper()
 
 
 _SUFFIX = {

@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from corral.api.v1alpha1.common import LocalObjectReference
 from corral.api.v1alpha1.modeldeployment import ModelDeployment, ModelDeploymentSpec
 from corral.artifacts import parse_uri
+from corral.scheduler import ray_accelerator_type
 from corral.serving._args import AdapterSource, ServeAppArgs
 
 __all__ = [
@@ -195,7 +196,7 @@ def _corral_app(dep: ModelDeployment, resolve: Resolver) -> dict[str, Any]:
         {
             "num_cpus": cpus,
             "memory": _memory_bytes(spec),
-            "accelerator_type": spec.resources.accelerator_type,
+            "accelerator_type": ray_accelerator_type(spec.resources.accelerator_type),
         }
     )
     return {
@@ -272,7 +273,7 @@ def _vllm_app(dep: ModelDeployment, resolve: Resolver) -> dict[str, Any]:
             "model_id": spec.served_name or spec.model.name,
             "model_source": _model_source(base.uri),
         },
-        "accelerator_type": spec.resources.accelerator_type,
+        "accelerator_type": ray_accelerator_type(spec.resources.accelerator_type),
         "engine_kwargs": _clean(engine_kwargs),
         "deployment_config": _clean(
             {

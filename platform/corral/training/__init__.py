@@ -40,7 +40,7 @@ from corral.training._loop import (
 )
 from corral.training._output import model_card, save_output
 from corral.training._preflight import preflight, qlora_refusal
-from corral.training._ray import build_trainer, run_name_for
+from corral.training._trainer import build_trainer, run_name_for
 
 __all__ = [
     "BaseModelSource",

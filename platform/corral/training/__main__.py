@@ -76,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import torch
 
     from corral.training._preflight import preflight
-    from corral.training._ray import RAY_TRAIN_ENV, build_trainer
+    from corral.training._trainer import RAY_TRAIN_ENV, build_trainer
 
     for key, value in RAY_TRAIN_ENV.items():
         os.environ.setdefault(key, value)
