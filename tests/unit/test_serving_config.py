@@ -222,3 +222,15 @@ def test_two_deployments_are_two_applications() -> None:
     schema = ray_validate(config)
     assert [a.name for a in schema.applications] == ["a", "c"]
     assert [a.route_prefix for a in schema.applications] == ["/a", "/c"]
+
+
+def test_vllm_llm_config_validates_with_ray_serve_llms_own_class() -> None:
+    """Ray's LLMConfig (its pydantic model imports without vLLM) accepts what serve_config generates."""
+    llm_config = pytest.importorskip("ray.llm._internal.serve.core.configs.llm_config")
+    config = serve_config([_vllm_deployment()], resolve)
+    (llm,) = config["applications"][0]["args"]["llm_configs"]
+    parsed = llm_config.LLMConfig.model_validate(llm)
+    assert parsed.accelerator_type == "A100"
+    assert parsed.lora_config.max_num_adapters_per_replica == 4
+    with pytest.raises(ValueError, match="Unsupported accelerator type"):  # Corral's own name is not Ray's
+        llm_config.LLMConfig.model_validate({**llm, "accelerator_type": "nvidia-a100-80gb"})
