@@ -1,10 +1,12 @@
 """Run the training loop on several spawned processes over gloo (plain torch.distributed, no Ray).
 
 :func:`run_workers` spawns ``world`` processes that each run :func:`_worker`: for every
-strategy asked, a run that stops at a step (checkpointing it) and a run that resumes from
-that checkpoint on a differently initialised model and trains to the end. Checkpoints are
-written like Ray Train writes them: every rank into its own folder, then merged into one.
-Rank 0 writes what the test needs into ``out/<strategy>/``: ``result.json`` (losses, steps,
+:class:`Job` asked, a run from a fresh model (or from a given checkpoint) that stops at a step
+(checkpointing it), then a run that resumes from that checkpoint on a differently initialised
+model and trains to the end (a job without a stop step trains to the end in one run).
+Checkpoints are written like Ray Train writes them: every rank into its own folder
+(``out/<job>/ranks/<rank>/``), then merged into one (``out/<job>/checkpoint_<step>``).
+Rank 0 writes what the test needs into ``out/<job>/``: ``result.json`` (losses, steps,
 consumed units, how the weights were laid out) and ``final.pt`` (the gathered weights).
 """
 
@@ -15,14 +17,31 @@ import os
 import shutil
 import socket
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from corral.training import LoopCallbacks, LoopConfig, build_model, read_checkpoint, run_loop
+from corral.training import LoopCallbacks, LoopConfig, LoopResult, build_model, read_checkpoint, run_loop
 
-__all__ = ["run_workers"]
+__all__ = ["Job", "run_workers"]
+
+
+@dataclass(frozen=True)
+class Job:
+    """What the workers train: ``config`` (its strategy included), from ``resume`` or a fresh model.
+
+    Attributes:
+        config: The loop's configuration.
+        stop: Stop (and checkpoint) at this step, then resume from that checkpoint to the end;
+            ``None``: train to the end in one run.
+        resume: A merged checkpoint folder to start from (written by any number of workers).
+    """
+
+    config: LoopConfig
+    stop: int | None = None
+    resume: Path | None = None
 
 
 class _DistCallbacks(LoopCallbacks):
@@ -73,10 +92,8 @@ def _worker(  # noqa: PLR0917 - torch.multiprocessing passes the arguments by po
     port: int,
     base: str,
     units: Any,
-    config_json: str,
+    jobs: dict[str, Job],
     out: str,
-    strategies: list[str],
-    stop: int,
 ) -> None:
     import torch.distributed as dist
 
@@ -92,27 +109,30 @@ def _worker(  # noqa: PLR0917 - torch.multiprocessing passes the arguments by po
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     train, pad_id = units
     try:
-        for strategy in strategies:
-            cfg = LoopConfig.model_validate_json(config_json)
-            cfg.strategy = strategy  # type: ignore[assignment]
-            root = Path(out) / strategy
+        for label, job in jobs.items():
+            cfg, root = job.config, Path(out) / label
             cb = _DistCallbacks(rank, world, root)
-            first = build_model(base, cfg.method, cfg.lora, seed=0)
-            part = run_loop(first, train, [], cfg, pad_id=pad_id, callbacks=cb, stop_after_step=stop)
+            resume = read_checkpoint(job.resume) if job.resume is not None else None
+            first = build_model(base, cfg.method, cfg.lora, seed=0 if resume is None else 1)
+            runs: list[LoopResult] = [
+                run_loop(first, train, [], cfg, pad_id=pad_id, callbacks=cb, resume=resume, stop_after_step=job.stop)
+            ]
             layout = _layout(first)
-            ckpt = read_checkpoint(root / f"checkpoint_{stop:08d}")
-            second = build_model(base, cfg.method, cfg.lora, seed=1)  # another init: the checkpoint overwrites it
-            rest = run_loop(second, train, [], cfg, pad_id=pad_id, callbacks=cb, resume=ckpt)
+            if job.stop is not None:
+                ckpt = read_checkpoint(root / f"checkpoint_{job.stop:08d}")
+                second = build_model(base, cfg.method, cfg.lora, seed=1)  # another init: the checkpoint overwrites it
+                runs.append(run_loop(second, train, [], cfg, pad_id=pad_id, callbacks=cb, resume=ckpt))
             if rank == 0:
-                assert rest.final_weights is not None
-                torch.save(rest.final_weights, root / "final.pt")
+                final = runs[-1].final_weights
+                assert final is not None
+                torch.save(final, root / "final.pt")
                 result = {
-                    "steps": [part.global_step, rest.global_step],
-                    "total_steps": rest.total_steps,
-                    "losses": part.losses + rest.losses,
-                    "consumed": part.consumed + rest.consumed,
+                    "steps": [run.global_step for run in runs],
+                    "total_steps": runs[-1].total_steps,
+                    "losses": [loss for run in runs for loss in run.losses],
+                    "consumed": [unit for run in runs for unit in run.consumed],
                     "checkpoints": cb.steps,
-                    "part_final_weights": part.final_weights is not None,
+                    "part_final_weights": runs[0].final_weights is not None,
                     "layout": layout,
                 }
                 (root / "result.json").write_text(json.dumps(result), encoding="utf-8")
@@ -132,13 +152,11 @@ def run_workers(
     base: Path,
     *,
     units: tuple[list[Any], int],
-    config: LoopConfig,
+    jobs: dict[str, Job],
     out: Path,
-    strategies: list[str],
-    stop: int,
     timeout_s: float = 600,
 ) -> None:
-    """Spawn ``world`` gloo processes that train ``strategies`` one after the other (see the module doc).
+    """Spawn ``world`` gloo processes that train ``jobs`` one after the other, each into ``out/<its name>/``.
 
     Raises:
         TimeoutError: The workers did not finish within ``timeout_s`` (they are terminated).
@@ -147,7 +165,7 @@ def run_workers(
 
     ctx = mp.start_processes(
         _worker,
-        args=(world, _free_port(), str(base), units, config.model_dump_json(), str(out), strategies, stop),
+        args=(world, _free_port(), str(base), units, jobs, str(out)),
         nprocs=world,
         join=False,
         start_method="spawn",
@@ -158,4 +176,4 @@ def run_workers(
             for process in ctx.processes:
                 if process.is_alive():
                     process.terminate()
-            raise TimeoutError(f"{world} workers training {strategies} did not finish in {timeout_s:.0f} s")
+            raise TimeoutError(f"{world} workers training {sorted(jobs)} did not finish in {timeout_s:.0f} s")

@@ -9,6 +9,12 @@ alone would not see a gradient off by a constant factor, but which steps get cli
 so does a gradient norm taken over one shard instead of the whole model. The DeepSpeed workers
 start with an empty ``TORCH_EXTENSIONS_DIR`` (as on a fresh CI machine) that must stay empty:
 training on CPU JIT-builds nothing.
+
+``fsdp`` also trains a full fine-tune (optimizer state for every weight, each rank writing its
+shard with torch.distributed.checkpoint) and then changes the number of workers: 1 worker
+resumes the 2 workers' step-3 checkpoint and stops at step 5; 2 workers resume that one, and a
+copy of it in the older format (the full state in ``optimizer.pt``), to the end. Every chain
+must still equal the uninterrupted single process.
 """
 
 from __future__ import annotations
@@ -26,13 +32,15 @@ from corral.data import get_template
 from corral.models import tiny
 from corral.training import CheckpointData, LoopConfig, LoopResult, build_model, read_checkpoint, run_loop
 from corral.training._data import Unit, load_conversations, prepare_units
-from corral.training._loop import trainable_state_dict
-from corral.training._strategies import check_resumable, output_model, transformer_blocks
-from tests.support.parallel_loop import run_workers
+from corral.training._loop import Method, trainable_state_dict
+from corral.training._strategies import StrategyName, check_resumable, output_model, transformer_blocks
+from tests.support.parallel_loop import Job, run_workers
 
 torch.set_num_threads(1)
 FACTS = Path(__file__).resolve().parents[1] / "fixtures/data/train/facts8.jsonl"
 STOP = 3
+RESHARD_STOP = 5  # where the 1-worker run that resumed the 2 workers' checkpoint stops
+GLOBAL_BATCH = 4
 
 
 @pytest.fixture(scope="module")
@@ -56,11 +64,11 @@ def train(tok: Any) -> list[Unit]:
     return list(data.train)
 
 
-def _config() -> LoopConfig:
+def _config(method: Method = "lora", strategy: StrategyName = "ddp") -> LoopConfig:
     hp = Hyperparameters(
         epochs=4,
         learning_rate=3e-3,
-        global_batch_size=4,
+        global_batch_size=GLOBAL_BATCH,
         micro_batch_size=1,  # 2 workers: 2 accumulated micro-batches each; 1 process: 4
         warmup_ratio=0.25,
         lr_scheduler="cosine",
@@ -68,33 +76,97 @@ def _config() -> LoopConfig:
         seed=0,
     )
     return LoopConfig(
-        method="lora",
-        lora=LoRASpec(rank=8, alpha=16, dropout=0.0),
+        method=method,
+        strategy=strategy,
+        lora=LoRASpec(rank=8, alpha=16, dropout=0.0) if method == "lora" else None,
         hyperparameters=hp,
         checkpoint_every_steps=1000,
     )
 
 
-@pytest.fixture(scope="module")
-def reference(base: Path, tok: Any, train: list[Unit]) -> tuple[LoopResult, dict[str, torch.Tensor]]:
-    """One process, no sharding, no interruption."""
-    cfg = _config()
-    model = build_model(base, "lora", cfg.lora, seed=0)
+def _one_process(base: Path, tok: Any, train: list[Unit], method: Method) -> tuple[LoopResult, dict[str, torch.Tensor]]:
+    cfg = _config(method)
+    model = build_model(base, method, cfg.lora, seed=0)
     result = run_loop(model, train, [], cfg, pad_id=tok.pad_token_id)
     return result, trainable_state_dict(model)
 
 
-def _sharded(
-    tmp_path_factory: pytest.TempPathFactory, base: Path, tok: Any, train: list[Unit], names: list[str]
+@pytest.fixture(scope="module")
+def reference(base: Path, tok: Any, train: list[Unit]) -> tuple[LoopResult, dict[str, torch.Tensor]]:
+    """One process, no sharding, no interruption."""
+    return _one_process(base, tok, train, "lora")
+
+
+@pytest.fixture(scope="module")
+def full_reference(base: Path, tok: Any, train: list[Unit]) -> tuple[LoopResult, dict[str, torch.Tensor]]:
+    """The same for a full fine-tune."""
+    return _one_process(base, tok, train, "full")
+
+
+def _workers(
+    tmp_path_factory: pytest.TempPathFactory,
+    world: int,
+    base: Path,
+    tok: Any,
+    train: list[Unit],
+    *,
+    jobs: dict[str, Job],
 ) -> Path:
-    out = tmp_path_factory.mktemp("sharded")
-    run_workers(2, base, units=(train, tok.pad_token_id), config=_config(), out=out, strategies=names, stop=STOP)
+    out = tmp_path_factory.mktemp(f"workers{world}")
+    run_workers(world, base, units=(train, tok.pad_token_id), jobs=jobs, out=out)
     return out
 
 
 @pytest.fixture(scope="module")
-def fsdp_run(tmp_path_factory: pytest.TempPathFactory, base: Path, tok: Any, train: list[Unit]) -> Path:
-    return _sharded(tmp_path_factory, base, tok, train, ["fsdp"]) / "fsdp"
+def fsdp_runs(tmp_path_factory: pytest.TempPathFactory, base: Path, tok: Any, train: list[Unit]) -> Path:
+    """2 workers: ``fsdp/`` (LoRA) and ``fsdp-full/`` (full fine-tune), each stopped at step 3 and resumed."""
+    jobs = {
+        "fsdp": Job(_config("lora", "fsdp"), stop=STOP),
+        "fsdp-full": Job(_config("full", "fsdp"), stop=STOP),
+    }
+    return _workers(tmp_path_factory, 2, base, tok, train, jobs=jobs)
+
+
+@pytest.fixture(scope="module")
+def fsdp_run(fsdp_runs: Path) -> Path:
+    return fsdp_runs / "fsdp"
+
+
+@pytest.fixture(scope="module")
+def fsdp_one_worker(
+    tmp_path_factory: pytest.TempPathFactory, base: Path, tok: Any, train: list[Unit], fsdp_runs: Path
+) -> Path:
+    """1 worker resumes the 2 workers' full fine-tune at step 3, stops at step 5 and resumes that to the end."""
+    resume = fsdp_runs / "fsdp-full" / f"checkpoint_{STOP:08d}"
+    jobs = {"full": Job(_config("full", "fsdp"), stop=RESHARD_STOP, resume=resume)}
+    return _workers(tmp_path_factory, 1, base, tok, train, jobs=jobs) / "full"
+
+
+def _as_older_checkpoint(ckpt: Path, dest: Path) -> dict[str, Any]:
+    """``ckpt`` as Corral wrote fsdp checkpoints before: the full optimizer state in ``optimizer.pt``, no ``fsdp/``."""
+    from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+
+    shutil.copytree(ckpt, dest, ignore=shutil.ignore_patterns("fsdp"))
+    dcp_to_torch_save(ckpt / "fsdp", dest / "dcp.pt")
+    full: dict[str, Any] = torch.load(dest / "dcp.pt", weights_only=True)["optimizer"]
+    (dest / "dcp.pt").unlink()
+    torch.save(full, dest / "optimizer.pt")
+    return full
+
+
+@pytest.fixture(scope="module")
+def fsdp_two_again(
+    tmp_path_factory: pytest.TempPathFactory, base: Path, tok: Any, train: list[Unit], fsdp_one_worker: Path
+) -> Path:
+    """2 workers resume the 1 worker's step-5 checkpoint to the end: ``sharded/`` as written, ``older/`` converted."""
+    ckpt = fsdp_one_worker / f"checkpoint_{RESHARD_STOP:08d}"
+    older = tmp_path_factory.mktemp("older") / ckpt.name
+    _as_older_checkpoint(ckpt, older)
+    jobs = {
+        "sharded": Job(_config("full", "fsdp"), resume=ckpt),
+        "older": Job(_config("full", "fsdp"), resume=older),
+    }
+    return _workers(tmp_path_factory, 2, base, tok, train, jobs=jobs)
 
 
 @pytest.fixture(scope="module")
@@ -110,19 +182,28 @@ def deepspeed_runs(
     pytest.importorskip("deepspeed", reason="deepspeed is not installed (pip install deepspeed)")
     with pytest.MonkeyPatch.context() as env:
         env.setenv("TORCH_EXTENSIONS_DIR", str(torch_extensions))  # the spawned workers inherit it
-        return _sharded(tmp_path_factory, base, tok, train, ["deepspeed-zero2", "deepspeed-zero3"])
+        names: list[StrategyName] = ["deepspeed-zero2", "deepspeed-zero3"]
+        jobs = {name: Job(_config("lora", name), stop=STOP) for name in names}
+        return _workers(tmp_path_factory, 2, base, tok, train, jobs=jobs)
 
 
-def _check_like_one_process(run: Path, reference: tuple[LoopResult, dict[str, torch.Tensor]]) -> dict[str, Any]:
+def _check_like_one_process(
+    run: Path,
+    reference: tuple[LoopResult, dict[str, torch.Tensor]],
+    *,
+    steps: tuple[int, ...] = (STOP, 8),
+    start: int = 0,
+) -> dict[str, Any]:
+    """The runs of ``run`` (from step ``start``, stopping at ``steps``) trained what one uninterrupted process did."""
     ref, ref_weights = reference
     got = json.loads((run / "result.json").read_text(encoding="utf-8"))
-    assert got["steps"] == [STOP, ref.total_steps] and got["total_steps"] == ref.total_steps == 8
-    assert got["checkpoints"] == [STOP, ref.total_steps]  # the stop, then the resumed run's end
-    assert not got["part_final_weights"]  # the stopped run did not finish: nothing gathered for output
+    assert got["steps"] == list(steps) and got["total_steps"] == ref.total_steps == 8
+    assert got["checkpoints"] == list(steps)  # the stop, then the resumed run's end
+    assert got["part_final_weights"] == (len(steps) == 1)  # a stopped run did not finish: nothing gathered for output
     # Neither repeated nor skipped, and the same arithmetic as one process.
-    assert got["consumed"] == ref.consumed
-    assert got["losses"] == pytest.approx(ref.losses, rel=2e-4)
-    assert sum(got["losses"][-2:]) < sum(got["losses"][:2])
+    assert got["consumed"] == ref.consumed[start * GLOBAL_BATCH :]
+    assert got["losses"] == pytest.approx(ref.losses[start:], rel=2e-4)
+    assert sum(ref.losses[-2:]) < sum(ref.losses[:2])
     weights = torch.load(run / "final.pt", weights_only=True)
     assert set(weights) == set(ref_weights)
     for key, value in ref_weights.items():
@@ -142,8 +223,74 @@ def test_fsdp_shards_and_trains_like_one_process(fsdp_run: Path, reference: Any)
     assert layout["local_numel"] * 2 == layout["full_numel"]  # each rank holds half of the adapter
     ckpt = read_checkpoint(fsdp_run / f"checkpoint_{STOP:08d}")
     assert ckpt.state["strategy"] == "fsdp" and ckpt.step == STOP
-    # The full optimizer state, keyed by parameter name (resumable by any number of workers).
-    assert set(ckpt.optimizer["state"]) == set(reference[1])
+    # The optimizer state stays sharded on disk (fsdp/), not gathered into optimizer.pt.
+    assert ckpt.optimizer == {} and ckpt.engine_dir is not None
+    assert sorted(p.name for p in ckpt.engine_dir.iterdir()) == [".metadata", "__0_0.distcp", "__1_0.distcp"]
+    assert set(ckpt.model) == set(reference[1])
+
+
+def _names(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+def test_fsdp_full_finetune_writes_the_optimizer_state_per_rank(
+    fsdp_runs: Path, full_reference: Any, tmp_path: Path
+) -> None:
+    run = fsdp_runs / "fsdp-full"
+    got = _check_like_one_process(run, full_reference)
+    assert got["layout"]["local_numel"] * 2 == got["layout"]["full_numel"]  # each rank holds half of the model
+    name = f"checkpoint_{STOP:08d}"
+    # Each rank wrote its own shard into its own folder; rank 0 added the metadata. Merged, they are one checkpoint.
+    assert _names(run / "ranks/0" / name / "fsdp") == [".metadata", "__0_0.distcp"]
+    assert _names(run / "ranks/1" / name / "fsdp") == ["__1_0.distcp"]
+    assert _names(run / name / "fsdp") == [".metadata", "__0_0.distcp", "__1_0.distcp"]
+    assert not list(run.rglob("optimizer.pt"))  # no single file with the whole state, on any rank
+    # Adam's two fp32 moments of every weight, about half on each rank.
+    state_bytes = 2 * 4 * got["layout"]["full_numel"]
+    for rank in (0, 1):
+        size = (run / name / "fsdp" / f"__{rank}_0.distcp").stat().st_size
+        assert 0.45 * state_bytes < size < 0.6 * state_bytes, (rank, size, state_bytes)
+    # The shards hold the state of every weight of the model.
+    ckpt = read_checkpoint(run / name)
+    assert ckpt.optimizer == {} and ckpt.engine_dir is not None
+    full = _as_older_checkpoint(run / name, tmp_path / "full")
+    weights = full_reference[1]
+    assert set(full["state"]) == set(weights)
+    for key, value in weights.items():
+        assert full["state"][key]["exp_avg"].shape == value.shape
+        assert int(full["state"][key]["step"]) == STOP
+
+
+def test_fsdp_resumes_on_fewer_workers(fsdp_one_worker: Path, full_reference: Any) -> None:
+    # 2 workers' checkpoint at step 3 -> 1 worker to step 5 (its own checkpoint) -> 1 worker to the end.
+    _check_like_one_process(fsdp_one_worker, full_reference, steps=(RESHARD_STOP, 8), start=STOP)
+    ckpt = fsdp_one_worker / f"checkpoint_{RESHARD_STOP:08d}"
+    assert _names(ckpt / "fsdp") == [".metadata", "__0_0.distcp"]
+    assert read_checkpoint(ckpt).state["world_size"] == 1
+
+
+def test_fsdp_resumes_on_more_workers(fsdp_two_again: Path, full_reference: Any) -> None:
+    # 1 worker's checkpoint at step 5 -> 2 workers to the end.
+    _check_like_one_process(fsdp_two_again / "sharded", full_reference, steps=(8,), start=RESHARD_STOP)
+
+
+def test_an_fsdp_checkpoint_of_the_older_format_resumes(fsdp_two_again: Path, full_reference: Any) -> None:
+    # optimizer.pt with the full state (as written before fsdp/ existed): every rank reads it, keeps its shard.
+    _check_like_one_process(fsdp_two_again / "older", full_reference, steps=(8,), start=RESHARD_STOP)
+
+
+def test_an_incomplete_fsdp_checkpoint_is_not_resumed(fsdp_runs: Path, tmp_path: Path) -> None:
+    ckpt_dir = tmp_path / "ckpt"
+    shutil.copytree(fsdp_runs / "fsdp-full" / f"checkpoint_{STOP:08d}", ckpt_dir)
+    (ckpt_dir / "fsdp/__1_0.distcp").unlink()  # rank 1's upload never arrived
+    with pytest.raises(FileNotFoundError, match=r"lacks __1_0\.distcp of the 2 optimizer state files"):
+        read_checkpoint(ckpt_dir)
+    (ckpt_dir / "fsdp/.metadata").unlink()  # nor rank 0's
+    with pytest.raises(FileNotFoundError, match=r"has no \.metadata"):
+        read_checkpoint(ckpt_dir)
+    shutil.rmtree(ckpt_dir / "fsdp")  # neither the sharded state nor an older optimizer.pt
+    with pytest.raises(FileNotFoundError, match=r"optimizer\.pt"):
+        read_checkpoint(ckpt_dir)
 
 
 def test_fsdp_adapter_saves_and_loads_back_with_peft(fsdp_run: Path, base: Path, tmp_path: Path) -> None:
@@ -200,6 +347,9 @@ def test_a_checkpoint_of_another_strategy_or_world_is_refused(base: Path, tok: A
     with pytest.raises(ValueError, match="written with strategy ddp and this run uses fsdp"):
         check_resumable(ddp, "fsdp", 2)
     check_resumable(ddp, "ddp", 2)  # ddp and fsdp checkpoints resume with any number of workers
+    check_resumable(
+        CheckpointData(model={}, optimizer={}, scheduler={}, state={**state, "strategy": "fsdp"}), "fsdp", 2
+    )
     zero = CheckpointData(model={}, optimizer={}, scheduler={}, state={**state, "strategy": "deepspeed-zero3"})
     with pytest.raises(ValueError, match="optimizer partitions of 4 workers; this run has 2"):
         check_resumable(zero, "deepspeed-zero3", 2)

@@ -49,6 +49,7 @@ from corral.api.v1alpha1.finetunejob import Hyperparameters, LoRASpec
 from corral.data import IGNORE_INDEX
 from corral.training._data import Unit, collate_units
 from corral.training._events import ProgressEvent
+from corral.training._fsdp import FSDP_DIR, check_complete
 from corral.training._strategies import (
     DEEPSPEED_DIR,
     OPTIMIZER_FILE,
@@ -111,9 +112,10 @@ class CheckpointData:
     """A checkpoint read back into memory (see :func:`read_checkpoint`).
 
     ``model`` holds the full trainable weights whatever the strategy; ``optimizer`` the
-    optimizer state of ``ddp``/``fsdp`` checkpoints (empty for DeepSpeed, whose state is in
-    ``engine_dir``: a local copy of the checkpoint's ``deepspeed/`` folder, removed when this
-    object is garbage-collected).
+    optimizer state of ``ddp`` checkpoints (and of ``fsdp`` checkpoints of older versions).
+    ``fsdp`` and DeepSpeed keep their sharded state in ``engine_dir`` instead: a local copy of
+    the checkpoint's ``fsdp/`` or ``deepspeed/`` folder, removed when this object is
+    garbage-collected.
     """
 
     model: dict[str, torch.Tensor]
@@ -363,9 +365,11 @@ def trainable_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 def read_checkpoint(directory: str | Path) -> CheckpointData:
     """Read a checkpoint written by the loop.
 
-    A DeepSpeed checkpoint's ``deepspeed/`` folder (one optimizer partition per worker) is
-    checked to be complete and copied to a local temporary folder (``engine_dir``), so that
-    ``directory`` may be a download that is removed afterwards.
+    The sharded optimizer state of an ``fsdp`` checkpoint (``fsdp/``: one
+    ``torch.distributed.checkpoint`` file per worker and rank 0's ``.metadata``) or a DeepSpeed
+    one (``deepspeed/``: one optimizer partition per worker) is checked to be complete and
+    copied to a local temporary folder (``engine_dir``), so that ``directory`` may be a download
+    that is removed afterwards.
 
     Raises:
         FileNotFoundError: Not a checkpoint directory, or one with files missing.
@@ -376,9 +380,12 @@ def read_checkpoint(directory: str | Path) -> CheckpointData:
     state = json.loads((d / _STATE_FILE).read_text(encoding="utf-8"))
     engine_dir: Path | None = None
     optimizer: dict[str, Any] = {}
-    if str(state.get("strategy", "ddp")).startswith("deepspeed"):
+    strategy = str(state.get("strategy", "ddp"))
+    if strategy.startswith("deepspeed"):
         engine_dir = _copy_engine_state(d / DEEPSPEED_DIR, int(state["world_size"]))
-    else:
+    elif strategy == "fsdp" and (d / FSDP_DIR).is_dir():
+        engine_dir = _copy_engine_state(d / FSDP_DIR, int(state["world_size"]))
+    else:  # ddp, or an fsdp checkpoint of an older version (the full state)
         optimizer = torch.load(d / OPTIMIZER_FILE, map_location="cpu", weights_only=True)
     data = CheckpointData(
         model=torch.load(d / _MODEL_FILE, map_location="cpu", weights_only=True),
@@ -393,14 +400,17 @@ def read_checkpoint(directory: str | Path) -> CheckpointData:
 
 
 def _copy_engine_state(source: Path, world_size: int) -> Path:
-    """Copy a DeepSpeed checkpoint folder to a temporary one, after checking every rank's partition is there."""
-    parts = sorted(source.glob("*/*zero_pp_rank_*_optim_states.pt"))
-    if len(parts) != world_size:
-        raise FileNotFoundError(
-            f"{source} holds {len(parts)} DeepSpeed optimizer partitions, not the {world_size} of the workers "
-            "that wrote it (an interrupted upload)"
-        )
-    target = Path(tempfile.mkdtemp(prefix="corral-ds-resume-"))
+    """Copy a DeepSpeed or fsdp state folder to a temporary one, after checking every rank's files are there."""
+    if source.name == FSDP_DIR:
+        check_complete(source)
+    else:
+        parts = sorted(source.glob("*/*zero_pp_rank_*_optim_states.pt"))
+        if len(parts) != world_size:
+            raise FileNotFoundError(
+                f"{source} holds {len(parts)} DeepSpeed optimizer partitions, not the {world_size} of the workers "
+                "that wrote it (an interrupted upload)"
+            )
+    target = Path(tempfile.mkdtemp(prefix=f"corral-{source.name}-resume-"))
     shutil.copytree(source, target, dirs_exist_ok=True)
     return target
 

@@ -9,10 +9,12 @@ owns what differs:
   written by rank 0.
 * ``fsdp`` (:class:`FullyShardedStrategy`): FSDP2 (``torch.distributed.fsdp.fully_shard``)
   over every transformer block (the model's ``_no_split_modules``) and the root, on the
-  process group the caller initialised (gloo on CPU, NCCL on GPU). A checkpoint gathers
-  the full trainable weights and the full optimizer state (keyed by parameter name) on
-  rank 0, so it can be resumed by any number of workers; rank 0 holds them in CPU memory
-  while writing (small for LoRA; the whole model's Adam state for full fine-tuning).
+  process group the caller initialised (gloo on CPU, NCCL on GPU). A checkpoint's optimizer
+  state stays sharded: every rank writes its own shard under ``fsdp/`` with
+  ``torch.distributed.checkpoint`` (rank 0 adds the ``.metadata``; see
+  :mod:`corral.training._fsdp`), so no rank ever holds the whole state. DCP reshards on load:
+  the checkpoint resumes with any number of workers. (Older checkpoints with the full state
+  in ``optimizer.pt`` still resume.)
 * ``deepspeed-zero2``/``deepspeed-zero3`` (:class:`DeepSpeedStrategy`): ``deepspeed.initialize``
   with the config :func:`corral.training._deepspeed.zero_config` generates from the
   hyper-parameters (gradient accumulation, clipping, precision live in the engine; the
@@ -23,7 +25,9 @@ owns what differs:
   ``deepspeed/`` (frozen base weights excluded); resuming needs the same number of workers.
 
 Every strategy writes the same ``model.pt`` (the full trainable weights, gathered on rank 0),
-so a checkpoint's weights read the same way whatever trained them.
+so a checkpoint's weights read the same way whatever trained them. The sharded optimizer
+states (``fsdp/``, ``deepspeed/``) rely on every rank's files landing in the same checkpoint
+folder: Ray Train merges the folders its ranks report.
 """
 
 from __future__ import annotations
@@ -38,12 +42,15 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, get_args
 
 import torch
 
+from corral.training._fsdp import FSDP_DIR, load_full, load_sharded, save_sharded
+
 if TYPE_CHECKING:
     from corral.api.v1alpha1.finetunejob import Hyperparameters
     from corral.training._loop import CheckpointData, LoopCallbacks
 
 __all__ = [
     "DEEPSPEED_DIR",
+    "FSDP_DIR",
     "OPTIMIZER_FILE",
     "DeepSpeedStrategy",
     "FullyShardedStrategy",
@@ -59,7 +66,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 StrategyName = Literal["ddp", "fsdp", "deepspeed-zero2", "deepspeed-zero3"]
-#: Optimizer state of ``ddp``/``fsdp`` checkpoints (rank 0 writes it).
+#: Optimizer state of ``ddp`` checkpoints (rank 0 writes it; ``fsdp`` checkpoints of older Corral versions too).
 OPTIMIZER_FILE = "optimizer.pt"
 #: Folder of a DeepSpeed checkpoint inside Corral's checkpoint folder (every rank writes its files).
 DEEPSPEED_DIR = "deepspeed"
@@ -213,20 +220,18 @@ class FullyShardedStrategy(Strategy):
         return {n: _tensor(full[n]) for n in names}
 
     def save_state(self, directory: Path) -> None:
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
-
-        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
-        state = get_optimizer_state_dict(self.module, self.optimizer, options=options)
-        if self.rank == 0:
-            torch.save(state, directory / OPTIMIZER_FILE)
+        save_sharded(self.module, self.optimizer, directory)  # every rank its shard, under fsdp/
 
     def load_state(self, checkpoint: CheckpointData) -> None:
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
-
-        # Every rank read the full state; each keeps its shard of it.
-        set_optimizer_state_dict(
-            self.module, self.optimizer, checkpoint.optimizer, options=StateDictOptions(full_state_dict=True)
-        )
+        if checkpoint.engine_dir is not None:
+            load_sharded(self.module, self.optimizer, checkpoint.engine_dir)
+        elif checkpoint.optimizer:  # an older checkpoint: the full state, which every rank read
+            load_full(self.module, self.optimizer, checkpoint.optimizer)
+        else:
+            raise ValueError(
+                f"the fsdp checkpoint at step {checkpoint.step} has no optimizer state "
+                f"({FSDP_DIR}/, or {OPTIMIZER_FILE} of older versions)"
+            )
 
 
 class DeepSpeedStrategy(Strategy):
@@ -297,6 +302,9 @@ class DeepSpeedStrategy(Strategy):
 
 def check_resumable(checkpoint: CheckpointData, strategy: StrategyName, world_size: int) -> None:
     """Refuse a checkpoint that this run's strategy cannot read.
+
+    ``ddp`` (the whole state) and ``fsdp`` (sharded, resharded on load) checkpoints resume with
+    any number of workers; DeepSpeed's only with the number that wrote them.
 
     Raises:
         ValueError: Written by another strategy, or (DeepSpeed) by another number of workers.
