@@ -137,7 +137,7 @@ def run_plain(job: Any, root: Path) -> dict[str, Any]:
 
 def _tokens_per_step(units: list[Any], job: Any) -> list[int]:
     from corral.training import DataPosition
-    from corral.training._loop import _Plan
+    from corral.training._sampling import _Plan
 
     plan = _Plan(len(units), job.spec.hyperparameters, 1)
     return [sum(len(units[u].input_ids) for u in step) for _, step in plan.steps_from(DataPosition())]

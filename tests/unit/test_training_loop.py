@@ -24,7 +24,8 @@ from corral.training import (
     run_loop,
 )
 from corral.training._data import Unit, collate_units, load_conversations, prepare_units, split_validation
-from corral.training._loop import epoch_order, rank_microbatches, trainable_state_dict
+from corral.training._model import trainable_state_dict
+from corral.training._sampling import epoch_order, rank_microbatches
 
 torch.set_num_threads(1)
 FACTS = Path(__file__).resolve().parents[1] / "fixtures/data/train/facts8.jsonl"

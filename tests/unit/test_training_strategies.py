@@ -32,7 +32,7 @@ from corral.data import get_template
 from corral.models import tiny
 from corral.training import CheckpointData, LoopConfig, LoopResult, build_model, read_checkpoint, run_loop
 from corral.training._data import Unit, load_conversations, prepare_units
-from corral.training._loop import Method, trainable_state_dict
+from corral.training._model import Method, trainable_state_dict
 from corral.training._strategies import StrategyName, check_resumable, output_model, transformer_blocks
 from tests.support.parallel_loop import Job, run_workers
 

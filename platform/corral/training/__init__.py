@@ -14,6 +14,7 @@ Importing this package imports torch; transformers, peft and ray are imported wh
 
 from __future__ import annotations
 
+from corral.training._checkpoint import CheckpointData, read_checkpoint
 from corral.training._deepspeed import deepspeed_config
 from corral.training._events import (
     CheckpointEvent,
@@ -27,19 +28,11 @@ from corral.training._events import (
     summarize,
 )
 from corral.training._job import BaseModelSource, DatasetSource, TrainingJob, load_job
-from corral.training._loop import (
-    CheckpointData,
-    DataPosition,
-    LoopCallbacks,
-    LoopConfig,
-    LoopResult,
-    batch_plan,
-    build_model,
-    read_checkpoint,
-    run_loop,
-)
+from corral.training._loop import LoopCallbacks, LoopConfig, LoopResult, run_loop
+from corral.training._model import build_model
 from corral.training._output import model_card, save_output
 from corral.training._preflight import preflight, qlora_refusal
+from corral.training._sampling import DataPosition, batch_plan
 from corral.training._trainer import build_trainer, run_name_for
 
 __all__ = [

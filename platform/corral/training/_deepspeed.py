@@ -21,7 +21,7 @@ import os
 from typing import Any
 
 from corral.api.v1alpha1.finetunejob import FineTuneJobSpec, Hyperparameters
-from corral.training._loop import batch_plan
+from corral.training._sampling import batch_plan
 
 __all__ = ["deepspeed_config", "use_cpu_training_accelerator", "zero_config"]
 

@@ -5,10 +5,10 @@ What it does, for LoRA, QLoRA and full fine-tuning alike:
 * AdamW on the trainable parameters, a warm-up + ``cosine`` (or ``linear``/``constant``)
   schedule, gradient clipping, optional gradient checkpointing, bf16 autocast where
   asked (``auto`` picks bf16 on CUDA devices that have it, fp32 elsewhere).
-* A deterministic sampler with an explicit data position: epoch ``e`` visits the units
-  (examples, or packed sequences) in ``randperm(n, seed + e)`` order; optimizer step ``s``
-  of the epoch takes units ``[s * G, (s + 1) * G)`` of that order, where the global batch
-  ``G = micro x workers x accumulation``. Worker ``r`` takes micro-batch ``k`` of the step
+* A deterministic sampler with an explicit data position (:mod:`corral.training._sampling`):
+  epoch ``e`` visits the units (examples, or packed sequences) in ``randperm(n, seed + e)``
+  order; optimizer step ``s`` of the epoch takes units ``[s * G, (s + 1) * G)`` of that
+  order, where the global batch ``G = micro x workers x accumulation``. Worker ``r`` takes micro-batch ``k`` of the step
   as units ``[(k * W + r) * micro, ...)``. A checkpoint records ``(epoch, index)``, so a
   resumed run continues with exactly the next unit: nothing repeated, nothing skipped.
   The tail of an epoch shorter than ``G`` is not trained on (``drop_last``).
@@ -18,6 +18,8 @@ What it does, for LoRA, QLoRA and full fine-tuning alike:
   gradient averaging.
 * Dropout is reseeded per (step, rank), so a resumed run draws the same masks.
 * Evaluation on the validation units every ``eval_every_steps`` (or at each epoch end).
+* Checkpoints in the layout :mod:`corral.training._checkpoint` reads back; the model itself
+  comes from :mod:`corral.training._model`.
 
 The caller supplies a :class:`LoopCallbacks` (collectives, progress, checkpoint
 persistence); the Ray layer implements it with ``ray.train``. How the model is distributed
@@ -31,15 +33,12 @@ import contextlib
 import json
 import logging
 import math
-import shutil
-import tempfile
 import time
-import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F  # noqa: N812 - the usual name
@@ -47,39 +46,16 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from corral.api.v1alpha1.finetunejob import Hyperparameters, LoRASpec
 from corral.data import IGNORE_INDEX
+from corral.training._checkpoint import MODEL_FILE, SCHEDULER_FILE, STATE_FILE, CheckpointData
 from corral.training._data import Unit, collate_units
 from corral.training._events import ProgressEvent
-from corral.training._fsdp import FSDP_DIR, check_complete
-from corral.training._strategies import (
-    DEEPSPEED_DIR,
-    OPTIMIZER_FILE,
-    StrategyName,
-    check_resumable,
-    setup_strategy,
-)
+from corral.training._model import Method, autocast_dtype, trainable_state_dict
+from corral.training._sampling import DataPosition, _Plan, rank_microbatches
+from corral.training._strategies import StrategyName, check_resumable, setup_strategy
 
-__all__ = [
-    "CheckpointData",
-    "DataPosition",
-    "LoopCallbacks",
-    "LoopConfig",
-    "LoopResult",
-    "autocast_dtype",
-    "batch_plan",
-    "build_model",
-    "epoch_order",
-    "read_checkpoint",
-    "rank_microbatches",
-    "run_loop",
-    "steps_per_epoch",
-]
+__all__ = ["LoopCallbacks", "LoopConfig", "LoopResult", "run_loop"]
 
 logger = logging.getLogger(__name__)
-
-Method = Literal["lora", "qlora", "full"]
-_STATE_FILE = "trainer_state.json"
-_MODEL_FILE = "model.pt"
-_SCHED_FILE = "scheduler.pt"
 
 
 class LoopConfig(BaseModel):
@@ -97,42 +73,6 @@ class LoopConfig(BaseModel):
     gpus_total: int = Field(default=0, ge=0, description="GPUs of the whole run (for GPU-seconds).")
     price_per_gpu_hour: Decimal = Field(default=Decimal(0), ge=0, description="USD per GPU-hour.")
     progress_every_steps: int = Field(default=1, ge=1, description="Emit a progress event every N steps.")
-
-
-@dataclass(frozen=True)
-class DataPosition:
-    """Where the sampler is: ``index`` units of epoch ``epoch`` (0-based) were consumed."""
-
-    epoch: int = 0
-    index: int = 0
-
-
-@dataclass
-class CheckpointData:
-    """A checkpoint read back into memory (see :func:`read_checkpoint`).
-
-    ``model`` holds the full trainable weights whatever the strategy; ``optimizer`` the
-    optimizer state of ``ddp`` checkpoints (and of ``fsdp`` checkpoints of older versions).
-    ``fsdp`` and DeepSpeed keep their sharded state in ``engine_dir`` instead: a local copy of
-    the checkpoint's ``fsdp/`` or ``deepspeed/`` folder, removed when this object is
-    garbage-collected.
-    """
-
-    model: dict[str, torch.Tensor]
-    optimizer: dict[str, Any]
-    scheduler: dict[str, Any]
-    state: dict[str, Any]
-    engine_dir: Path | None = None
-
-    @property
-    def step(self) -> int:
-        """Optimizer step of the checkpoint."""
-        return int(self.state["global_step"])
-
-    @property
-    def position(self) -> DataPosition:
-        """Data position of the checkpoint."""
-        return DataPosition(int(self.state["epoch"]), int(self.state["index"]))
 
 
 @dataclass
@@ -182,239 +122,6 @@ class LoopCallbacks:
         """
 
 
-def batch_plan(global_batch_size: int, micro_batch_size: int, world_size: int) -> int:
-    """Return the gradient accumulation steps for a global batch.
-
-    Raises:
-        ValueError: The global batch is not micro x workers x accumulation; the message
-            names the numbers.
-    """
-    per_pass = micro_batch_size * world_size
-    if global_batch_size % per_pass:
-        raise ValueError(
-            f"globalBatchSize must be a multiple of microBatchSize x workers (globalBatchSize={global_batch_size}, "
-            f"microBatchSize={micro_batch_size}, workers={world_size}, microBatchSize x workers={per_pass})"
-        )
-    return global_batch_size // per_pass
-
-
-def steps_per_epoch(units: int, global_batch_size: int) -> int:
-    """Optimizer steps per epoch (``drop_last``).
-
-    Raises:
-        ValueError: Fewer units than one global batch.
-    """
-    if units < global_batch_size:
-        raise ValueError(
-            f"globalBatchSize={global_batch_size} is larger than the {units} training sequences; "
-            "lower globalBatchSize or add data"
-        )
-    return units // global_batch_size
-
-
-def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
-    """The order in which epoch ``epoch`` visits ``n`` units (seeded, the same on every worker)."""
-    gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    return [int(i) for i in torch.randperm(n, generator=gen)]
-
-
-def rank_microbatches(step_units: Sequence[int], rank: int, world_size: int, micro: int) -> list[list[int]]:
-    """Split one global step's units into this rank's micro-batches.
-
-    Args:
-        step_units: The ``G`` units of the step, in sampler order.
-        rank: This worker.
-        world_size: Workers.
-        micro: Micro-batch size.
-
-    Returns:
-        ``accumulation`` lists of ``micro`` unit indices.
-    """
-    accum = len(step_units) // (micro * world_size)
-    out = []
-    for k in range(accum):
-        start = (k * world_size + rank) * micro
-        out.append(list(step_units[start : start + micro]))
-    return out
-
-
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for ``precision`` on ``device`` (``None``: fp32, no autocast).
-
-    Raises:
-        ValueError: fp16 without CUDA (it needs a gradient scaler on a GPU).
-    """
-    if precision == "fp32":
-        return None
-    if precision == "auto":
-        if device.type == "cuda" and torch.cuda.is_bf16_supported():
-            return torch.bfloat16
-        return None
-    if precision == "bf16":
-        return torch.bfloat16
-    if device.type != "cuda":
-        raise ValueError(f"precision fp16 needs a CUDA device (device={device.type}); use bf16 or fp32")
-    return torch.float16
-
-
-def _target_modules(lora: LoRASpec) -> str | list[str]:
-    names = list(lora.target_modules)
-    if "all-linear" in names:
-        if len(names) > 1:
-            raise ValueError(f"targetModules: all-linear cannot be combined with other names (got {names})")
-        return "all-linear"
-    return names
-
-
-def _enable_checkpointing(model: Any) -> None:
-    """Activation (gradient) checkpointing, non-reentrant (works with frozen inputs under LoRA)."""
-    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-
-
-def build_model(
-    model_path: str | Path,
-    method: Method,
-    lora: LoRASpec | None,
-    *,
-    seed: int = 42,
-    gradient_checkpointing: bool = False,
-    device: torch.device | None = None,
-) -> torch.nn.Module:
-    """Load the base model and make it trainable by ``method``.
-
-    Args:
-        model_path: Directory with config, weights (and tokenizer).
-        method: ``lora`` (PEFT adapter on a frozen base), ``qlora`` (the same on a 4-bit
-            base: CUDA and bitsandbytes) or ``full`` (every weight trains).
-        lora: LoRA shape (``None`` for full).
-        seed: Seeds the adapter initialisation.
-        gradient_checkpointing: Recompute activations in the backward pass.
-        device: Where to put the model (default CPU).
-
-    Returns:
-        The model (a ``PeftModel`` for lora/qlora) in training mode.
-
-    Raises:
-        ValueError: qlora without CUDA or bitsandbytes; LoRA shape missing.
-    """
-    from transformers import AutoModelForCausalLM
-
-    device = device or torch.device("cpu")
-    kwargs: dict[str, Any] = {"dtype": torch.float32}
-    if method == "qlora":
-        from corral.training._preflight import qlora_refusal
-
-        reason = qlora_refusal(cuda_available=device.type == "cuda")
-        if reason:
-            raise ValueError(reason)
-        from transformers import BitsAndBytesConfig
-
-        kwargs = {
-            "quantization_config": BitsAndBytesConfig(  # type: ignore[no-untyped-call]
-                load_in_4bit=True,
-                bnb_4bit_quant_type="nf4",
-                bnb_4bit_use_double_quant=True,
-                bnb_4bit_compute_dtype=torch.bfloat16,
-            ),
-            "device_map": {"": device},
-            "dtype": torch.bfloat16,
-        }
-    model: Any = AutoModelForCausalLM.from_pretrained(str(model_path), **kwargs)
-    model.config.use_cache = False
-    if method != "qlora":
-        model.to(device)
-    if method == "full":
-        if gradient_checkpointing:
-            _enable_checkpointing(model)
-        model.train()
-        return model  # type: ignore[no-any-return]
-    if lora is None:
-        raise ValueError(f"method {method} needs a LoRA shape")
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
-
-    if method == "qlora":
-        model = prepare_model_for_kbit_training(  # type: ignore[no-untyped-call]
-            model, use_gradient_checkpointing=gradient_checkpointing
-        )
-    elif gradient_checkpointing:
-        _enable_checkpointing(model)
-        model.enable_input_require_grads()
-    config = LoraConfig(
-        r=lora.rank,
-        lora_alpha=lora.effective_alpha,
-        lora_dropout=lora.dropout,
-        target_modules=_target_modules(lora),
-        task_type="CAUSAL_LM",
-    )
-    torch.manual_seed(seed)
-    peft_model: torch.nn.Module = get_peft_model(model, config)
-    peft_model.train()
-    return peft_model
-
-
-def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    inner = getattr(model, "module", None)
-    return inner if isinstance(inner, torch.nn.Module) else model
-
-
-def trainable_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The trainable parameters of ``model`` (all of them for full fine-tuning), on CPU."""
-    return {n: p.detach().cpu().clone() for n, p in _unwrap(model).named_parameters() if p.requires_grad}
-
-
-def read_checkpoint(directory: str | Path) -> CheckpointData:
-    """Read a checkpoint written by the loop.
-
-    The sharded optimizer state of an ``fsdp`` checkpoint (``fsdp/``: one
-    ``torch.distributed.checkpoint`` file per worker and rank 0's ``.metadata``) or a DeepSpeed
-    one (``deepspeed/``: one optimizer partition per worker) is checked to be complete and
-    copied to a local temporary folder (``engine_dir``), so that ``directory`` may be a download
-    that is removed afterwards.
-
-    Raises:
-        FileNotFoundError: Not a checkpoint directory, or one with files missing.
-    """
-    d = Path(directory)
-    if not (d / _STATE_FILE).is_file():
-        raise FileNotFoundError(f"{d} is not a Corral training checkpoint (no {_STATE_FILE})")
-    state = json.loads((d / _STATE_FILE).read_text(encoding="utf-8"))
-    engine_dir: Path | None = None
-    optimizer: dict[str, Any] = {}
-    strategy = str(state.get("strategy", "ddp"))
-    if strategy.startswith("deepspeed"):
-        engine_dir = _copy_engine_state(d / DEEPSPEED_DIR, int(state["world_size"]))
-    elif strategy == "fsdp" and (d / FSDP_DIR).is_dir():
-        engine_dir = _copy_engine_state(d / FSDP_DIR, int(state["world_size"]))
-    else:  # ddp, or an fsdp checkpoint of an older version (the full state)
-        optimizer = torch.load(d / OPTIMIZER_FILE, map_location="cpu", weights_only=True)
-    data = CheckpointData(
-        model=torch.load(d / _MODEL_FILE, map_location="cpu", weights_only=True),
-        optimizer=optimizer,
-        scheduler=torch.load(d / _SCHED_FILE, map_location="cpu", weights_only=True),
-        state=state,
-        engine_dir=engine_dir,
-    )
-    if engine_dir is not None:
-        weakref.finalize(data, shutil.rmtree, engine_dir, True)
-    return data
-
-
-def _copy_engine_state(source: Path, world_size: int) -> Path:
-    """Copy a DeepSpeed or fsdp state folder to a temporary one, after checking every rank's files are there."""
-    if source.name == FSDP_DIR:
-        check_complete(source)
-    else:
-        parts = sorted(source.glob("*/*zero_pp_rank_*_optim_states.pt"))
-        if len(parts) != world_size:
-            raise FileNotFoundError(
-                f"{source} holds {len(parts)} DeepSpeed optimizer partitions, not the {world_size} of the workers "
-                "that wrote it (an interrupted upload)"
-            )
-    target = Path(tempfile.mkdtemp(prefix=f"corral-{source.name}-resume-"))
-    shutil.copytree(source, target, dirs_exist_ok=True)
-    return target
-
-
 def _make_scheduler(optimizer: torch.optim.Optimizer, hp: Hyperparameters, total_steps: int) -> Any:
     from transformers import get_scheduler
 
@@ -441,35 +148,6 @@ def _loss_sum(model: torch.nn.Module, batch: dict[str, torch.Tensor], dtype: tor
 
 def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
     return {k: v.to(device) for k, v in batch.items()}
-
-
-class _Plan:
-    """The deterministic schedule of units over steps (the same on every worker)."""
-
-    def __init__(self, n_units: int, hp: Hyperparameters, world_size: int) -> None:
-        self.accum = batch_plan(hp.global_batch_size, hp.micro_batch_size, world_size)
-        self.per_epoch = steps_per_epoch(n_units, hp.global_batch_size)
-        self.total_steps = self.per_epoch * hp.epochs
-        self.n_units = n_units
-        self.hp = hp
-        self._orders: dict[int, list[int]] = {}
-
-    def order(self, epoch: int) -> list[int]:
-        if epoch not in self._orders:
-            self._orders = {epoch: epoch_order(self.n_units, self.hp.seed, epoch)}
-        return self._orders[epoch]
-
-    def steps_from(self, position: DataPosition) -> Iterator[tuple[DataPosition, list[int]]]:
-        g = self.hp.global_batch_size
-        epoch, index = position.epoch, position.index
-        if index >= self.per_epoch * g:
-            epoch, index = epoch + 1, 0
-        while epoch < self.hp.epochs:
-            order = self.order(epoch)
-            while index < self.per_epoch * g:
-                yield DataPosition(epoch, index), order[index : index + g]
-                index += g
-            epoch, index = epoch + 1, 0
 
 
 def _evaluate(
@@ -589,8 +267,8 @@ def run_loop(
         if cb.rank != 0:
             return
         assert weights is not None  # rank 0 gathers
-        torch.save(weights, directory / _MODEL_FILE)
-        torch.save(scheduler.state_dict(), directory / _SCHED_FILE)
+        torch.save(weights, directory / MODEL_FILE)
+        torch.save(scheduler.state_dict(), directory / SCHEDULER_FILE)
         state = {
             "global_step": step,
             "total_steps": plan.total_steps,
@@ -602,7 +280,7 @@ def run_loop(
             "global_batch_size": hp.global_batch_size,
             "strategy": par.name,
         }
-        (directory / _STATE_FILE).write_text(json.dumps(state, indent=2), encoding="utf-8")
+        (directory / STATE_FILE).write_text(json.dumps(state, indent=2), encoding="utf-8")
 
     def metrics(loss: float | None) -> dict[str, Any]:
         return {

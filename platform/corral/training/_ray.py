@@ -22,18 +22,13 @@ from typing import Any
 import torch
 
 from corral.artifacts import ArtifactSettings, open_store, parse_uri
+from corral.training._checkpoint import CheckpointData, read_checkpoint
 from corral.training._data import PreparedData, load_conversations, prepare_units, split_validation
 from corral.training._events import CheckpointEvent, EventWriter, ProgressEvent, StartedEvent
 from corral.training._job import BaseModelSource, TrainingJob
-from corral.training._loop import (
-    CheckpointData,
-    LoopCallbacks,
-    LoopConfig,
-    LoopResult,
-    build_model,
-    read_checkpoint,
-    steps_per_epoch,
-)
+from corral.training._loop import LoopCallbacks, LoopConfig, LoopResult
+from corral.training._model import build_model
+from corral.training._sampling import steps_per_epoch
 
 __all__ = [
     "loop_config",

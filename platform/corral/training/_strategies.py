@@ -46,7 +46,8 @@ from corral.training._fsdp import FSDP_DIR, load_full, load_sharded, save_sharde
 
 if TYPE_CHECKING:
     from corral.api.v1alpha1.finetunejob import Hyperparameters
-    from corral.training._loop import CheckpointData, LoopCallbacks
+    from corral.training._checkpoint import CheckpointData
+    from corral.training._loop import LoopCallbacks
 
 __all__ = [
     "DEEPSPEED_DIR",
@@ -146,7 +147,7 @@ class Replicated(Strategy):
     def gather_weights(self) -> dict[str, torch.Tensor] | None:
         if self.rank != 0:
             return None
-        from corral.training._loop import trainable_state_dict
+        from corral.training._model import trainable_state_dict
 
         return trainable_state_dict(self.module)
 

@@ -1,0 +1,138 @@
+"""The model to train: the base loaded and made trainable by method (LoRA, QLoRA, full), and precision."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from corral.api.v1alpha1.finetunejob import LoRASpec
+
+__all__ = ["Method", "autocast_dtype", "build_model", "trainable_state_dict"]
+
+Method = Literal["lora", "qlora", "full"]
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``precision`` on ``device`` (``None``: fp32, no autocast).
+
+    Raises:
+        ValueError: fp16 without CUDA (it needs a gradient scaler on a GPU).
+    """
+    if precision == "fp32":
+        return None
+    if precision == "auto":
+        if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    if device.type != "cuda":
+        raise ValueError(f"precision fp16 needs a CUDA device (device={device.type}); use bf16 or fp32")
+    return torch.float16
+
+
+def _target_modules(lora: LoRASpec) -> str | list[str]:
+    names = list(lora.target_modules)
+    if "all-linear" in names:
+        if len(names) > 1:
+            raise ValueError(f"targetModules: all-linear cannot be combined with other names (got {names})")
+        return "all-linear"
+    return names
+
+
+def _enable_checkpointing(model: Any) -> None:
+    """Activation (gradient) checkpointing, non-reentrant (works with frozen inputs under LoRA)."""
+    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+
+
+def build_model(
+    model_path: str | Path,
+    method: Method,
+    lora: LoRASpec | None,
+    *,
+    seed: int = 42,
+    gradient_checkpointing: bool = False,
+    device: torch.device | None = None,
+) -> torch.nn.Module:
+    """Load the base model and make it trainable by ``method``.
+
+    Args:
+        model_path: Directory with config, weights (and tokenizer).
+        method: ``lora`` (PEFT adapter on a frozen base), ``qlora`` (the same on a 4-bit
+            base: CUDA and bitsandbytes) or ``full`` (every weight trains).
+        lora: LoRA shape (``None`` for full).
+        seed: Seeds the adapter initialisation.
+        gradient_checkpointing: Recompute activations in the backward pass.
+        device: Where to put the model (default CPU).
+
+    Returns:
+        The model (a ``PeftModel`` for lora/qlora) in training mode.
+
+    Raises:
+        ValueError: qlora without CUDA or bitsandbytes; LoRA shape missing.
+    """
+    from transformers import AutoModelForCausalLM
+
+    device = device or torch.device("cpu")
+    kwargs: dict[str, Any] = {"dtype": torch.float32}
+    if method == "qlora":
+        from corral.training._preflight import qlora_refusal
+
+        reason = qlora_refusal(cuda_available=device.type == "cuda")
+        if reason:
+            raise ValueError(reason)
+        from transformers import BitsAndBytesConfig
+
+        kwargs = {
+            "quantization_config": BitsAndBytesConfig(  # type: ignore[no-untyped-call]
+                load_in_4bit=True,
+                bnb_4bit_quant_type="nf4",
+                bnb_4bit_use_double_quant=True,
+                bnb_4bit_compute_dtype=torch.bfloat16,
+            ),
+            "device_map": {"": device},
+            "dtype": torch.bfloat16,
+        }
+    model: Any = AutoModelForCausalLM.from_pretrained(str(model_path), **kwargs)
+    model.config.use_cache = False
+    if method != "qlora":
+        model.to(device)
+    if method == "full":
+        if gradient_checkpointing:
+            _enable_checkpointing(model)
+        model.train()
+        return model  # type: ignore[no-any-return]
+    if lora is None:
+        raise ValueError(f"method {method} needs a LoRA shape")
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    if method == "qlora":
+        model = prepare_model_for_kbit_training(  # type: ignore[no-untyped-call]
+            model, use_gradient_checkpointing=gradient_checkpointing
+        )
+    elif gradient_checkpointing:
+        _enable_checkpointing(model)
+        model.enable_input_require_grads()
+    config = LoraConfig(
+        r=lora.rank,
+        lora_alpha=lora.effective_alpha,
+        lora_dropout=lora.dropout,
+        target_modules=_target_modules(lora),
+        task_type="CAUSAL_LM",
+    )
+    torch.manual_seed(seed)
+    peft_model: torch.nn.Module = get_peft_model(model, config)
+    peft_model.train()
+    return peft_model
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    inner = getattr(model, "module", None)
+    return inner if isinstance(inner, torch.nn.Module) else model
+
+
+def trainable_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The trainable parameters of ``model`` (all of them for full fine-tuning), on CPU."""
+    return {n: p.detach().cpu().clone() for n, p in _unwrap(model).named_parameters() if p.requires_grad}
