@@ -7,12 +7,20 @@ against the same engine class called in-process (baseline, same run). Every requ
 generates exactly 32 tokens (``ignore_eos``, the vLLM extension the endpoint accepts), so
 both sides do the same work whatever the model would have answered.
 
+Per model and level: a short in-process calibration sizes the request count so one side
+runs about ``--seconds``; then ``--rounds`` x (in-process, Serve) back to back. Reported
+are the medians over the rounds, and the overhead is one minus the median of the per-round
+Serve/in-process throughput ratios (each pair ran under the same machine load). Also the
+CPU milliseconds per request of each process on the path: in-process, the bench process
+(engine and caller); through Serve, the bench process (HTTP client), Serve's proxy and the
+replica (engine and Serve's request handling) - where Serve's cost goes on a small box.
+
 Goals: Serve overhead at most 10% (throughput), batching gain at least 3x (throughput at
 concurrency 8 over concurrency 1).
 
 Usage::
 
-    OMP_NUM_THREADS=1 .venv/bin/python bench/serving.py [--quick]
+    OMP_NUM_THREADS=1 .venv/bin/python bench/serving.py [--quick] [--rounds 3] [--seconds 3] [--throughput-optimized]
 
 Prints a table and writes ``bench/results/serving.json``.
 """
@@ -73,8 +81,39 @@ def summarize(latencies: list[float], tokens: int, seconds: float) -> dict[str, 
     }
 
 
-async def drive(call: Any, concurrency: int, total: int) -> dict[str, float]:
-    """Run ``total`` calls with ``concurrency`` in flight (closed loop)."""
+def _cpu_seconds(pids: dict[str, tuple[int, ...]]) -> dict[str, float]:
+    """User + system CPU seconds so far of each named group of processes."""
+    import psutil
+
+    out = {}
+    for name, group in pids.items():
+        out[name] = sum(sum(psutil.Process(pid).cpu_times()[:2]) for pid in group)
+    return out
+
+
+def serve_pids(app: str) -> dict[str, tuple[int, ...]]:
+    """The PIDs of Serve's HTTP proxy and of ``app``'s (single) replica on this machine."""
+    import psutil
+
+    found: dict[str, tuple[int, ...]] = {}
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        cmd = " ".join(proc.info["cmdline"] or [])
+        if cmd.startswith("ray::ProxyActor"):
+            found["proxy"] = (proc.info["pid"],)
+        elif cmd.startswith(f"ray::ServeReplica:{app}:"):
+            found["replica"] = (proc.info["pid"],)
+    if set(found) != {"proxy", "replica"}:
+        raise RuntimeError(f"could not find Serve's proxy and the replica of {app!r} (found {found})")
+    return found
+
+
+async def drive(
+    call: Any, concurrency: int, total: int, pids: dict[str, tuple[int, ...]] | None = None
+) -> dict[str, float]:
+    """Run ``total`` calls with ``concurrency`` in flight (closed loop).
+
+    With ``pids`` (Serve's proxy and replica), also their CPU milliseconds per request.
+    """
     latencies: list[float] = []
     tokens = 0
     queue = list(range(total))
@@ -89,10 +128,13 @@ async def drive(call: Any, concurrency: int, total: int) -> dict[str, float]:
             latencies.append(time.perf_counter() - t0)
 
     t0, cpu0 = time.perf_counter(), time.process_time()
+    others0 = _cpu_seconds(pids or {})
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     out = summarize(latencies, tokens, time.perf_counter() - t0)
     # CPU of this process per request: the engine and its caller in-process, only the HTTP client over Serve.
     out["bench_cpu_ms_per_req"] = round(1000 * (time.process_time() - cpu0) / total, 2)
+    for name, seconds in _cpu_seconds(pids or {}).items():
+        out[f"{name}_cpu_ms_per_req"] = round(1000 * (seconds - others0[name]) / total, 2)
     return out
 
 
@@ -103,12 +145,19 @@ def exactly(tokens: int) -> int:
     return tokens
 
 
-def requests_for(concurrency: int, quick: bool) -> int:
-    return max(4 if quick else 8, 2 * concurrency if quick else 3 * concurrency)
+def requests_for(concurrency: int, rate: float, seconds: float) -> int:
+    """Requests for one side of one round: about ``seconds`` at ``rate`` req/s, at least 2 per connection."""
+    return max(2 * concurrency, round(rate * seconds))
 
 
-async def bench_model(path: Path, url: str, model: str, quick: bool) -> tuple[dict[int, Any], dict[int, Any]]:
-    """Per level, the in-process engine then the Serve endpoint, back to back (same machine load)."""
+async def bench_model(
+    path: Path, url: str, model: str, rounds: int, seconds: float
+) -> tuple[dict[int, Any], dict[int, Any]]:
+    """Per level, ``rounds`` x (in-process, Serve) back to back; medians over the rounds.
+
+    Each side of a round runs a fixed number of requests, sized from a first calibration
+    run so that it lasts about ``seconds``: short levels are the noisiest part of a shared box.
+    """
     import httpx
 
     from corral.serving import GenerationRequest, SamplingParams, TransformersEngine
@@ -138,11 +187,28 @@ async def bench_model(path: Path, url: str, model: str, quick: bool) -> tuple[di
 
         await drive(inproc, 2, 4)  # warm-up
         await drive(over_http, 2, 4)
+        pids = serve_pids(model)
         for c in LEVELS:
-            inp[c] = await drive(inproc, c, requests_for(c, quick))
-            http[c] = await drive(over_http, c, requests_for(c, quick))
+            calibration = await drive(inproc, c, 2 * c)
+            n = requests_for(c, calibration["req_per_s"], seconds)
+            runs: dict[str, list[dict[str, float]]] = {"inprocess": [], "serve": []}
+            for _ in range(rounds):
+                runs["inprocess"].append(await drive(inproc, c, n))
+                runs["serve"].append(await drive(over_http, c, n, pids))
+            inp[c], http[c] = _median_run(runs["inprocess"]), _median_run(runs["serve"])
+            ratios = [s["req_per_s"] / i["req_per_s"] for i, s in zip(runs["inprocess"], runs["serve"], strict=True)]
+            http[c]["serve_over_inprocess_per_round"] = [round(r, 3) for r in ratios]
+            per_round = http[c]["serve_over_inprocess_per_round"]
+            print(f"  {model} c={c}: {n} requests x {rounds} rounds, serve/in-process per round {per_round}")
     await engine.close()
     return inp, http
+
+
+def _median_run(runs: list[dict[str, float]]) -> dict[str, Any]:
+    """The median of each measure over the rounds, and the per-round throughputs."""
+    out: dict[str, Any] = {key: round(statistics.median(r[key] for r in runs), 2) for key in runs[0]}
+    out["req_per_s_rounds"] = [r["req_per_s"] for r in runs]
+    return out
 
 
 def start_serve(paths: dict[str, Path]) -> tuple[str, float]:
@@ -196,8 +262,21 @@ def start_serve(paths: dict[str, Path]) -> tuple[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer requests per level")
+    parser.add_argument("--quick", action="store_true", help="2 rounds of ~1.5 s per side instead of 3 of ~3 s")
+    parser.add_argument("--rounds", type=int, default=None, help="(in-process, Serve) pairs per level")
+    parser.add_argument("--seconds", type=float, default=None, help="about how long one side of a round runs")
+    parser.add_argument(
+        "--throughput-optimized",
+        action="store_true",
+        help="start Ray with RAY_SERVE_THROUGHPUT_OPTIMIZED=1 (Serve's high-throughput mode)",
+    )
     args = parser.parse_args()
+    if args.throughput_optimized:
+        os.environ["RAY_SERVE_THROUGHPUT_OPTIMIZED"] = "1"  # before ray.init: Serve's actors inherit it
+    rounds = args.rounds or (2 if args.quick else 3)
+    seconds = args.seconds or (1.5 if args.quick else 3.0)
+    if rounds < 1 or seconds <= 0:
+        parser.error(f"--rounds must be >= 1 and --seconds > 0 (got {rounds}, {seconds})")
     torch.set_num_threads(1)
     from ray import serve
 
@@ -210,29 +289,33 @@ def main() -> None:
         inproc, http = {}, {}
         try:
             for name, p in paths.items():
-                inproc[name], http[name] = asyncio.run(bench_model(p, f"{url}/{name}/v1", name, args.quick))
+                inproc[name], http[name] = asyncio.run(bench_model(p, f"{url}/{name}/v1", name, rounds, seconds))
         finally:
             serve.shutdown()
 
     rows = []
     print(
-        f"\nServe deploy to ready (both apps): {ready_s:.1f}s; load average before {load_before}, "
+        f"\nServe deploy to ready (both apps): {ready_s:.1f}s; "
+        f"load average before {load_before}, "
         f"after {[round(x, 2) for x in os.getloadavg()]}"
     )
     print(
         f"{'model':<10} {'conc':>4} | {'in-proc req/s':>13} {'p50 ms':>8} {'p99 ms':>8} | "
-        f"{'serve req/s':>11} {'p50 ms':>8} {'p99 ms':>8} | {'overhead':>8}"
+        f"{'serve req/s':>11} {'p50 ms':>8} {'p99 ms':>8} | {'overhead':>8} | "
+        f"CPU ms/req: in-proc, serve (client+proxy+replica)"
     )
     for name in paths:
         for c in LEVELS:
             a, b = inproc[name][c], http[name][c]
-            overhead = 1 - b["req_per_s"] / a["req_per_s"]
+            overhead = 1 - statistics.median(b["serve_over_inprocess_per_round"])  # paired: same load in a round
             rows.append(
                 {"model": name, "concurrency": c, "inprocess": a, "serve": b, "serve_overhead": round(overhead, 3)}
             )
             print(
                 f"{name:<10} {c:>4} | {a['req_per_s']:>13.2f} {a['p50_ms']:>8.1f} {a['p99_ms']:>8.1f} | "
-                f"{b['req_per_s']:>11.2f} {b['p50_ms']:>8.1f} {b['p99_ms']:>8.1f} | {overhead:>7.1%}"
+                f"{b['req_per_s']:>11.2f} {b['p50_ms']:>8.1f} {b['p99_ms']:>8.1f} | {overhead:>7.1%} | "
+                f"{a['bench_cpu_ms_per_req']:.1f}, {b['bench_cpu_ms_per_req']:.1f}+{b['proxy_cpu_ms_per_req']:.1f}"
+                f"+{b['replica_cpu_ms_per_req']:.1f}"
             )
     gains = {
         name: {
@@ -251,6 +334,10 @@ def main() -> None:
             "ignore_eos": True,
             "levels": LEVELS,
             "quick": args.quick,
+            "rounds": rounds,
+            "seconds_per_side": seconds,
+            "order": "per level: calibration, then (in-process, serve) x rounds; medians",
+            "throughput_optimized": args.throughput_optimized,
             "load_average": load_before,
             "replica_cpus": 0.5,
             "torch_threads": 1,
