@@ -7,11 +7,15 @@ model and trains to the end (a job without a stop step trains to the end in one 
 Checkpoints are written like Ray Train writes them: every rank into its own folder
 (``out/<job>/ranks/<rank>/``), then merged into one (``out/<job>/checkpoint_<step>``).
 Rank 0 writes what the test needs into ``out/<job>/``: ``result.json`` (losses, steps,
-consumed units, how the weights were laid out) and ``final.pt`` (the gathered weights).
+consumed units, how the weights were laid out: right after ``build_model`` on every rank and
+after training; and the output model rank 0 rebuilds from the gathered weights) and
+``final.pt`` (the gathered weights). The workers build their models as the Ray worker does:
+``deepspeed-zero3`` ones loaded partitioned (``zero3_config``).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -24,6 +28,8 @@ from typing import Any
 import torch
 
 from corral.training import LoopCallbacks, LoopConfig, LoopResult, build_model, read_checkpoint, run_loop
+from corral.training._deepspeed import zero3_load_config
+from corral.training._strategies import output_model
 
 __all__ = ["Job", "run_workers"]
 
@@ -86,6 +92,35 @@ def _layout(model: torch.nn.Module) -> dict[str, int]:
     return {"local_numel": local, "full_numel": full}
 
 
+def _loaded(model: torch.nn.Module) -> dict[str, int]:
+    """What this rank holds of every weight (frozen and trainable): ``ds_tensor`` for ZeRO-3 parameters."""
+    out = {"frozen_local": 0, "frozen_full": 0, "trainable_local": 0, "trainable_full": 0, "partitioned": 0}
+    out["data"] = sum(p.data.numel() for p in model.parameters())  # what is materialised at full size
+    for p in model.parameters():
+        kind = "trainable" if p.requires_grad else "frozen"
+        if hasattr(p, "ds_id"):  # loaded inside zero.Init: only this rank's partition is materialised
+            local, full = p.ds_tensor.numel(), int(p.ds_numel)
+            out["partitioned"] += 1
+        else:
+            local = full = p.numel()
+        out[f"{kind}_local"] += local
+        out[f"{kind}_full"] += full
+    return out
+
+
+def _rebuilt(model: torch.nn.Module, weights: dict[str, torch.Tensor], rebuild: Any) -> dict[str, Any]:
+    """How the output model rank 0 rebuilds from the gathered weights came out (whole, holding them)."""
+    from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
+
+    fresh = output_model(model, weights, rebuild)
+    params = dict(fresh.named_parameters())
+    return {
+        "zero3_loading_alive": is_deepspeed_zero3_enabled(),
+        "partitioned": sum(hasattr(p, "ds_id") for p in params.values()),
+        "holds_weights": all(torch.equal(params[n].detach(), w) for n, w in weights.items()),
+    }
+
+
 def _worker(  # noqa: PLR0917 - torch.multiprocessing passes the arguments by position
     rank: int,
     world: int,
@@ -113,19 +148,25 @@ def _worker(  # noqa: PLR0917 - torch.multiprocessing passes the arguments by po
             cfg, root = job.config, Path(out) / label
             cb = _DistCallbacks(rank, world, root)
             resume = read_checkpoint(job.resume) if job.resume is not None else None
-            first = build_model(base, cfg.method, cfg.lora, seed=0 if resume is None else 1)
+            hp = cfg.hyperparameters
+            zero3 = zero3_load_config(cfg.strategy, hp, world_size=world, device=torch.device("cpu"))
+            first = build_model(base, cfg.method, cfg.lora, seed=0 if resume is None else 1, zero3_config=zero3)
+            loaded: list[dict[str, int]] = [{} for _ in range(world)]
+            dist.all_gather_object(loaded, _loaded(first))
             runs: list[LoopResult] = [
                 run_loop(first, train, [], cfg, pad_id=pad_id, callbacks=cb, resume=resume, stop_after_step=job.stop)
             ]
             layout = _layout(first)
             if job.stop is not None:
                 ckpt = read_checkpoint(root / f"checkpoint_{job.stop:08d}")
-                second = build_model(base, cfg.method, cfg.lora, seed=1)  # another init: the checkpoint overwrites it
+                # Another init (the checkpoint overwrites it), loaded the same way.
+                second = build_model(base, cfg.method, cfg.lora, seed=1, zero3_config=zero3)
                 runs.append(run_loop(second, train, [], cfg, pad_id=pad_id, callbacks=cb, resume=ckpt))
             if rank == 0:
                 final = runs[-1].final_weights
                 assert final is not None
                 torch.save(final, root / "final.pt")
+                rebuilt = _rebuilt(first, final, functools.partial(build_model, base, cfg.method, cfg.lora, seed=7))
                 result = {
                     "steps": [run.global_step for run in runs],
                     "total_steps": runs[-1].total_steps,
@@ -134,6 +175,8 @@ def _worker(  # noqa: PLR0917 - torch.multiprocessing passes the arguments by po
                     "checkpoints": cb.steps,
                     "part_final_weights": runs[0].final_weights is not None,
                     "layout": layout,
+                    "loaded": loaded,
+                    "rebuilt": rebuilt,
                 }
                 (root / "result.json").write_text(json.dumps(result), encoding="utf-8")
             dist.barrier()

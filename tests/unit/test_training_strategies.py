@@ -8,7 +8,9 @@ clips the first steps (gradient norm 3.0 and 2.3) and not the later ones (1.5 to
 alone would not see a gradient off by a constant factor, but which steps get clipped does, and
 so does a gradient norm taken over one shard instead of the whole model. The DeepSpeed workers
 start with an empty ``TORCH_EXTENSIONS_DIR`` (as on a fresh CI machine) that must stay empty:
-training on CPU JIT-builds nothing.
+training on CPU JIT-builds nothing. The ZeRO-3 workers load the base model partitioned (inside
+``deepspeed.zero.Init``): right after ``build_model`` each rank holds half of every base weight,
+and the output model rank 0 rebuilds afterwards is whole again.
 
 ``fsdp`` also trains a full fine-tune (optimizer state for every weight, each rank writing its
 shard with torch.distributed.checkpoint) and then changes the number of workers: 1 worker
@@ -182,8 +184,10 @@ def deepspeed_runs(
     pytest.importorskip("deepspeed", reason="deepspeed is not installed (pip install deepspeed)")
     with pytest.MonkeyPatch.context() as env:
         env.setenv("TORCH_EXTENSIONS_DIR", str(torch_extensions))  # the spawned workers inherit it
-        names: list[StrategyName] = ["deepspeed-zero2", "deepspeed-zero3"]
+        # ZeRO-3 first: it loads partitioned in processes where DeepSpeed has not started yet (as a Ray worker does).
+        names: list[StrategyName] = ["deepspeed-zero3", "deepspeed-zero2"]
         jobs = {name: Job(_config("lora", name), stop=STOP) for name in names}
+        jobs["deepspeed-zero3-full"] = Job(_config("full", "deepspeed-zero3"), stop=STOP)
         return _workers(tmp_path_factory, 2, base, tok, train, jobs=jobs)
 
 
@@ -317,6 +321,9 @@ def test_deepspeed_zero_trains_like_one_process(deepspeed_runs: Path, reference:
         assert layout["local_numel"] * 2 == layout["full_numel"]  # parameters partitioned
     else:
         assert layout["local_numel"] == layout["full_numel"]  # parameters replicated, optimizer partitioned
+    _check_loaded(got["loaded"], stage=stage, adapter_numel=layout["full_numel"])
+    # Rank 0 rebuilds the output model from the gathered weights after training: whole, not partitioned.
+    assert got["rebuilt"] == {"zero3_loading_alive": False, "partitioned": 0, "holds_weights": True}
     ckpt_dir = run / f"checkpoint_{STOP:08d}"
     parts = sorted(p.name for p in (ckpt_dir / "deepspeed" / "state").glob("*optim_states.pt"))
     assert parts == ["zero_pp_rank_0_mp_rank_00_optim_states.pt", "zero_pp_rank_1_mp_rank_00_optim_states.pt"]
@@ -324,6 +331,39 @@ def test_deepspeed_zero_trains_like_one_process(deepspeed_runs: Path, reference:
     assert ckpt.state["strategy"] == f"deepspeed-zero{stage}" and ckpt.optimizer == {}
     assert ckpt.engine_dir is not None and ckpt.engine_dir.is_dir()
     assert set(ckpt.model) == set(reference[1])  # model.pt: the full adapter, as for every strategy
+
+
+def _check_loaded(loaded: list[dict[str, int]], *, stage: int, adapter_numel: int) -> None:
+    """What each of the 2 ranks held right after ``build_model``: under ZeRO-3 half of every base weight.
+
+    ``adapter_numel``: the LoRA adapter's size (created whole; ``deepspeed.initialize`` partitions
+    it), 0 for a full fine-tune (the base weights are the trainable ones).
+    """
+    assert len(loaded) == 2
+    kind = "frozen" if adapter_numel else "trainable"
+    for rank in loaded:
+        if adapter_numel:
+            assert rank["trainable_local"] == rank["trainable_full"] == adapter_numel
+        base, local = rank[f"{kind}_full"], rank[f"{kind}_local"]
+        assert base > 1_000_000  # the tiny model's base weights (1.4M), not just the adapter (82k)
+        if stage == 3:
+            # Every base weight loaded inside zero.Init: a half partition (padded by at most 1 element) per rank;
+            # nothing of the base materialised at full size.
+            assert rank["partitioned"] > 0 and rank["data"] == adapter_numel, rank
+            assert base <= 2 * local <= base + rank["partitioned"], rank
+        else:
+            assert rank["partitioned"] == 0 and local == base and rank["data"] == base + adapter_numel, rank
+    if stage == 3:  # the two halves cover the base once
+        assert loaded[0][f"{kind}_full"] <= loaded[0][f"{kind}_local"] + loaded[1][f"{kind}_local"]
+
+
+def test_deepspeed_zero3_full_finetune_loads_partitioned_and_resumes(deepspeed_runs: Path, full_reference: Any) -> None:
+    # The weights that train are the partitioned ones: the resumed model leaves them to DeepSpeed's checkpoint.
+    run = deepspeed_runs / "deepspeed-zero3-full"
+    got = _check_like_one_process(run, full_reference)
+    assert got["layout"]["local_numel"] * 2 == got["layout"]["full_numel"]
+    _check_loaded(got["loaded"], stage=3, adapter_numel=0)
+    assert got["rebuilt"] == {"zero3_loading_alive": False, "partitioned": 0, "holds_weights": True}
 
 
 def test_deepspeed_on_cpu_compiles_nothing(deepspeed_runs: Path, torch_extensions: Path) -> None:
@@ -357,3 +397,21 @@ def test_a_checkpoint_of_another_strategy_or_world_is_refused(base: Path, tok: A
     cfg.strategy = "fsdp"
     with pytest.raises(ValueError, match=r"strategy fsdp needs an initialised torch\.distributed process group"):
         run_loop(build_model(base, "lora", cfg.lora, seed=0), train, [], cfg, pad_id=tok.pad_token_id)
+
+
+def test_loading_partitioned_refuses_what_it_cannot_do(base: Path) -> None:
+    from corral.training._deepspeed import engine_config, zero3_load_config
+
+    hp, cpu = _config().hyperparameters, torch.device("cpu")
+    assert zero3_load_config("deepspeed-zero2", hp, world_size=2, device=cpu) is None  # only ZeRO-3 loads partitioned
+    zero3 = zero3_load_config("deepspeed-zero3", hp, world_size=2, device=cpu)
+    assert zero3 == engine_config("deepspeed-zero3", hp, world_size=2, device=cpu)
+    with pytest.raises(ValueError, match="not a DeepSpeed strategy: 'fsdp'"):
+        engine_config("fsdp", hp, world_size=2, device=cpu)
+    zero2 = engine_config("deepspeed-zero2", hp, world_size=2, device=cpu)
+    with pytest.raises(ValueError, match=r"needs a ZeRO stage 3 config \(zero_optimization\.stage=2\)"):
+        build_model(base, "lora", LoRASpec(rank=4), zero3_config=zero2)
+    with pytest.raises(ValueError, match=r"needs an initialised torch\.distributed process group"):
+        build_model(base, "lora", LoRASpec(rank=4), zero3_config=zero3)
+    with pytest.raises(ValueError, match="qlora cannot load under DeepSpeed ZeRO-3"):
+        build_model(base, "qlora", LoRASpec(rank=4), zero3_config=zero3)

@@ -12,18 +12,41 @@ that offers no shared-memory all-reduce op: DeepSpeed's ``TorchBackend`` JIT-com
 (``deepspeed_shm_comm``, about 90 s of C++ on a fresh machine, cached in
 ``TORCH_EXTENSIONS_DIR``) the first time any engine starts, for ``inference_all_reduce`` only;
 training's collectives go through ``torch.distributed`` (gloo) either way.
+
+Under ZeRO-3 a worker loads the base model already partitioned: :func:`engine_config` builds
+the worker's config once, :func:`corral.training.build_model` loads under
+:class:`Zero3Loading` (transformers' ``HfDeepSpeedConfig`` alive, so ``from_pretrained`` runs
+in ``deepspeed.zero.Init`` and each rank materialises only its partition) and hands the loading
+on with the model (:func:`attach_zero3_loading`), and the strategy takes it back
+(:func:`take_zero3_loading`) to give ``deepspeed.initialize`` that same config dict, then
+drops it: a model built after that (the output model on rank 0) loads whole again.
 """
 
 from __future__ import annotations
 
 import functools
 import os
+from dataclasses import dataclass
 from typing import Any
+
+import torch
 
 from corral.api.v1alpha1.finetunejob import FineTuneJobSpec, Hyperparameters
 from corral.training._sampling import batch_plan
 
-__all__ = ["deepspeed_config", "use_cpu_training_accelerator", "zero_config"]
+__all__ = [
+    "Zero3Loading",
+    "attach_zero3_loading",
+    "deepspeed_config",
+    "engine_config",
+    "take_zero3_loading",
+    "use_cpu_training_accelerator",
+    "zero3_load_config",
+    "zero_config",
+]
+
+#: The model attribute that carries the :class:`Zero3Loading` a model was loaded under, until ``deepspeed.initialize``.
+_LOADING_ATTR = "_corral_zero3_loading"
 
 
 def zero_config(
@@ -118,6 +141,106 @@ def deepspeed_config(spec: FineTuneJobSpec, *, bf16_supported: bool = True, offl
         bf16_supported=bf16_supported,
         offload=offload,
     )
+
+
+def engine_config(strategy: str, hp: Hyperparameters, *, world_size: int, device: torch.device) -> dict[str, Any]:
+    """The config a training worker's DeepSpeed engine gets: ``strategy``'s stage, precision for ``device``.
+
+    Args:
+        strategy: ``deepspeed-zero2`` or ``deepspeed-zero3``.
+        hp: The loop's hyper-parameters.
+        world_size: Data-parallel ranks (processes).
+        device: The worker's training device (``auto`` precision: bf16 on GPUs that have it, fp32 on CPU).
+
+    Raises:
+        ValueError: Not a DeepSpeed strategy; see :func:`zero_config`.
+    """
+    if strategy not in ("deepspeed-zero2", "deepspeed-zero3"):
+        raise ValueError(f"not a DeepSpeed strategy: {strategy!r} (deepspeed-zero2 or deepspeed-zero3)")
+    on_gpu = device.type == "cuda"
+    return zero_config(
+        hp,
+        stage=2 if strategy == "deepspeed-zero2" else 3,
+        world_size=world_size,
+        on_gpu=on_gpu,
+        bf16_supported=on_gpu and torch.cuda.is_bf16_supported(),
+    )
+
+
+def zero3_load_config(
+    strategy: str, hp: Hyperparameters, *, world_size: int, device: torch.device
+) -> dict[str, Any] | None:
+    """The config to load the base model under (``build_model(zero3_config=...)``): ZeRO-3's, else ``None``."""
+    if strategy != "deepspeed-zero3":
+        return None
+    return engine_config(strategy, hp, world_size=world_size, device=device)
+
+
+@dataclass(frozen=True)
+class Zero3Loading:
+    """A ZeRO-3 config and the transformers ``HfDeepSpeedConfig`` that makes ``from_pretrained`` partition under it.
+
+    While the ``hf_config`` object lives (transformers keeps only a weak reference to it), every
+    ``from_pretrained`` in the process loads inside ``deepspeed.zero.Init``; keep this object
+    exactly as long as the model built under it needs it, until ``deepspeed.initialize``.
+
+    Attributes:
+        config: The DeepSpeed config dict; ``deepspeed.initialize`` must receive this same dict.
+        hf_config: The ``transformers.integrations.HfDeepSpeedConfig`` built on ``config``.
+    """
+
+    config: dict[str, Any]
+    hf_config: Any
+
+    @classmethod
+    def start(cls, config: dict[str, Any], device: torch.device) -> Zero3Loading:
+        """Make the next ``from_pretrained`` calls load partitioned under ``config`` (a ZeRO-3 config).
+
+        On CPU it first installs :func:`use_cpu_training_accelerator`; on CUDA it makes ``device``
+        the current device (``zero.Init`` puts the partitions there). Then it starts DeepSpeed's
+        communication on the caller's process group, as ``deepspeed.initialize`` would:
+        ``zero.Init`` reads the world size when it starts, and before that DeepSpeed would see 1
+        rank (and refuse the batch sizes, or keep every weight whole).
+
+        Raises:
+            ValueError: ``config`` is not a ZeRO stage 3 config, or no torch.distributed process
+                group is initialised.
+        """
+        stage = config.get("zero_optimization", {}).get("stage")
+        if stage != 3:
+            raise ValueError(f"loading partitioned needs a ZeRO stage 3 config (zero_optimization.stage={stage!r})")
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()):
+            raise ValueError(
+                "loading partitioned for deepspeed-zero3 needs an initialised torch.distributed process group "
+                "(Ray Train or torchrun starts one)"
+            )
+        if device.type == "cpu":
+            use_cpu_training_accelerator()
+        elif device.type == "cuda":
+            torch.cuda.set_device(device)
+        import deepspeed
+        from deepspeed.accelerator import get_accelerator
+        from transformers.integrations.deepspeed import HfDeepSpeedConfig
+
+        deepspeed.init_distributed(dist_backend=get_accelerator().communication_backend_name())
+
+        return cls(config=config, hf_config=HfDeepSpeedConfig(config))  # type: ignore[no-untyped-call]
+
+
+def attach_zero3_loading(model: torch.nn.Module, loading: Zero3Loading) -> None:
+    """Hand ``loading`` on with ``model`` (built under it) to :func:`take_zero3_loading` in the strategy."""
+    object.__setattr__(model, _LOADING_ATTR, loading)  # a plain attribute: not a submodule, not in the state dict
+
+
+def take_zero3_loading(model: torch.nn.Module) -> Zero3Loading | None:
+    """Detach and return the :class:`Zero3Loading` ``model`` was built under (``None``: loaded whole).
+
+    Once the caller drops the returned object, ``from_pretrained`` loads whole models again.
+    """
+    loading = model.__dict__.pop(_LOADING_ATTR, None)
+    return loading if isinstance(loading, Zero3Loading) else None
 
 
 @functools.cache

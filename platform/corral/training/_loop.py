@@ -49,7 +49,7 @@ from corral.data import IGNORE_INDEX
 from corral.training._checkpoint import MODEL_FILE, SCHEDULER_FILE, STATE_FILE, CheckpointData
 from corral.training._data import Unit, collate_units
 from corral.training._events import ProgressEvent
-from corral.training._model import Method, autocast_dtype, trainable_state_dict
+from corral.training._model import Method, autocast_dtype, load_trainable, trainable_state_dict
 from corral.training._sampling import DataPosition, _Plan, rank_microbatches
 from corral.training._strategies import StrategyName, check_resumable, setup_strategy
 
@@ -225,7 +225,7 @@ def run_loop(
         missing = set(trainable_state_dict(unwrapped)) - set(resume.model)
         if missing:
             raise ValueError(f"checkpoint lacks trainable parameters: {sorted(missing)[:5]}")
-        unwrapped.load_state_dict(resume.model, strict=False)
+        load_trainable(unwrapped, resume.model)
     par = setup_strategy(
         config.strategy,
         model,

@@ -9,7 +9,7 @@ import torch
 
 from corral.api.v1alpha1.finetunejob import LoRASpec
 
-__all__ = ["Method", "autocast_dtype", "build_model", "trainable_state_dict"]
+__all__ = ["Method", "autocast_dtype", "build_model", "load_trainable", "trainable_state_dict"]
 
 Method = Literal["lora", "qlora", "full"]
 
@@ -55,8 +55,16 @@ def build_model(
     seed: int = 42,
     gradient_checkpointing: bool = False,
     device: torch.device | None = None,
+    zero3_config: dict[str, Any] | None = None,
 ) -> torch.nn.Module:
     """Load the base model and make it trainable by ``method``.
+
+    With ``zero3_config`` (``deepspeed-zero3`` workers, inside the initialised process group)
+    the base loads inside ``deepspeed.zero.Init``: each rank materialises only its partition of
+    the weights, never the whole model. The LoRA adapter is created whole on every rank (the
+    same seed, the same values); ``deepspeed.initialize`` partitions it. The returned model
+    carries the :class:`corral.training._deepspeed.Zero3Loading` until the strategy hands its
+    config to ``deepspeed.initialize``.
 
     Args:
         model_path: Directory with config, weights (and tokenizer).
@@ -66,16 +74,35 @@ def build_model(
         seed: Seeds the adapter initialisation.
         gradient_checkpointing: Recompute activations in the backward pass.
         device: Where to put the model (default CPU).
+        zero3_config: The ZeRO-3 DeepSpeed config to load partitioned under
+            (:func:`corral.training._deepspeed.zero3_load_config`); the same dict must reach
+            ``deepspeed.initialize``. ``None``: load the whole model.
 
     Returns:
         The model (a ``PeftModel`` for lora/qlora) in training mode.
 
     Raises:
-        ValueError: qlora without CUDA or bitsandbytes; LoRA shape missing.
+        ValueError: qlora without CUDA or bitsandbytes, or with ``zero3_config``; LoRA shape
+            missing; ``zero3_config`` not a stage 3 config.
+        RuntimeError: No ``zero3_config`` while another model's ZeRO-3 loading is still alive
+            (this model would load partitioned).
     """
     from transformers import AutoModelForCausalLM
+    from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
+
+    from corral.training._deepspeed import Zero3Loading, attach_zero3_loading
 
     device = device or torch.device("cpu")
+    loading: Zero3Loading | None = None
+    if zero3_config is not None:
+        if method == "qlora":
+            raise ValueError("method qlora cannot load under DeepSpeed ZeRO-3 (a 4-bit base trains with ddp only)")
+        loading = Zero3Loading.start(zero3_config, device)
+    elif is_deepspeed_zero3_enabled():  # type: ignore[no-untyped-call]
+        raise RuntimeError(
+            "a ZeRO-3 loading (transformers' HfDeepSpeedConfig) is still alive: this model would load partitioned; "
+            "let deepspeed.initialize take it from its model first"
+        )
     kwargs: dict[str, Any] = {"dtype": torch.float32}
     if method == "qlora":
         from corral.training._preflight import qlora_refusal
@@ -97,12 +124,14 @@ def build_model(
         }
     model: Any = AutoModelForCausalLM.from_pretrained(str(model_path), **kwargs)
     model.config.use_cache = False
-    if method != "qlora":
+    if method != "qlora" and loading is None:  # zero.Init placed the partitions on the device already
         model.to(device)
     if method == "full":
         if gradient_checkpointing:
             _enable_checkpointing(model)
         model.train()
+        if loading is not None:
+            attach_zero3_loading(model, loading)
         return model  # type: ignore[no-any-return]
     if lora is None:
         raise ValueError(f"method {method} needs a LoRA shape")
@@ -125,6 +154,8 @@ def build_model(
     torch.manual_seed(seed)
     peft_model: torch.nn.Module = get_peft_model(model, config)
     peft_model.train()
+    if loading is not None:
+        attach_zero3_loading(peft_model, loading)
     return peft_model
 
 
@@ -136,3 +167,14 @@ def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
 def trainable_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The trainable parameters of ``model`` (all of them for full fine-tuning), on CPU."""
     return {n: p.detach().cpu().clone() for n, p in _unwrap(model).named_parameters() if p.requires_grad}
+
+
+def load_trainable(model: torch.nn.Module, weights: dict[str, torch.Tensor]) -> None:
+    """Load a checkpoint's trainable ``weights`` into ``model`` before its strategy distributes it.
+
+    Parameters loaded partitioned (``build_model(zero3_config=...)``: ZeRO-3, only this rank's
+    partition exists) are left out: DeepSpeed restores them from its own checkpoint (the
+    optimizer's fp32 partitions) when the strategy loads its state.
+    """
+    partitioned = {n for n, p in model.named_parameters() if hasattr(p, "ds_id")}
+    model.load_state_dict({k: v for k, v in weights.items() if k not in partitioned}, strict=False)

@@ -167,6 +167,7 @@ def train_worker(config: dict[str, Any]) -> None:
     import ray.train.torch
     from transformers import AutoTokenizer
 
+    from corral.training._deepspeed import zero3_load_config
     from corral.training._loop import run_loop
     from corral.training._output import save_output
     from corral.training._strategies import output_model
@@ -205,6 +206,8 @@ def train_worker(config: dict[str, Any]) -> None:
             seed=hp.seed,
             gradient_checkpointing=hp.gradient_checkpointing,
             device=device,
+            # deepspeed-zero3: each rank loads only its partition; initialize gets the same config dict
+            zero3_config=zero3_load_config(cfg.strategy, hp, world_size=world, device=device),
         )
         _barrier(world)
         # resume: never gives each submission its own run name, so only in-run restarts find checkpoints here.

@@ -23,6 +23,9 @@ owns what differs:
   JIT-built shared-memory op, see :func:`corral.training._deepspeed.use_cpu_training_accelerator`).
   A checkpoint is DeepSpeed's own: every rank writes its optimizer partition under
   ``deepspeed/`` (frozen base weights excluded); resuming needs the same number of workers.
+  Under ZeRO-3 the model may come already partitioned (``build_model(zero3_config=...)``,
+  loaded inside ``deepspeed.zero.Init``): ``deepspeed.initialize`` then gets the very config
+  it was loaded under and partitions only what was created whole (the LoRA adapter).
 
 Every strategy writes the same ``model.pt`` (the full trainable weights, gathered on rank 0),
 so a checkpoint's weights read the same way whatever trained them. The sharded optimizer
@@ -354,6 +357,8 @@ def setup_strategy(
         params = [p for p in module.parameters() if p.requires_grad]
         return torch.optim.AdamW(params, lr=hp.learning_rate, weight_decay=hp.weight_decay)
 
+    if name != "deepspeed-zero3" and _loaded_partitioned(model):
+        raise ValueError(f"strategy {name}: the model was loaded partitioned for deepspeed-zero3 (zero3_config)")
     if name == "ddp":
         module = callbacks.wrap_model(model)
         optimizer = adamw(module)
@@ -371,6 +376,11 @@ def setup_strategy(
     return _deepspeed(name, model, hp, make_scheduler, adamw, rank=rank, world=world, device=device)
 
 
+def _loaded_partitioned(model: torch.nn.Module) -> bool:
+    """Whether ``model`` holds ZeRO-3 parameters (``build_model(zero3_config=...)``)."""
+    return any(hasattr(p, "ds_id") for p in model.parameters())
+
+
 def _deepspeed(
     name: StrategyName,
     model: torch.nn.Module,
@@ -382,8 +392,9 @@ def _deepspeed(
     world: int,
     device: torch.device,
 ) -> DeepSpeedStrategy:
-    from corral.training._deepspeed import use_cpu_training_accelerator, zero_config
+    from corral.training._deepspeed import engine_config, take_zero3_loading, use_cpu_training_accelerator
 
+    loading = take_zero3_loading(model)  # dropped when this returns: later from_pretrained calls load whole
     if device.type == "cpu":
         use_cpu_training_accelerator()  # before deepspeed.initialize: no JIT build of its inference-only comm op
     local_rank = os.environ.get("LOCAL_RANK")
@@ -401,8 +412,15 @@ def _deepspeed(
     import deepspeed
 
     stage = 2 if name == "deepspeed-zero2" else 3
-    bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
-    config = zero_config(hp, stage=stage, world_size=world, on_gpu=device.type == "cuda", bf16_supported=bf16)
+    config = engine_config(name, hp, world_size=world, device=device)
+    if loading is not None:
+        if loading.config != config:
+            raise ValueError(
+                f"{name}: the model was loaded partitioned under another DeepSpeed config than this run's "
+                f"(zero_optimization {loading.config.get('zero_optimization')} vs {config['zero_optimization']}); "
+                "build it with zero3_load_config of the same strategy, hyper-parameters, world size and device"
+            )
+        config = loading.config  # the very dict zero.Init partitioned the base under
     optimizer = adamw(model)
     scheduler = make_scheduler(optimizer)
     engine, ds_optimizer, _, _ = deepspeed.initialize(
@@ -420,14 +438,18 @@ def output_model(
         model: The model that was trained (holds the weights unless its strategy sharded it).
         weights: The gathered trainable weights of a sharded run (``LoopResult.final_weights``),
             ``None`` when ``model`` holds them.
-        rebuild: Builds a fresh, unsharded model of the same shape (on CPU) to load them into.
+        rebuild: Builds a fresh, unsharded model of the same shape (on CPU) to load them into
+            (``build_model`` without ``zero3_config``: a whole model, not loaded under ``zero.Init``).
 
     Raises:
         ValueError: The gathered weights do not cover the rebuilt model's trainable parameters.
+        RuntimeError: The rebuilt model came out ZeRO-3 partitioned.
     """
     if weights is None:
         return model
     fresh = rebuild()
+    if _loaded_partitioned(fresh):
+        raise RuntimeError("the rebuilt output model loaded partitioned (a ZeRO-3 loading was still alive)")
     missing = sorted(set(_trainable_names(fresh)) - set(weights))
     if missing:
         raise ValueError(f"the gathered weights lack trainable parameters {missing[:5]}")
