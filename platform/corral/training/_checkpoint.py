@@ -81,17 +81,27 @@ def read_checkpoint(directory: str | Path) -> CheckpointData:
     elif strategy == "fsdp" and (d / FSDP_DIR).is_dir():
         engine_dir = _copy_engine_state(d / FSDP_DIR, int(state["world_size"]))
     else:  # ddp, or an fsdp checkpoint of an older version (the full state)
-        optimizer = torch.load(d / OPTIMIZER_FILE, map_location="cpu", weights_only=True)
+        optimizer = _load(d / OPTIMIZER_FILE)
     data = CheckpointData(
-        model=torch.load(d / MODEL_FILE, map_location="cpu", weights_only=True),
+        model=_load(d / MODEL_FILE),
         optimizer=optimizer,
-        scheduler=torch.load(d / SCHEDULER_FILE, map_location="cpu", weights_only=True),
+        scheduler=_load(d / SCHEDULER_FILE),
         state=state,
         engine_dir=engine_dir,
     )
     if engine_dir is not None:
         weakref.finalize(data, shutil.rmtree, engine_dir, True)
     return data
+
+
+def _load(path: Path) -> Any:
+    """``torch.load`` memory-mapped: a tensor is read from disk only when it is used.
+
+    A ZeRO-3 full fine-tune restores its partitioned weights from DeepSpeed's own state, so the
+    whole-model ``model.pt`` it also holds is never paged in; the mapping outlives a download
+    folder removed after reading (Linux keeps a mapped file's data until it is unmapped).
+    """
+    return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
 
 
 def _copy_engine_state(source: Path, world_size: int) -> Path:
