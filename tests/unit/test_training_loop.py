@@ -12,7 +12,6 @@ import torch
 
 from corral.api.v1alpha1.finetunejob import FineTuneJobSpec, Hyperparameters, LoRASpec
 from corral.data import get_template
-from corral.models import tiny
 from corral.training import (
     DataPosition,
     LoopCallbacks,
@@ -30,18 +29,6 @@ from corral.training._sampling import epoch_order, rank_microbatches
 
 torch.set_num_threads(1)
 FACTS = Path(__file__).resolve().parents[1] / "fixtures/data/train/facts8.jsonl"
-
-
-@pytest.fixture(scope="module")
-def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tiny.build("llama", tmp_path_factory.mktemp("tiny") / "llama")
-
-
-@pytest.fixture(scope="module")
-def tok(base: Path) -> Any:
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(base)
 
 
 def _units(tok: Any, *, packing: bool = False, split: int = 0) -> tuple[list[Unit], list[Unit]]:

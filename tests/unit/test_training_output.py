@@ -11,15 +11,9 @@ import yaml
 
 from corral.api.v1alpha1.finetunejob import LoRASpec
 from corral.data import get_template
-from corral.models import tiny
 from corral.training import TrainingJob, build_model, save_output
 
 torch.set_num_threads(1)
-
-
-@pytest.fixture(scope="module")
-def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tiny.build("llama", tmp_path_factory.mktemp("tiny") / "llama")
 
 
 def _job(out: Path, merge: bool) -> TrainingJob:

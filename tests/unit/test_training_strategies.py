@@ -31,7 +31,6 @@ import torch
 
 from corral.api.v1alpha1.finetunejob import Hyperparameters, LoRASpec
 from corral.data import get_template
-from corral.models import tiny
 from corral.training import CheckpointData, LoopConfig, LoopResult, build_model, read_checkpoint, run_loop
 from corral.training._data import Unit, load_conversations, prepare_units
 from corral.training._model import Method, trainable_state_dict
@@ -43,18 +42,6 @@ FACTS = Path(__file__).resolve().parents[1] / "fixtures/data/train/facts8.jsonl"
 STOP = 3
 RESHARD_STOP = 5  # where the 1-worker run that resumed the 2 workers' checkpoint stops
 GLOBAL_BATCH = 4
-
-
-@pytest.fixture(scope="module")
-def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tiny.build("llama", tmp_path_factory.mktemp("tiny") / "llama")
-
-
-@pytest.fixture(scope="module")
-def tok(base: Path) -> Any:
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(base)
 
 
 @pytest.fixture(scope="module")
