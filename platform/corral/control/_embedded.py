@@ -10,6 +10,7 @@ import logging
 import os
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,8 @@ from ._runner import Runner
 __all__ = ["EmbeddedControlPlane"]
 
 logger = logging.getLogger(__name__)
+
+API_START_TIMEOUT = 60.0  # seconds for uvicorn to bind and start the app
 
 
 class EmbeddedControlPlane:
@@ -82,7 +85,11 @@ class EmbeddedControlPlane:
         )
 
     def start(self) -> EmbeddedControlPlane:
-        """Start the driver, the loop and the API server."""
+        """Start the driver, the loop and the API server; return once the API listens.
+
+        Raises:
+            RuntimeError: The API server exited during start-up or did not listen within a minute.
+        """
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.store = SqliteStore(self.data_dir / "corral.db")
         if self._driver is None:
@@ -94,7 +101,11 @@ class EmbeddedControlPlane:
             self._driver.start()
         self.runner = Runner(self.store, self._driver, self.settings, resync_seconds=self._resync).start()
         if self.port:
-            self._start_api()
+            try:
+                self._start_api()
+            except BaseException:
+                self.stop()
+                raise
         logger.info("Corral control plane up (data dir %s)", self.data_dir)
         return self
 
@@ -113,7 +124,20 @@ class EmbeddedControlPlane:
         self._server = uvicorn.Server(config)
         self._server_thread = threading.Thread(target=self._server.run, name="corral-api", daemon=True)
         self._server_thread.start()
+        self._wait_listening(API_START_TIMEOUT)
         logger.info("Control API on http://%s:%d", self.host, self.port)
+
+    def _wait_listening(self, timeout: float) -> None:
+        """Return once uvicorn listens (its lifespan started, the socket bound); raise if it exits or takes too long."""
+        deadline = time.monotonic() + timeout
+        while not self._server.started:
+            if self._server_thread is None or not self._server_thread.is_alive():
+                raise RuntimeError(
+                    f"the control API did not start on {self.host}:{self.port} (see the log above: port in use?)"
+                )
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the control API on {self.host}:{self.port} did not listen within {timeout:.0f} s")
+            time.sleep(0.02)
 
     def stop(self) -> None:
         """Stop the API, the loop and (when this process started it) the Ray head."""
