@@ -11,6 +11,7 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ __all__ = ["EmbeddedControlPlane"]
 
 logger = logging.getLogger(__name__)
 
+REMOTE_CODE_ENV = "CORRAL_REMOTE_CODE_NAMESPACES"
 API_START_TIMEOUT = 60.0  # seconds for uvicorn to bind and start the app
 
 
@@ -41,6 +43,8 @@ class EmbeddedControlPlane:
             when it exists, else no tokens: every call is refused).
         num_cpus: CPUs of a started Ray head.
         resync_seconds: Longest wait between reconcile passes.
+        remote_code_namespaces: Namespaces whose Models may run code shipped with their weights
+            (``*``: all); default ``$CORRAL_REMOTE_CODE_NAMESPACES`` (comma-separated), else none.
     """
 
     def __init__(
@@ -54,6 +58,7 @@ class EmbeddedControlPlane:
         auth: Any = None,
         num_cpus: int | None = None,
         resync_seconds: float = 2.0,
+        remote_code_namespaces: Iterable[str] | None = None,
     ) -> None:
         self.data_dir = Path(data_dir).resolve()
         self._ray_address = ray_address
@@ -63,6 +68,10 @@ class EmbeddedControlPlane:
         self._auth = auth
         self._num_cpus = num_cpus
         self._resync = resync_seconds
+        if remote_code_namespaces is None:
+            raw = os.environ.get(REMOTE_CODE_ENV, "")
+            remote_code_namespaces = [n.strip() for n in raw.split(",") if n.strip()]
+        self._remote_code = frozenset(remote_code_namespaces)
         self.store: SqliteStore | None = None
         self.runner: Runner | None = None
         self._server: Any = None
@@ -82,6 +91,7 @@ class EmbeddedControlPlane:
             artifact_root=(self.data_dir / "artifacts").as_uri(),
             python=sys.executable,
             job_runtime_env={"env_vars": {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}},
+            remote_code_namespaces=self._remote_code,
         )
 
     def start(self) -> EmbeddedControlPlane:

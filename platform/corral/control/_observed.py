@@ -46,6 +46,8 @@ class ControlSettings:
         job_runtime_env: Ray runtime environment of every fine-tune job.
         follow_seconds: How often a running job's events are re-read.
         deploying_seconds: How often a deploying application's status is re-read.
+        remote_code_namespaces: Namespaces whose Models may run code shipped with their weights
+            (``spec.trustRemoteCode``); ``*`` allows every namespace. Empty: none (the default).
     """
 
     artifact_root: str
@@ -53,6 +55,11 @@ class ControlSettings:
     job_runtime_env: Mapping[str, Any] = field(default_factory=dict)
     follow_seconds: float = 2.0
     deploying_seconds: float = 2.0
+    remote_code_namespaces: frozenset[str] = frozenset()
+
+    def allows_remote_code(self, namespace: str) -> bool:
+        """Whether an administrator allowed Models in ``namespace`` to run code shipped with their weights."""
+        return "*" in self.remote_code_namespaces or namespace in self.remote_code_namespaces
 
     def _root(self) -> str:
         return self.artifact_root.rstrip("/")
@@ -99,6 +106,7 @@ class ArtifactProbe:
         architecture: ``model_type`` from ``config.json`` (or the adapter's base), when readable.
         parameters: Parameter count from ``config.json``, when it can be computed.
         context_length: ``max_position_embeddings`` from ``config.json``.
+        remote_code: ``config.json`` maps classes to code shipped with the weights (``auto_map``).
         error: Why it could not be read (offline, permissions, ...).
     """
 
@@ -109,6 +117,7 @@ class ArtifactProbe:
     architecture: str | None = None
     parameters: int | None = None
     context_length: int | None = None
+    remote_code: bool = False
     error: str = ""
 
 

@@ -48,12 +48,14 @@ def fetch_dir(uri: str, cache_root: Path | None = None) -> Path:
     return local
 
 
-def load_base(uri: str, chat_template: str | None = None) -> tuple[Any, Any]:
+def load_base(uri: str, chat_template: str | None = None, *, trust_remote_code: bool = False) -> tuple[Any, Any]:
     """Load a causal LM and its tokenizer from ``uri`` for CPU inference (float32, eval mode).
 
     Args:
         uri: Where the model is (``file://``, ``s3://``, ``hf://``).
         chat_template: A Jinja chat template that overrides the tokenizer's own.
+        trust_remote_code: Run the model code shipped with the weights (a Model with
+            ``spec.trustRemoteCode`` in a namespace that allows it).
 
     Returns:
         ``(model, tokenizer)``.
@@ -62,9 +64,9 @@ def load_base(uri: str, chat_template: str | None = None) -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = fetch_dir(uri)
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     if chat_template:
         tokenizer.chat_template = chat_template
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, trust_remote_code=trust_remote_code)
     model.eval()  # type: ignore[no-untyped-call]
     return model, tokenizer

@@ -56,6 +56,7 @@ def build_model(
     gradient_checkpointing: bool = False,
     device: torch.device | None = None,
     zero3_config: dict[str, Any] | None = None,
+    trust_remote_code: bool = False,
 ) -> torch.nn.Module:
     """Load the base model and make it trainable by ``method``.
 
@@ -74,6 +75,8 @@ def build_model(
         seed: Seeds the adapter initialisation.
         gradient_checkpointing: Recompute activations in the backward pass.
         device: Where to put the model (default CPU).
+        trust_remote_code: Run the model code shipped with the weights (transformers'
+            ``trust_remote_code``): only for Models that opted in, in namespaces that allow it.
         zero3_config: The ZeRO-3 DeepSpeed config to load partitioned under
             (:func:`corral.training._deepspeed.zero3_load_config`); the same dict must reach
             ``deepspeed.initialize``. ``None``: load the whole model.
@@ -86,6 +89,8 @@ def build_model(
             missing; ``zero3_config`` not a stage 3 config.
         RuntimeError: No ``zero3_config`` while another model's ZeRO-3 loading is still alive
             (this model would load partitioned).
+        ValueError: From transformers, when the weights need their own code and
+            ``trust_remote_code`` is False.
     """
     from transformers import AutoModelForCausalLM
     from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
@@ -122,7 +127,7 @@ def build_model(
             "device_map": {"": device},
             "dtype": torch.bfloat16,
         }
-    model: Any = AutoModelForCausalLM.from_pretrained(str(model_path), **kwargs)
+    model: Any = AutoModelForCausalLM.from_pretrained(str(model_path), trust_remote_code=trust_remote_code, **kwargs)
     model.config.use_cache = False
     if method != "qlora" and loading is None:  # zero.Init placed the partitions on the device already
         model.to(device)

@@ -195,7 +195,8 @@ def train_worker(config: dict[str, Any]) -> None:
                 f"rank {rank}: the base model was not materialised at {base} (no config.json); a builtin tiny model "
                 "is written by transformers on global rank 0 only, so builtin bases need a single node"
             )
-        tokenizer = AutoTokenizer.from_pretrained(base)
+        remote_code = job.base_model.trust_remote_code
+        tokenizer = AutoTokenizer.from_pretrained(base, trust_remote_code=remote_code)
         data, template_name, template = prepare_job_data(job, tokenizer)
         cfg = loop_config(job)
         hp = job.spec.hyperparameters
@@ -208,6 +209,7 @@ def train_worker(config: dict[str, Any]) -> None:
             device=device,
             # deepspeed-zero3: each rank loads only its partition; initialize gets the same config dict
             zero3_config=zero3_load_config(cfg.strategy, hp, world_size=world, device=device),
+            trust_remote_code=remote_code,
         )
         _barrier(world)
         # resume: never gives each submission its own run name, so only in-run restarts find checkpoints here.
