@@ -29,7 +29,14 @@ from .finetunejob import (
 )
 from .gpupool import GPUPool, GPUPoolSpec, GPUPoolStatus, NamespaceQuota
 from .model import Model, ModelSpec, ModelStatus
-from .modeldeployment import AdapterSpec, AutoscalingSpec, ModelDeployment, ModelDeploymentSpec, ModelDeploymentStatus
+from .modeldeployment import (
+    AdapterSpec,
+    AutoscalingSpec,
+    ColdStartStatus,
+    ModelDeployment,
+    ModelDeploymentSpec,
+    ModelDeploymentStatus,
+)
 
 __all__ = [
     "API_GROUP",
@@ -38,6 +45,7 @@ __all__ = [
     "KINDS",
     "AdapterSpec",
     "AutoscalingSpec",
+    "ColdStartStatus",
     "Condition",
     "CorralModel",
     "Dataset",
