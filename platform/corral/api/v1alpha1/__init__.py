@@ -30,6 +30,7 @@ from .finetunejob import (
 from .gpupool import GPUPool, GPUPoolSpec, GPUPoolStatus, NamespaceQuota
 from .model import Model, ModelSpec, ModelStatus
 from .modeldeployment import (
+    SERVING_PHASES,
     AdapterSpec,
     AutoscalingSpec,
     ColdStartStatus,
@@ -66,6 +67,7 @@ __all__ = [
     "ModelDeployment",
     "ModelDeploymentSpec",
     "ModelDeploymentStatus",
+    "SERVING_PHASES",
     "ModelSpec",
     "ModelStatus",
     "NamespaceQuota",

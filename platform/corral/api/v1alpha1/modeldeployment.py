@@ -27,8 +27,12 @@ __all__ = [
     "ModelDeployment",
     "ModelDeploymentSpec",
     "ModelDeploymentStatus",
+    "SERVING_PHASES",
     "ServingResources",
 ]
+
+SERVING_PHASES = frozenset({"Ready", "ScaledToZero", "ScalingUp"})
+"""Phases in which the endpoint answers (at zero replicas a request waits for a replica to start)."""
 
 ServedName = Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$")]
 
