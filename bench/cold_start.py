@@ -32,7 +32,7 @@ replica's start (step 2 median over step 1 median).
 Usage::
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/cold_start.py [--rounds 3] [--burst 24] [--clients 12] \\
-        [--load-seconds 45] [--no-proxy-baseline]
+        [--load-seconds 60] [--no-proxy-baseline]
 
 Prints a table and writes ``bench/results/cold_start.json``.
 """
@@ -242,7 +242,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="fresh-replica and cold-start rounds")
     parser.add_argument("--burst", type=int, default=24, help="concurrent requests in the burst from zero")
     parser.add_argument("--clients", type=int, default=12, help="clients of the sustained load from zero")
-    parser.add_argument("--load-seconds", type=float, default=45.0, help="duration of the sustained load")
+    parser.add_argument("--load-seconds", type=float, default=60.0, help="duration of the sustained load")
     parser.add_argument("--no-proxy-baseline", action="store_true", help="skip the run without the activator")
     args = parser.parse_args()
     if args.rounds < 1 or args.burst < 1 or args.clients < 1 or args.load_seconds <= 0:

@@ -3,8 +3,9 @@
 Two applications built by :func:`corral.serving.serve_config` from ``minReplicas: 0``
 ModelDeployments (so each has the ``CorralActivator`` ingress in front of the model):
 
-* ``zero``: the tiny base, 0..2 replicas. It starts at zero; a request is answered (held while
-  a replica starts); once it is back at zero a burst during the scale-up loses nothing.
+* ``zero``: the tiny base, 0..2 replicas. At zero a request is answered (held while a replica
+  starts), and a burst during the scale-up loses nothing. Each test first waits until the
+  application is back at zero (pytest-randomly shuffles the order).
 * ``zero-stuck``: replicas that ask for more CPUs than this Ray has, so none can ever start; with
   ``holdTimeoutSeconds: 2`` a request gets 503, ``Retry-After`` and OpenAI's error body.
 
@@ -122,7 +123,7 @@ def zero(apps: str) -> str:
 
 def test_request_at_zero_replicas_is_answered(zero: str) -> None:
     client = openai.OpenAI(base_url=zero, api_key="unused", max_retries=0, timeout=DEADLINE)
-    assert _running("zero") == 0  # minReplicas 0: nothing runs until the first request
+    _wait_for_zero("zero")  # at once when this test runs first: minReplicas 0 starts with no replica
     assert [m.id for m in client.models.list().data] == ["tiny"]  # the activator answers this itself
     assert _running("zero") == 0
     out = client.chat.completions.create(model="tiny", messages=QUESTION, temperature=0, max_tokens=8)

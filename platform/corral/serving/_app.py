@@ -95,7 +95,10 @@ class CorralLLMServer:
             max_adapters=self.args.max_adapters_per_replica,
             max_batch_size=self.args.max_concurrent_sequences,
             max_context_length=self.args.max_context_length,
-            max_waiting=self.args.max_queued_requests,
+            # Serve lets max_concurrent_sequences + max_queued_requests in; all of them may be waiting
+            # at once (a burst on a replica that just started, before its first step admits a batch),
+            # so the engine's own 429 must not fire before Serve's limit does.
+            max_waiting=self.args.max_queued_requests + self.args.max_concurrent_sequences,
             metrics=metrics,
         )
 
