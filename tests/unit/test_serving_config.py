@@ -14,9 +14,11 @@ from ray.serve.schema import ServeDeploySchema
 from corral.api.v1alpha1.common import LocalObjectReference
 from corral.api.v1alpha1.modeldeployment import ModelDeployment
 from corral.serving import (
+    ACTIVATOR_DEPLOYMENT,
     MULTIPLEX_HEADER,
     ResolvedModel,
     ServeAppArgs,
+    estimate_cold_start_seconds,
     resolve_engine,
     routing_headers,
     serve_config,
@@ -101,6 +103,45 @@ def test_autoscaling_maps_onto_serve_autoscaling_config() -> None:
         "upscale_delay_s": 5.0,
         "downscale_delay_s": 120.0,
     }
+
+
+def test_min_replicas_zero_puts_the_activator_in_front() -> None:
+    scaling = {"minReplicas": 0, "maxReplicas": 2, "targetOngoingRequests": 2}
+    config = serve_config([deployment(autoscaling=scaling, maxConcurrentSequences=4)], resolve)
+    ray_validate(config)
+    app = config["applications"][0]
+    assert [d["name"] for d in app["deployments"]] == [ACTIVATOR_DEPLOYMENT, "CorralLLMServer"]
+    activator, server = by_name(app, ACTIVATOR_DEPLOYMENT), by_name(app, "CorralLLMServer")
+    # Always one activator, reserving no CPU, taking all the model replicas hold plus their queue.
+    assert activator["num_replicas"] == 1 and activator["ray_actor_options"] == {"num_cpus": 0.0}
+    assert activator["max_ongoing_requests"] == 2 * server["max_ongoing_requests"] + server["max_queued_requests"]
+    args = ServeAppArgs.model_validate(app["args"])
+    estimate = estimate_cold_start_seconds(0, "transformers")
+    assert args.hold is not None and args.hold.retry_after_seconds == estimate
+    assert args.hold.timeout_seconds == max(60, 3 * estimate)
+
+
+def test_hold_timeout_from_the_spec_and_the_models_size() -> None:
+    scaling = {"minReplicas": 0, "maxReplicas": 1, "holdTimeoutSeconds": 7}
+    app = serve_config([deployment(autoscaling=scaling)], resolve)["applications"][0]
+    args = ServeAppArgs.model_validate(app["args"])
+    assert args.hold is not None and args.hold.timeout_seconds == 7
+
+    def big(ref: LocalObjectReference) -> ResolvedModel:
+        return ResolvedModel(uri=URIS[ref.name], size_bytes=16 * 10**9)
+
+    app = serve_config([deployment(autoscaling={"minReplicas": 0, "maxReplicas": 1})], big)["applications"][0]
+    hold = ServeAppArgs.model_validate(app["args"]).hold
+    assert hold is not None and hold.retry_after_seconds == estimate_cold_start_seconds(16 * 10**9, "transformers")
+    assert hold.retry_after_seconds > estimate_cold_start_seconds(0, "transformers")
+    assert hold.timeout_seconds == 3 * hold.retry_after_seconds
+
+
+def test_min_replicas_above_zero_keeps_one_hop() -> None:
+    for spec in ({"autoscaling": {"minReplicas": 1, "maxReplicas": 3}}, {"replicas": 2}, {}):
+        app = serve_config([deployment(**spec)], resolve)["applications"][0]
+        assert [d["name"] for d in app["deployments"]] == ["CorralLLMServer"]
+        assert ServeAppArgs.model_validate(app["args"]).hold is None
 
 
 def test_fixed_replicas() -> None:

@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..api import load_documents
-from ..api.v1alpha1 import FineTuneJob, ModelDeployment
+from ..api.v1alpha1 import SERVING_PHASES, FineTuneJob, ModelDeployment
 from ..client import APIStatusError, CorralClient
 from ._chat import ask
 from ._logs import follow_job
@@ -44,7 +44,7 @@ def _wait_served(client: CorralClient, deployment: str, adapter: str, timeout: f
     while True:
         dep = client.get(ModelDeployment, deployment)
         status = dep.get("status") or {}
-        if adapter in (status.get("servedModels") or []) and status.get("phase") == "Ready":
+        if adapter in (status.get("servedModels") or []) and status.get("phase") in SERVING_PHASES:
             return dep
         if time.monotonic() > deadline:
             raise TimeoutError(

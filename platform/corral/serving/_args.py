@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["AdapterSource", "ServeAppArgs"]
+__all__ = ["AdapterSource", "HoldArgs", "ServeAppArgs"]
 
 
 class AdapterSource(BaseModel):
@@ -19,6 +19,15 @@ class AdapterSource(BaseModel):
 
     name: str = Field(min_length=1, description="Name clients pass as model to reach the adapter.")
     uri: str = Field(min_length=1, description="Artifact URI of the adapter directory (file://, s3://, hf://).")
+
+
+class HoldArgs(BaseModel):
+    """How the activator in front of a scale-to-zero deployment holds requests."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    timeout_seconds: int = Field(ge=1, le=3600, description="Longest wait for a replica before answering 503.")
+    retry_after_seconds: int = Field(ge=0, le=3600, description="Retry-After of that 503: the estimated cold start.")
 
 
 class ServeAppArgs(BaseModel):
@@ -41,6 +50,13 @@ class ServeAppArgs(BaseModel):
         default=None, description="Jinja chat template overriding the tokenizer's (the one the model was trained with)."
     )
     torch_threads: int = Field(default=1, ge=1, description="torch.set_num_threads in each replica.")
+    hold: HoldArgs | None = Field(
+        default=None,
+        description=(
+            "Set for a deployment that scales to zero: an activator deployment takes the HTTP requests and holds "
+            "each until a replica takes it (starting one from zero), or answers 503 with Retry-After past the timeout."
+        ),
+    )
 
     def served_names(self) -> list[str]:
         """The base name followed by the adapter names."""

@@ -127,19 +127,28 @@ class OpenAIFrontend:
 
     async def chat_completions(self, request: Request) -> Response:
         """``POST /v1/chat/completions`` (streamed and not)."""
-        return await self._serve(request, "chat")
+        return await self.respond("chat", await request.body())
 
     async def completions(self, request: Request) -> Response:
         """``POST /v1/completions`` (streamed and not)."""
-        return await self._serve(request, "completion")
+        return await self.respond("completion", await request.body())
 
     # ---------------------------------------------------------------- one request
 
-    async def _serve(self, request: Request, kind: Kind) -> Response:
+    async def respond(self, kind: Kind, raw: bytes) -> Response:
+        """Answer one OpenAI request body of ``kind`` (what the routes do, callable without HTTP).
+
+        Args:
+            kind: ``chat`` (``/v1/chat/completions``) or ``completion`` (``/v1/completions``).
+            raw: The request body.
+
+        Returns:
+            A JSON response, a server-sent-events :class:`StreamingResponse`, or OpenAI's error.
+        """
         adapter: str | None = None
         try:
             try:
-                body = json.loads(await request.body())
+                body = json.loads(raw)
             except ValueError:
                 raise InvalidRequestError("the request body is not valid JSON", param=None) from None
             req: OpenAIRequest
