@@ -15,6 +15,7 @@ from corral.api.v1alpha1.common import LocalObjectReference
 from corral.api.v1alpha1.modeldeployment import ModelDeployment
 from corral.serving import (
     ACTIVATOR_DEPLOYMENT,
+    LLM_DEPLOYMENT,
     MULTIPLEX_HEADER,
     ResolvedModel,
     ServeAppArgs,
@@ -24,6 +25,7 @@ from corral.serving import (
     serve_config,
     served_model_names,
 )
+from corral.serving._config import CORRAL_IMPORT_PATH
 
 URIS = {
     "tiny": "file:///models/tiny",
@@ -162,12 +164,32 @@ def test_routing_headers_name_only_multiplexed_adapters() -> None:
 def test_auto_engine_picks_vllm_with_gpus() -> None:
     assert resolve_engine(deployment().spec) == "transformers"
     assert resolve_engine(deployment(resources={"gpusPerReplica": 1}).spec) == "vllm"
+    assert resolve_engine(deployment(resources={"gpusPerReplica": 1}).spec, "llama") == "vllm"
     assert resolve_engine(deployment(engine="transformers").spec) == "transformers"
 
 
-def test_transformers_engine_refuses_gpus() -> None:
-    with pytest.raises(ValueError, match="CPUs only"):
-        serve_config([deployment(engine="transformers", resources={"gpusPerReplica": 1})], resolve)
+def test_auto_serves_what_vllm_does_not_implement_with_transformers_on_one_gpu() -> None:
+    one, two = deployment(resources={"gpusPerReplica": 1}), deployment(resources={"gpusPerReplica": 2})
+    assert resolve_engine(one.spec, "gpt_pangu") == "transformers"
+    assert resolve_engine(two.spec, "gpt_pangu") == "vllm"  # tensor parallelism: vLLM or nothing
+
+    def pangu(ref: LocalObjectReference) -> ResolvedModel:
+        return ResolvedModel(uri=f"file:///models/{ref.name}", architecture="gpt_pangu", trust_remote_code=True)
+
+    app = serve_config([one], pangu)["applications"][0]
+    assert app["import_path"] == CORRAL_IMPORT_PATH
+    args = ServeAppArgs.model_validate(app["args"])
+    assert args.trust_remote_code
+    assert by_name(app, LLM_DEPLOYMENT)["ray_actor_options"]["num_gpus"] == 1
+    ray_validate({"applications": [app]})
+
+
+def test_transformers_engine_takes_one_gpu_and_refuses_tensor_parallelism() -> None:
+    app = serve_config([deployment(engine="transformers", resources={"gpusPerReplica": 1})], resolve)
+    assert by_name(app["applications"][0], LLM_DEPLOYMENT)["ray_actor_options"]["num_gpus"] == 1
+    assert not ServeAppArgs.model_validate(app["applications"][0]["args"]).trust_remote_code
+    with pytest.raises(ValueError, match="tensor parallelism over 2 GPUs needs engine vllm"):
+        serve_config([deployment(engine="transformers", resources={"gpusPerReplica": 2})], resolve)
 
 
 def test_duplicate_names_rejected() -> None:

@@ -65,7 +65,12 @@ def app_config(deployment: ModelDeployment, models: Mapping[str, Model]) -> dict
         model = models[ref.name]
         if model.status.artifact is None:
             raise KeyError(ref.name)
-        return ResolvedModel(uri=model.status.artifact.uri, size_bytes=model.status.artifact.size_bytes)
+        return ResolvedModel(
+            uri=model.status.artifact.uri,
+            size_bytes=model.status.artifact.size_bytes,
+            architecture=model.status.architecture,
+            trust_remote_code=bool(model.status.remote_code),  # set only when the namespace allows it
+        )
 
     config = serve_config([deployment], resolve)
     app = dict(config["applications"][0])

@@ -79,7 +79,13 @@ class CorralLLMServer:
         torch.set_num_threads(self.args.torch_threads)
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         # Off the event loop: the replica keeps answering Serve's health checks while weights load.
-        model, tokenizer = await asyncio.to_thread(load_base, self.args.model_uri, self.args.chat_template)
+        model, tokenizer = await asyncio.to_thread(
+            load_base,
+            self.args.model_uri,
+            self.args.chat_template,
+            trust_remote_code=self.args.trust_remote_code,
+            device="cuda" if torch.cuda.is_available() else "cpu",  # Ray shows a replica only its own GPU
+        )
         loaded = time.time()
         await asyncio.to_thread(_warm_up, model, tokenizer)
         warmed = time.time()

@@ -50,6 +50,11 @@ class ServeAppArgs(BaseModel):
         default=None, description="Jinja chat template overriding the tokenizer's (the one the model was trained with)."
     )
     torch_threads: int = Field(default=1, ge=1, description="torch.set_num_threads in each replica.")
+    trust_remote_code: bool = Field(
+        default=False,
+        description="Load the base with the model code shipped with its weights (a Model with trustRemoteCode, allowed "
+        "in its namespace).",
+    )
     hold: HoldArgs | None = Field(
         default=None,
         description=(

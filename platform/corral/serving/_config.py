@@ -76,15 +76,36 @@ class ResolvedModel(BaseModel):
         default=None, description="Jinja chat template the model was trained with; unset uses the tokenizer's."
     )
     size_bytes: int = Field(default=0, ge=0, description="Size of the artifact in bytes; 0 when unknown.")
+    architecture: str | None = Field(default=None, description="transformers model_type of the weights, when known.")
+    trust_remote_code: bool = Field(
+        default=False, description="Load with the model code shipped with the weights (an allowed trustRemoteCode)."
+    )
+
+
+#: transformers ``model_type`` values vLLM implements (its supported-models list: decoder-only text
+#: generation). ``auto`` serves other architectures with engine ``transformers`` on one GPU.
+VLLM_ARCHITECTURES = frozenset({
+    "aquila", "baichuan", "bloom", "chatglm", "cohere", "deepseek_v2", "deepseek_v3", "falcon", "gemma", "gemma2",
+    "gemma3", "gpt2", "gpt_bigcode", "gpt_neox", "gptj", "internlm2", "llama", "mistral", "mixtral", "mpt", "olmo",
+    "opt", "phi", "phi3", "qwen", "qwen2", "qwen2_moe", "qwen3", "stablelm", "starcoder2",
+})  # fmt: skip
 
 
 Resolver = Callable[[LocalObjectReference], ResolvedModel]
 
 
-def resolve_engine(spec: ModelDeploymentSpec) -> Engine:
-    """The engine a spec runs on: ``auto`` is ``vllm`` with GPUs, else ``transformers``."""
+def resolve_engine(spec: ModelDeploymentSpec, architecture: str | None = None) -> Engine:
+    """The engine a spec runs on.
+
+    ``auto`` is ``vllm`` with GPUs, else ``transformers``; with one GPU per replica and a base
+    architecture vLLM does not implement (``architecture`` given and not in
+    :data:`VLLM_ARCHITECTURES`, e.g. PanGu-alpha), ``auto`` is ``transformers`` on that GPU.
+    """
     if spec.engine == "auto":
-        return "vllm" if spec.resources.gpus_per_replica > 0 else "transformers"
+        gpus = spec.resources.gpus_per_replica
+        if gpus == 0 or (gpus == 1 and architecture is not None and architecture not in VLLM_ARCHITECTURES):
+            return "transformers"
+        return "vllm"
     return spec.engine
 
 
@@ -153,7 +174,8 @@ def serve_config(
 
     Raises:
         ValueError: Two deployments share a name, or a deployment asks for something its
-            engine cannot do (GPUs on ``transformers``; non-``s3://`` adapters on ``vllm``).
+            engine cannot do (more than one GPU per replica on ``transformers``; non-``s3://``
+            adapters on ``vllm``).
     """
     names = [d.metadata.name for d in deployments]
     dupes = sorted({n for n in names if names.count(n) > 1})
@@ -161,7 +183,7 @@ def serve_config(
         raise ValueError(f"deployment names must be unique (repeated: {', '.join(dupes)})")
     apps = []
     for dep in deployments:
-        engine = resolve_engine(dep.spec)
+        engine = resolve_engine(dep.spec, resolve(dep.spec.model).architecture)
         app = _vllm_app(dep, resolve) if engine == "vllm" else _corral_app(dep, resolve)
         apps.append(app)
     config: dict[str, Any] = {"applications": apps}
@@ -205,10 +227,11 @@ def _clean(d: dict[str, Any]) -> dict[str, Any]:
 
 def _corral_app(dep: ModelDeployment, resolve: Resolver) -> dict[str, Any]:
     spec = dep.spec
-    if spec.resources.gpus_per_replica > 0:
+    gpus = spec.resources.gpus_per_replica
+    if gpus > 1:
         raise ValueError(
-            f"deployment {dep.metadata.name}: engine transformers serves on CPUs only "
-            f"(gpusPerReplica={spec.resources.gpus_per_replica}); use engine vllm or auto for GPUs"
+            f"deployment {dep.metadata.name}: engine transformers runs a replica on one GPU at most "
+            f"(gpusPerReplica={gpus}); tensor parallelism over {gpus} GPUs needs engine vllm"
         )
     base = resolve(spec.model)
     resolved = [(a.name, resolve(a.model)) for a in spec.adapters]
@@ -226,6 +249,7 @@ def _corral_app(dep: ModelDeployment, resolve: Resolver) -> dict[str, Any]:
         max_queued_requests=queued,
         max_context_length=spec.max_context_length,
         chat_template=base.chat_template,
+        trust_remote_code=base.trust_remote_code,
         torch_threads=threads,
         hold=hold,
     )
@@ -233,6 +257,7 @@ def _corral_app(dep: ModelDeployment, resolve: Resolver) -> dict[str, Any]:
     actor_options = _clean(
         {
             "num_cpus": cpus,
+            "num_gpus": gpus or None,
             "memory": _memory_bytes(spec),
             "accelerator_type": ray_accelerator_type(spec.resources.accelerator_type),
         }
