@@ -59,7 +59,12 @@ class _FakeAuthz:
 
     def create_subject_access_review(self, body: Any) -> Any:
         attrs = body.spec.resource_attributes
-        allowed = (body.spec.user, attrs.verb, attrs.resource, attrs.namespace) in self.rules
+        if attrs is None:  # a non-resource URL (/metrics)
+            path = body.spec.non_resource_attributes
+            allowed = (body.spec.user, path.verb, path.path, None) in self.rules
+        else:
+            resource = f"{attrs.resource}/{attrs.subresource}" if attrs.subresource else attrs.resource
+            allowed = (body.spec.user, attrs.verb, resource, attrs.namespace) in self.rules
         return SimpleNamespace(status=SimpleNamespace(allowed=allowed))
 
 
@@ -75,13 +80,17 @@ def test_token_review_and_access_reviews() -> None:
         {
             ("admin", "list", "finetunejobs", None),
             ("admin", "create", "gpupools", None),
+            ("admin", "update", "finetunejobs/status", None),
+            ("admin", "get", "/metrics", None),
             ("alice", "get", "finetunejobs", "team-b"),
         }
     )
     admin = auth.authenticate("tok-admin")
     assert admin.name == "admin" and admin.namespaces is None and admin.cluster
+    assert admin.controller and admin.metrics
     alice = auth.authenticate("tok-alice")
     assert alice.namespaces == frozenset({"team-b"}) and not alice.cluster
+    assert not alice.controller and not alice.metrics and not alice.writes_status and not alice.reads_metrics
     auth.authenticate("tok-alice")
     assert authn.calls == 2  # the second answer for alice came from the cache
 

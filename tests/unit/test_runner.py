@@ -109,13 +109,13 @@ def test_references_become_ready_then_one_submission(env: Any) -> None:
     passes(runner, 3)
     j = job(store)
     assert j.status.phase == "Admitted"
-    assert j.status.submission_id == "corral-team-a-bot-1"
+    assert j.status.submission_id == "corral-team-a.bot-1"
     assert FINALIZER in j.metadata.finalizers
-    assert driver.submitted == ["corral-team-a-bot-1"]
+    assert driver.submitted == ["corral-team-a.bot-1"]
     job_file = Path(job_files(j, settings).job_file.removeprefix("file://"))
     assert json.loads(job_file.read_text())["name"] == "bot"
     passes(runner, 3)
-    assert driver.submitted == ["corral-team-a-bot-1"] and len(driver.submit_calls) == 1
+    assert driver.submitted == ["corral-team-a.bot-1"] and len(driver.submit_calls) == 1
     reasons = [e.reason for e in store.list_events("FineTuneJob", NS, "bot")]
     assert "Submitted" in reasons
 
@@ -135,8 +135,8 @@ def test_crash_and_restart_never_submits_twice(env: Any, crash: str) -> None:
         Runner(store, driver, settings).run_once()
     restarted = Runner(store, driver, settings)  # a new process: nothing carried over but the store and Ray
     passes(restarted, 3)
-    assert driver.submitted == ["corral-team-a-bot-1"]
-    assert job(store).status.submission_id == "corral-team-a-bot-1"
+    assert driver.submitted == ["corral-team-a.bot-1"]
+    assert job(store).status.submission_id == "corral-team-a.bot-1"
     assert job(store).status.phase == "Admitted"
 
 
@@ -212,7 +212,7 @@ def test_background_loop_reacts_to_changes(env: Any) -> None:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and not driver.submitted:
             time.sleep(0.1)
-        assert driver.submitted == ["corral-team-a-bot-1"]
+        assert driver.submitted == ["corral-team-a.bot-1"]
     finally:
         runner.stop()
 

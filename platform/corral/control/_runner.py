@@ -48,7 +48,7 @@ from ._dataset import needs_check, reconcile_dataset
 from ._deployment import app_name, reconcile_deployment
 from ._finetunejob import reconcile_finetunejob
 from ._gpupool import reconcile_gpupool
-from ._jobspec import job_files
+from ._jobspec import job_files, owns_submission
 from ._model import artifact_uri, needs_probe, reconcile_model
 from ._observed import (
     ControlSettings,
@@ -208,6 +208,8 @@ class Runner:
             return reconcile_model(obj, world)
         if isinstance(obj, FineTuneJob):
             sid = obj.status.submission_id
+            if not owns_submission(obj, sid):  # a Ray job of another object is never read or stopped
+                sid = None
             job = self.driver.job_status(sid) if sid else None
             training = None
             if sid:
