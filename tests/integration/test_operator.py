@@ -11,6 +11,7 @@ fine-tune and a served deployment, then through a restart and deletions.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import subprocess
 import sys
@@ -67,6 +68,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
             "CORRAL_OPERATOR_ARTIFACT_ROOT": (tmp / "artifacts").as_uri(),
             "CORRAL_OPERATOR_RESYNC_SECONDS": RESYNC,
             "CORRAL_OPERATOR_STANDALONE": "true",
+            # the example data lies outside the artifact root: an administrator allows it
+            "CORRAL_OPERATOR_ALLOWED_URI_PREFIXES": json.dumps({"*": ["hf://", f"{EXAMPLES.as_uri()}/"]}),
         }
         with pytest.MonkeyPatch.context() as mp:
             for key, value in env.items():

@@ -29,6 +29,13 @@ def test_settings_from_env() -> None:
     assert settings.kuberay.image == "x/ray:1" and settings.kuberay.s3_secret_name == "s3"
     control = settings.control()
     assert control.artifact_root == "s3://b/p" and control.follow_seconds == 2.5
+    assert control.uri_policy is not None  # objects applied with kubectl are held to the URI rule
+    assert control.uri_policy.prefixes("team-a") == [
+        "s3://b/p/files/team-a/",
+        "s3://b/p/finetunejobs/team-a/",
+        "s3://b/p/catalog/",
+        "hf://",
+    ]
 
 
 def test_configure_kopf() -> None:

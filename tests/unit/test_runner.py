@@ -243,3 +243,23 @@ def test_embedded_control_plane_starts_and_stops(tmp_path: Path) -> None:
     finally:
         plane.stop()
     assert plane.runner is None and (tmp_path / "data" / "corral.db").exists()
+
+
+def test_the_uri_rule_holds_in_the_reconcilers_too(env: Any, tmp_path: Path) -> None:
+    """On a cluster objects arrive with kubectl, past no control API: the runner applies the URI rule itself."""
+    from corral.artifacts import URIPolicy
+
+    store, driver, settings = env
+    policy = URIPolicy(settings.artifact_root, {"*": ["hf://"]})
+    runner = Runner(store, driver, ControlSettings(**{**settings.__dict__, "uri_policy": policy}))
+    passes(runner, 2)
+    dataset = store.get(Dataset, NS, "support")
+    ready = next(c for c in dataset.status.conditions if c.type == "Ready")
+    assert ready.status == "False" and ready.reason == "DataUnreadable"
+    assert "is not a URI namespace team-a may reference" in ready.message
+    assert dataset.status.report is None  # nothing was read: no counts, no keys, no existence
+    model = store.get(Model, NS, "base")
+    ready = next(c for c in model.status.conditions if c.type == "Ready")
+    assert ready.status == "False" and ready.reason == "ArtifactNotFound"
+    assert "may reference" in ready.message and model.status.artifact is None
+    assert driver.submitted == []
