@@ -164,4 +164,3 @@ def test_down_stops_everything_it_started(driver: LocalRayDriver) -> None:
     assert temp_dir is not None and not temp_dir.exists()
     assert not driver.started_head
     driver.down()  # idempotent
-

@@ -298,7 +298,9 @@ def test_restart_mid_reconcile_creates_nothing_twice(cluster: dict[str, Any]) ->
     # Killed here (after the RayJob, mid-follow); the status names the submission id.
     job = get(cluster, "corral.dev", "finetunejobs", "support-bot-v2")
     assert job is not None and job["status"]["submissionId"] == sid
-    cluster["custom"].delete_namespaced_custom_object("ray.io", "v1", NS, "rayjobs", rayjob_name(sid))  # as if never created
+    cluster["custom"].delete_namespaced_custom_object(
+        "ray.io", "v1", NS, "rayjobs", rayjob_name(sid)
+    )  # as if never created
     with operator():
         eventually(lambda: get(cluster, "ray.io", "rayjobs", rayjob_name(sid)), 60, "the resubmitted RayJob")
         time.sleep(6 * float(RESYNC))  # several resync passes

@@ -144,7 +144,9 @@ def test_decode_yaml_refuses_aliases_and_bombs_quickly() -> None:
     bomb = b'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n'
     for level in "bcdefghi":
         prev = chr(ord(level) - 1)
-        bomb += f"{level}: &{level} [*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev}]\n".encode()
+        bomb += (
+            f"{level}: &{level} [*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev}]\n".encode()
+        )
     start = time.process_time()
     with pytest.raises(InputError, match="anchors"):
         decode_yaml(bomb)
