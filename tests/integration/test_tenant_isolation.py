@@ -37,7 +37,7 @@ def _refused(response: httpx.Response, *secrets: str) -> None:
 
 
 def _body(plural: str, name: str, namespace: str = "team-b") -> dict[str, Any]:
-    cls = next(c for c in KINDS.values() if c.PLURAL == plural)
+    cls = next(c for c in KINDS.values() if plural == c.PLURAL)
     return {"apiVersion": "corral.dev/v1alpha1", "kind": cls.KIND, "metadata": {"name": name, "namespace": namespace}}
 
 
@@ -62,7 +62,7 @@ def test_every_resource_route_of_another_namespace_is_refused(world: Tenants, pl
         ]
     for response in calls:
         _refused(response, name, "Seeded")
-    cls = next(c for c in NAMESPACED if c.PLURAL == plural)
+    cls = next(c for c in NAMESPACED if plural == c.PLURAL)
     assert world.store.get(cls, "team-b", name).metadata.labels == {}  # nothing changed
 
 
