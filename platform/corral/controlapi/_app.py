@@ -22,7 +22,7 @@ from corral.store import SelectorError, Store, StoreError
 from ._access import WatchQuota, get_principal
 from ._auth import Authenticator
 from ._health import MetricsMiddleware, health_router
-from ._limits import BodyLimitMiddleware, BodyTooLarge, InputError, upload_limit
+from ._limits import MAX_UPLOAD_BYTES, BodyLimitMiddleware, BodyTooLarge, InputError, upload_limit
 from ._openai_api import install_openai_api
 from ._openai_schemas import OpenAIError
 from ._resources import API_PREFIX, resource_router
@@ -132,7 +132,9 @@ def _install_error_handlers(app: FastAPI) -> None:
         return status_response(exc)
 
     async def on_selector_error(request: Request, exc: Exception) -> Response:
-        return status_response(APIError(400, "BadRequest", f"unable to parse requirement: {exc}"))
+        text = str(exc)
+        text = text if len(text) <= 300 else text[:297] + "..."
+        return status_response(APIError(400, "BadRequest", f"unable to parse requirement: {text}"))
 
     async def on_http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
@@ -178,6 +180,7 @@ def create_app(
     artifact_root: str | None = None,
     uri_policy: URIPolicy | None = None,
     max_watches_per_token: int = 20,
+    max_upload_bytes: int = MAX_UPLOAD_BYTES,
 ) -> FastAPI:
     """Build the control API.
 
@@ -194,6 +197,7 @@ def create_app(
             :class:`corral.artifacts.URIPolicy`); default: the namespace's own prefixes under
             ``artifact_root``, the shared catalog and the public Hugging Face Hub.
         max_watches_per_token: Most watches one token may hold open at once (429 beyond).
+        max_upload_bytes: Largest file ``POST /v1/files`` accepts (the body is cut off while it streams).
 
     Returns:
         The FastAPI application; serve it with uvicorn.
@@ -210,7 +214,8 @@ def create_app(
     app.state.uri_policy = uri_policy or URIPolicy(artifact_root, {"*": DEFAULT_PUBLIC_PREFIXES})
     app.state.watch_quota = WatchQuota(max_watches_per_token)
     register_store_collector(store, registry, events_uri_under(artifact_root) if artifact_root else None)
-    app.add_middleware(BodyLimitMiddleware, routes={("POST", "/v1/files"): upload_limit()})
+    app.state.max_upload_bytes = max_upload_bytes
+    app.add_middleware(BodyLimitMiddleware, routes={("POST", "/v1/files"): upload_limit(max_upload_bytes)})
     app.add_middleware(MetricsMiddleware, registry=registry)
     _install_error_handlers(app)
     app.include_router(health_router())

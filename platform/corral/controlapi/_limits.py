@@ -29,6 +29,7 @@ __all__ = [
     "MAX_BODY_BYTES",
     "MAX_DEPTH",
     "MAX_UPLOAD_BYTES",
+    "MAX_YAML_BYTES",
     "BodyLimitMiddleware",
     "BodyTooLarge",
     "InputError",
@@ -46,6 +47,8 @@ MAX_UPLOAD_BYTES = 512 * 1024 * 1024
 """Largest uploaded file (``POST /v1/files``)."""
 UPLOAD_OVERHEAD_BYTES = 64 * 1024
 """Room for the multipart framing and the text fields around an upload."""
+MAX_YAML_BYTES = 256 * 1024
+"""Largest YAML body: a FineTuneJob or ModelDeployment is a few kB, and PyYAML is slow on megabytes."""
 MAX_DEPTH = 100
 """Deepest nesting of arrays and objects a JSON or YAML body may have."""
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -67,9 +70,9 @@ class BodyTooLarge(InputError):  # noqa: N818 - reads like the HTTP status
         self.limit = limit
 
 
-def upload_limit() -> int:
+def upload_limit(max_file_bytes: int = MAX_UPLOAD_BYTES) -> int:
     """The body limit of ``POST /v1/files``: the file limit plus the multipart framing."""
-    return MAX_UPLOAD_BYTES + UPLOAD_OVERHEAD_BYTES
+    return max_file_bytes + UPLOAD_OVERHEAD_BYTES
 
 
 class BodyLimitMiddleware:
@@ -217,8 +220,11 @@ def decode_yaml(raw: bytes) -> Any:
     :class:`BodyLimitMiddleware`.
 
     Raises:
+        BodyTooLarge: Over :data:`MAX_YAML_BYTES`.
         InputError: Not YAML, several documents, an alias or anchor, or too deep.
     """
+    if len(raw) > MAX_YAML_BYTES:
+        raise BodyTooLarge(MAX_YAML_BYTES)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:

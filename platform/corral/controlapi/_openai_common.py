@@ -97,7 +97,7 @@ Namespace = Annotated[str, Depends(openai_namespace)]
 
 async def json_body(request: Request) -> Any:
     """The request's JSON body, within the limits of :func:`decode_json` (400 ``invalid_json`` otherwise)."""
-    raw = await request.body()
+    raw = await request.body()  # BodyTooLarge (413) propagates to the app's handler
     try:
         return decode_json(raw)
     except InputError as exc:

@@ -24,7 +24,7 @@ from corral.api._show import show
 from corral.api.v1alpha1 import Dataset, FineTuneJob, GPUPool, Model, ModelDeployment
 from corral.store import NotFound, Store
 
-from ._limits import InputError, decode_yaml
+from ._limits import BodyTooLarge, InputError, decode_yaml
 from ._openai_common import Namespace, call_store, json_body
 from ._openai_schemas import OpenAIError
 
@@ -139,6 +139,10 @@ def estimate_router() -> APIRouter:
             raw = await request.body()  # capped at 3 MiB by BodyLimitMiddleware
             try:
                 body = await run_in_threadpool(decode_yaml, raw)  # off the event loop; no aliases
+            except BodyTooLarge as exc:
+                raise OpenAIError(
+                    413, f"the YAML body is larger than {exc.limit} bytes", code="body_too_large"
+                ) from None
             except InputError as exc:
                 raise OpenAIError(400, str(exc), code="invalid_yaml") from None
         else:

@@ -217,21 +217,19 @@ def _files(request: Request) -> FileStore:
     return files
 
 
-async def _spool(request: Request, path: Path) -> None:
+async def _spool(request: Request, path: Path, limit: int) -> None:
     """Write the request body to ``path`` as it arrives (never held whole; capped by the body limit)."""
     try:
         with path.open("wb") as sink:
             async for chunk in request.stream():
                 sink.write(chunk)
     except BodyTooLarge:
-        raise OpenAIError(
-            413, f"the file is larger than {MAX_BYTES} bytes", code="file_too_large", param="file"
-        ) from None
+        raise OpenAIError(413, f"the file is larger than {limit} bytes", code="file_too_large", param="file") from None
 
 
-def _split(body: Path, boundary: bytes, dest: Path, prefix: bytes) -> tuple[dict[str, str], Upload | None]:
+def _split(body: Path, boundary: bytes, dest: Path, prefix: bytes, limit: int) -> tuple[dict[str, str], Upload | None]:
     with body.open("rb") as src:
-        parts = split_multipart(src, boundary, dest, max_file_bytes=MAX_BYTES, digest_prefix=prefix)
+        parts = split_multipart(src, boundary, dest, max_file_bytes=limit, digest_prefix=prefix)
     body.unlink()  # the spooled body is not needed any more: free the disk early
     return parts
 
@@ -250,10 +248,11 @@ def files_router() -> APIRouter:
         staging = await run_in_threadpool(files.staging_dir)
         with tempfile.TemporaryDirectory(prefix="corral-upload-", dir=staging) as tmp:
             body = Path(tmp) / "body"
-            await _spool(request, body)
+            limit = int(getattr(request.app.state, "max_upload_bytes", MAX_BYTES))
+            await _spool(request, body, limit)
             try:
                 fields, upload = await run_in_threadpool(
-                    lambda: _split(body, boundary, Path(tmp) / "data", namespace.encode() + b"\0")
+                    lambda: _split(body, boundary, Path(tmp) / "data", namespace.encode() + b"\0", limit)
                 )
             except MultipartError as exc:
                 code = 413 if "larger than" in str(exc) else 400

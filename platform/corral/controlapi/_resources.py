@@ -45,8 +45,9 @@ Handler = Callable[..., Awaitable[Response]]
 
 
 async def _json_body(request: Request) -> Any:
+    raw = await request.body()  # BodyTooLarge (413) propagates to the app's handler
     try:
-        return decode_json(await request.body())
+        return decode_json(raw)
     except InputError as exc:
         raise APIError(400, "BadRequest", str(exc)) from None
 
@@ -91,8 +92,9 @@ def _parse(cls: type[Resource], body: Any, namespace: str | None, name: str | No
         return parse_document(body, source="request body")
     except DocumentError as exc:
         problems = exc.problems
-        message = f'{cls.KIND} "{exc.name or name or "?"}" is invalid: ' + "; ".join(str(p) for p in problems[:20])
-        raise APIError(422, "Invalid", message, kind=cls.KIND, name=exc.name or name, problems=problems[:20]) from None
+        shown = (exc.name or name or "?")[:253]
+        message = f'{cls.KIND} "{shown}" is invalid: ' + "; ".join(str(p) for p in problems[:20])
+        raise APIError(422, "Invalid", message, kind=cls.KIND, name=shown, problems=problems[:20]) from None
 
 
 def show(value: Any) -> str:
