@@ -8,7 +8,6 @@ bodies, failed uploads), then more of the same kind.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
