@@ -4,7 +4,9 @@
 is checked with a ``TokenReview``; the resulting user may use every namespace when a
 ``SubjectAccessReview`` allows it to ``list`` Corral's resources cluster-wide, else the
 configured namespaces in which it may ``get`` them; it may write cluster-scoped kinds
-(GPUPools) when it may ``create`` ``gpupools.corral.dev``. Answers are cached per token
+(GPUPools) when it may ``create`` ``gpupools.corral.dev``; it may write ``/status`` (the
+controller's right) when it may ``update`` ``finetunejobs/status`` cluster-wide, and read
+``/metrics`` when it may ``get`` the non-resource URL ``/metrics`` (Prometheus' role). Answers are cached per token
 (by its SHA-256) for a short time; tokens are never logged.
 """
 
@@ -95,21 +97,36 @@ class KubernetesAuth:
         else:
             namespaces = frozenset(ns for ns in self.namespaces if self._allowed(user, "get", "finetunejobs", ns))
         cluster = self._allowed(user, "create", "gpupools", None)
+        controller = self._allowed(user, "update", "finetunejobs", None, subresource="status")
+        metrics = self._allowed(user, "get", None, None, path="/metrics")
         logger.info(
             "Authenticated %s (namespaces: %s)", user.username, "all" if namespaces is None else sorted(namespaces)
         )
-        return Principal(str(user.username), namespaces, cluster)
+        return Principal(str(user.username), namespaces, cluster, controller=controller, metrics=metrics)
 
-    def _allowed(self, user: Any, verb: str, resource: str, namespace: str | None) -> bool:
+    def _allowed(
+        self,
+        user: Any,
+        verb: str,
+        resource: str | None,
+        namespace: str | None,
+        *,
+        subresource: str | None = None,
+        path: str | None = None,
+    ) -> bool:
         import kubernetes.client
         from kubernetes.client.exceptions import ApiException
 
-        attributes = kubernetes.client.V1ResourceAttributes(
-            group=_GROUP, resource=resource, verb=verb, namespace=namespace
-        )
-        spec = kubernetes.client.V1SubjectAccessReviewSpec(
-            user=user.username, groups=user.groups, uid=user.uid, extra=user.extra, resource_attributes=attributes
-        )
+        who = {"user": user.username, "groups": user.groups, "uid": user.uid, "extra": user.extra}
+        if path is not None:
+            spec = kubernetes.client.V1SubjectAccessReviewSpec(
+                **who, non_resource_attributes=kubernetes.client.V1NonResourceAttributes(path=path, verb=verb)
+            )
+        else:
+            attributes = kubernetes.client.V1ResourceAttributes(
+                group=_GROUP, resource=resource, verb=verb, namespace=namespace, subresource=subresource
+            )
+            spec = kubernetes.client.V1SubjectAccessReviewSpec(**who, resource_attributes=attributes)
         try:
             review = self.authz.create_subject_access_review(kubernetes.client.V1SubjectAccessReview(spec=spec))
         except ApiException as exc:

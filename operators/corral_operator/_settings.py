@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from corral.artifacts import URIPolicy
 from corral.control import ControlSettings
 from corral.drivers.kuberay import KubeRaySettings
 
@@ -48,6 +49,12 @@ class OperatorSettings(BaseModel):
     watch_client_timeout: float = Field(default=330.0, gt=0, description="Client-side timeout of each watch request.")
     health_port: int = Field(default=8080, ge=1, le=65535, description="Port of the /healthz liveness endpoint.")
     kuberay: KubeRaySettings = Field(default_factory=KubeRaySettings, description="RayJob / RayService settings.")
+    allowed_uri_prefixes: dict[str, list[str]] = Field(
+        default_factory=lambda: {"*": ["hf://"]},
+        description="Namespace (or '*') -> URI prefixes its Datasets and Models may read besides its own artifacts "
+        "(corral.artifacts.URIPolicy); objects applied with kubectl bypass the control API, so the reconcilers "
+        "apply this rule themselves.",
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> OperatorSettings:
@@ -60,7 +67,7 @@ class OperatorSettings(BaseModel):
                 continue
             if name in ("namespaces", "remote_code_namespaces"):
                 data[name] = [n.strip() for n in raw.split(",") if n.strip()]
-            elif name in ("job_runtime_env", "kuberay"):
+            elif name in ("job_runtime_env", "kuberay", "allowed_uri_prefixes"):
                 data[name] = json.loads(raw)
             else:
                 data[name] = raw  # pydantic converts numbers and booleans
@@ -75,6 +82,7 @@ class OperatorSettings(BaseModel):
             follow_seconds=self.resync_seconds,
             deploying_seconds=self.resync_seconds,
             remote_code_namespaces=frozenset(self.remote_code_namespaces),
+            uri_policy=URIPolicy.from_mapping(self.artifact_root, self.allowed_uri_prefixes, "allowed_uri_prefixes"),
         )
 
 

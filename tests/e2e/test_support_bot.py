@@ -94,6 +94,9 @@ def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Plane]:
     data_dir = tmp_path_factory.mktemp("corral-e2e")
     tokens = {"tokens": [{"name": "e2e", "token": TOKEN, "namespaces": [NAMESPACE], "cluster": True}]}
     (data_dir / "tokens.yaml").write_text(yaml.safe_dump(tokens), encoding="utf-8")
+    # The team's token may point its objects at the example data: an administrator allows that prefix.
+    allowed = {NAMESPACE: [f"{EXAMPLES.resolve().as_uri()}/"], "*": ["hf://"]}
+    os.environ["CORRAL_ALLOWED_URI_PREFIXES"] = json.dumps(allowed)
     port = _free_port()
     control = EmbeddedControlPlane(data_dir, port=port, num_cpus=4, resync_seconds=1.0)
     control.start()
@@ -105,6 +108,7 @@ def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Plane]:
     finally:
         corral.close()
         control.stop()
+        os.environ.pop("CORRAL_ALLOWED_URI_PREFIXES", None)
 
 
 @pytest.fixture(scope="module")

@@ -30,6 +30,8 @@ API = "/apis/corral.dev/v1alpha1"
 TOKEN_A = "token-for-team-a-0001"
 TOKEN_B = "token-for-team-b-0002"
 TOKEN_ADMIN = "token-for-the-admin-03"
+TOKEN_CONTROLLER = "token-for-the-controller-04"
+TOKEN_METRICS = "token-for-prometheus-05"
 MERGE = {"Content-Type": "application/merge-patch+json"}
 
 
@@ -51,6 +53,8 @@ def tokens_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
             {"name": "team-a", "tokenSha256": hash_token(TOKEN_A), "namespaces": ["team-a"]},
             {"name": "team-b", "token": TOKEN_B, "namespaces": ["team-b"]},
             {"name": "admin", "tokenSha256": hash_token(TOKEN_ADMIN), "namespaces": ["*"], "cluster": True},
+            {"name": "controller", "token": TOKEN_CONTROLLER, "namespaces": ["team-a", "team-b"], "controller": True},
+            {"name": "prometheus", "token": TOKEN_METRICS, "namespaces": [], "metrics": True},
         ]
     }
     path = tmp_path_factory.mktemp("auth") / "tokens.yaml"
@@ -181,8 +185,8 @@ def test_invalid_object_is_422_with_field_paths(server: Server) -> None:
 
 
 def test_status_subresource_never_changes_spec(server: Server) -> None:
-    with server.client() as c:
-        created = c.post(models("team-a"), json=model_body("stat")).json()
+    with server.client() as tenant, server.client(TOKEN_CONTROLLER) as c:
+        created = tenant.post(models("team-a"), json=model_body("stat")).json()
         url = f"{models('team-a')}/stat/status"
         patch = {"spec": {"displayName": "sneaky"}, "status": {"architecture": "llama", "observedGeneration": 1}}
         patched = c.patch(url, content=json.dumps(patch), headers=MERGE)
@@ -205,6 +209,25 @@ def test_status_subresource_never_changes_spec(server: Server) -> None:
         assert main["status"]["parameters"] == 1000 and main["spec"]["displayName"] == "Real"
 
 
+def test_only_the_controller_and_admins_write_status(server: Server) -> None:
+    """A tenant cannot write its own objects' status (the reconciler acts on it); reads stay open."""
+    with server.client(TOKEN_A) as a, server.client(TOKEN_ADMIN) as admin:
+        created = a.post(models("team-a"), json=model_body("own-status"))
+        assert created.status_code == 201, created.text
+        url = f"{models('team-a')}/own-status/status"
+        forged = {"status": {"architecture": "forged"}}
+        patched = a.patch(url, content=json.dumps(forged), headers=MERGE)
+        assert patched.status_code == 403 and patched.json()["reason"] == "Forbidden"
+        assert "written by the controller" in patched.json()["message"]
+        body = created.json() | {"status": {"architecture": "forged"}}
+        assert a.put(url, json=body).status_code == 403
+        assert a.get(url).status_code == 200 and "architecture" not in a.get(url).json().get("status", {})
+        created_with_status = a.post(models("team-a"), json=model_body("born-ready") | {"status": {"parameters": 9}})
+        assert created_with_status.status_code == 201 and "parameters" not in created_with_status.json()["status"]
+        repaired = admin.patch(url, content=json.dumps({"status": {"architecture": "llama"}}), headers=MERGE)
+        assert repaired.status_code == 200 and repaired.json()["status"]["architecture"] == "llama"
+
+
 # -- watch -----------------------------------------------------------------------------------
 
 
@@ -221,7 +244,7 @@ def read_events(response: httpx.Response, count: int, deadline: float = 15.0) ->
 
 
 def test_watch_streams_changes_from_a_resource_version(server: Server) -> None:
-    with server.client() as c, server.client() as writer:
+    with server.client() as c, server.client(TOKEN_CONTROLLER) as writer:
         since = c.get(models("team-a")).json()["metadata"]["resourceVersion"]
         with c.stream("GET", models("team-a"), params={"watch": "1", "resourceVersion": since}) as stream:
             assert stream.status_code == 200
@@ -317,6 +340,15 @@ def test_cluster_scoped_pools_readable_by_all_writable_by_cluster_tokens(server:
 # -- health, metrics, OpenAPI, discovery ------------------------------------------------------
 
 
+def test_metrics_need_a_metrics_token(server: Server) -> None:
+    """/metrics names every namespace's jobs and costs: only a metrics token (or an admin) reads it."""
+    with server.client(None) as anonymous, server.client(TOKEN_A) as tenant, server.client(TOKEN_ADMIN) as admin:
+        assert anonymous.get("/metrics").status_code == 401
+        denied = tenant.get("/metrics")
+        assert denied.status_code == 403 and "metrics: true" in denied.json()["message"]
+        assert admin.get("/metrics").status_code == 200
+
+
 def test_health_and_readiness(server: Server) -> None:
     with server.client(None) as c:
         assert c.get("/healthz").text == "ok"
@@ -324,9 +356,9 @@ def test_health_and_readiness(server: Server) -> None:
 
 
 def test_metrics_count_requests_by_route_template(server: Server) -> None:
-    with server.client() as c:
+    with server.client() as c, server.client(TOKEN_METRICS) as prometheus:
         c.get(f"{models('team-a')}/does-not-exist")
-        text = c.get("/metrics").text
+        text = prometheus.get("/metrics").text
     assert "# TYPE corral_controlapi_requests_total counter" in text
     assert (
         'corral_controlapi_requests_total{code="404",method="GET",'

@@ -46,7 +46,14 @@ NON_DEFAULT = {
         "s3": {"endpointUrl": "http://minio.minio:9000", "existingSecret": "corral-s3", "region": "eu-west-1"},
     },
     "ray": {"gpuImage": "ghcr.io/corral-dev/corral-ray-gpu:0.1.0", "submissionMode": "HTTPMode"},
-    "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}}},
+    "metrics": {
+        "serviceMonitor": {
+            "enabled": True,
+            "labels": {"release": "prometheus"},
+            "authorization": {"secretName": "prometheus-scrape-token"},
+            "prometheusServiceAccount": {"name": "prometheus", "namespace": "monitoring"},
+        }
+    },
     "networkPolicy": {"enabled": True, "apiIngressFrom": [{"namespaceSelector": {"matchLabels": {"team": "ml"}}}]},
     "dashboards": {"namespace": "monitoring"},
     "imagePullSecrets": ["regcred"],
@@ -151,6 +158,14 @@ def test_non_default_values_switch_on_optional_objects(custom_objects: list[dict
     monitors = by_kind(custom_objects, "ServiceMonitor")
     assert monitors["corral-api"]["metadata"]["labels"]["release"] == "prometheus"
     assert monitors["corral-api"]["spec"]["endpoints"][0]["path"] == "/metrics"
+    assert monitors["corral-api"]["spec"]["endpoints"][0]["authorization"] == {
+        "type": "Bearer",
+        "credentials": {"name": "prometheus-scrape-token", "key": "token"},
+    }
+    reader = by_kind(custom_objects, "ClusterRole")["corral-metrics-reader"]
+    assert reader["rules"] == [{"nonResourceURLs": ["/metrics"], "verbs": ["get"]}]
+    binding = by_kind(custom_objects, "ClusterRoleBinding")["corral-metrics-reader"]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "prometheus", "namespace": "monitoring"}]
     assert set(by_kind(custom_objects, "NetworkPolicy")) == {"corral-api", "corral-operator"}
     assert set(by_kind(custom_objects, "PodDisruptionBudget")) == {"corral-api", "corral-operator"}
     assert by_kind(custom_objects, "Service")["corral-api"]["spec"]["type"] == "LoadBalancer"
@@ -222,3 +237,18 @@ def test_schema_rejects_unknown_and_bad_values(tmp_path: Path) -> None:
         check=False,
     )
     assert result.returncode != 0 and "values don't meet the specifications of the schema" in result.stderr
+
+
+def test_service_monitor_without_a_scrape_token_is_refused(tmp_path: Path) -> None:
+    """/metrics needs a token: a ServiceMonitor without one would only ever scrape 401s."""
+    assert HELM is not None
+    path = tmp_path / "values.yaml"
+    path.write_text(yaml.safe_dump({"metrics": {"serviceMonitor": {"enabled": True}}}))
+    result = subprocess.run(
+        [HELM, "template", "corral", str(CHART), "-f", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode != 0 and "authorization.secretName is required" in result.stderr

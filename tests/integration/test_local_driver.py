@@ -54,6 +54,30 @@ def test_dashboard_requires_the_token(driver: LocalRayDriver) -> None:
     assert driver.temp_dir is not None and (driver.temp_dir / "auth_token").read_text() == driver.token
 
 
+def test_the_private_head_listens_on_loopback_only(driver: LocalRayDriver) -> None:
+    """The embedded default's Ray accepts no connection from another host, and its temp dir is private."""
+    import psutil
+
+    pids = driver.owned_pids()
+    listening = [
+        (c.laddr.ip, c.laddr.port, c.pid)
+        for c in psutil.net_connections(kind="inet")
+        if c.status == psutil.CONN_LISTEN and c.pid in pids
+    ]
+    assert listening, "the head's processes listen somewhere"  # (runs before test_down_...)
+    outside = [(ip, port, psutil.Process(pid).name()) for ip, port, pid in listening if not _loopback(ip)]
+    assert outside == []
+    assert driver.temp_dir is not None and (driver.temp_dir.stat().st_mode & 0o077) == 0
+
+
+def _loopback(ip: str) -> bool:
+    import ipaddress
+
+    address = ipaddress.ip_address(ip)
+    mapped = getattr(address, "ipv4_mapped", None)
+    return (mapped or address).is_loopback
+
+
 def test_same_submission_id_is_one_job(driver: LocalRayDriver) -> None:
     sid = "corral-test-hello-1"
     entrypoint = "python -c \"print('hi')\""

@@ -11,6 +11,7 @@ fine-tune and a served deployment, then through a restart and deletions.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import subprocess
 import sys
@@ -27,6 +28,7 @@ from kopf.testing import KopfRunner
 
 from corral.api.v1alpha1 import FineTuneJob, Model, ModelDeployment
 from corral.control import ControlSettings, app_config, job_files
+from corral.drivers.kuberay import rayjob_name
 from corral.store.kubernetes import KubernetesStore
 from corral_operator import OperatorSettings
 from tests.support.crd_validator import CRDValidator
@@ -66,6 +68,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
             "CORRAL_OPERATOR_ARTIFACT_ROOT": (tmp / "artifacts").as_uri(),
             "CORRAL_OPERATOR_RESYNC_SECONDS": RESYNC,
             "CORRAL_OPERATOR_STANDALONE": "true",
+            # the example data lies outside the artifact root: an administrator allows it
+            "CORRAL_OPERATOR_ALLOWED_URI_PREFIXES": json.dumps({"*": ["hf://", f"{EXAMPLES.as_uri()}/"]}),
         }
         with pytest.MonkeyPatch.context() as mp:
             for key, value in env.items():
@@ -171,8 +175,8 @@ def test_finetunejob_runs_as_a_rayjob_and_creates_its_model(cluster: dict[str, A
         apply(cluster, docs=_dataset_docs(cluster["tmp"]))
         apply(cluster, EXAMPLES / "30-finetunejob.yaml")
 
-        sid = "corral-support-support-bot-v1-1"
-        rayjob = eventually(lambda: get(cluster, "ray.io", "rayjobs", sid), 180, "the RayJob")
+        sid = "corral-support.support-bot-v1-1"  # the RayJob is named rayjob_name(sid): corral-support-support-bot-v1-1
+        rayjob = eventually(lambda: get(cluster, "ray.io", "rayjobs", rayjob_name(sid)), 180, "the RayJob")
         job = get(cluster, "corral.dev", "finetunejobs", "support-bot-v1")
         assert job is not None
         files = job_files(FineTuneJob.model_validate(job), cluster["control"])
@@ -190,7 +194,7 @@ def test_finetunejob_runs_as_a_rayjob_and_creates_its_model(cluster: dict[str, A
         set_ray_status(
             cluster,
             "rayjobs",
-            sid,
+            rayjob_name(sid),
             {"jobDeploymentStatus": "Running", "jobStatus": "RUNNING", "startTime": "2026-01-01T00:00:00Z"},
         )
         eventually(lambda: phase(cluster, "finetunejobs", "support-bot-v1") == "Running", what="Running")
@@ -202,7 +206,7 @@ def test_finetunejob_runs_as_a_rayjob_and_creates_its_model(cluster: dict[str, A
         set_ray_status(
             cluster,
             "rayjobs",
-            sid,
+            rayjob_name(sid),
             {"jobDeploymentStatus": "Complete", "jobStatus": "SUCCEEDED", "endTime": "2026-01-01T00:10:00Z"},
         )
         eventually(lambda: phase(cluster, "finetunejobs", "support-bot-v1") == "Succeeded", what="Succeeded")
@@ -289,14 +293,16 @@ def test_restart_mid_reconcile_creates_nothing_twice(cluster: dict[str, Any]) ->
     del doc["spec"]["deployOnSuccess"]
     apply(cluster, docs=[doc])
     with operator():
-        sid = "corral-support-support-bot-v2-1"
-        eventually(lambda: get(cluster, "ray.io", "rayjobs", sid), 60, "the second RayJob")
+        sid = "corral-support.support-bot-v2-1"
+        eventually(lambda: get(cluster, "ray.io", "rayjobs", rayjob_name(sid)), 60, "the second RayJob")
     # Killed here (after the RayJob, mid-follow); the status names the submission id.
     job = get(cluster, "corral.dev", "finetunejobs", "support-bot-v2")
     assert job is not None and job["status"]["submissionId"] == sid
-    cluster["custom"].delete_namespaced_custom_object("ray.io", "v1", NS, "rayjobs", sid)  # as if never created
+    cluster["custom"].delete_namespaced_custom_object(
+        "ray.io", "v1", NS, "rayjobs", rayjob_name(sid)
+    )  # as if never created
     with operator():
-        eventually(lambda: get(cluster, "ray.io", "rayjobs", sid), 60, "the resubmitted RayJob")
+        eventually(lambda: get(cluster, "ray.io", "rayjobs", rayjob_name(sid)), 60, "the resubmitted RayJob")
         time.sleep(6 * float(RESYNC))  # several resync passes
     jobs = [o for o in ray_objects(cluster, "rayjobs") if o["spec"]["jobId"] == sid]
     assert len(jobs) == 1
@@ -307,7 +313,7 @@ def test_restart_mid_reconcile_creates_nothing_twice(cluster: dict[str, Any]) ->
 
 
 def test_kuberay_failure_reason_reaches_the_finetunejob(cluster: dict[str, Any]) -> None:
-    sid = "corral-support-support-bot-v2-1"
+    sid = rayjob_name("corral-support.support-bot-v2-1")
     with operator():
         set_ray_status(cluster, "rayjobs", sid, {"jobDeploymentStatus": "Running", "jobStatus": "RUNNING"})
         eventually(lambda: phase(cluster, "finetunejobs", "support-bot-v2") == "Running", what="Running")

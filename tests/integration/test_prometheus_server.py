@@ -48,8 +48,11 @@ def test_prometheus_scrapes_the_control_api_and_records(tmp_path: Path) -> None:
     store = SqliteStore(tmp_path / "state.db")
     artifacts = (tmp_path / "artifacts").as_uri()
     populate(store, artifacts)
-    app = create_app(store, TokenAuth([]), registry=CollectorRegistry(), artifact_root=artifacts)
+    token = "prometheus-scrape-token-02"
+    scrape = TokenAuth.from_mapping({"tokens": [{"name": "prometheus", "token": token, "metrics": True}]})
+    app = create_app(store, scrape, registry=CollectorRegistry(), artifact_root=artifacts)
     rules = _rules_every_second(tmp_path)
+    (tmp_path / "scrape-token").write_text(token)
     with serve(app) as api_port:
         web_port = _free_port()
         config = {
@@ -59,6 +62,8 @@ def test_prometheus_scrapes_the_control_api_and_records(tmp_path: Path) -> None:
                 {
                     "job_name": "corral-control-api",
                     "metrics_path": "/metrics",
+                    # /metrics needs a token: Prometheus' authorization scrape setting sends it
+                    "authorization": {"type": "Bearer", "credentials_file": str(tmp_path / "scrape-token")},
                     "static_configs": [{"targets": [f"127.0.0.1:{api_port}"]}],
                 }
             ],

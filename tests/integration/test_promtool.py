@@ -39,6 +39,9 @@ def promtool() -> str:
     return path
 
 
+SCRAPE_TOKEN = "prometheus-scrape-token-01"
+
+
 @pytest.fixture(scope="module")
 def control_metrics(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``/metrics`` of a live control API over a populated store, after some requests and a reconcile pass."""
@@ -52,12 +55,14 @@ def control_metrics(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     other = SqliteStore(root / "loop.db")
     other.create(store.get("GPUPool", None, "a100"))
     Runner(other, FakeDriver(auto_ready=True), ControlSettings(artifact_root=artifacts), registry=registry).run_once()
-    app = create_app(store, TokenAuth([]), registry=registry, artifact_root=artifacts)
+    scrape = TokenAuth.from_mapping({"tokens": [{"name": "prometheus", "token": SCRAPE_TOKEN, "metrics": True}]})
+    app = create_app(store, scrape, registry=registry, artifact_root=artifacts)
     with serve(app) as port:
         base = f"http://127.0.0.1:{port}"
         assert httpx.get(f"{base}/healthz").status_code == 200
         assert httpx.get(f"{base}/apis/corral.dev/v1alpha1/namespaces/team-a/finetunejobs").status_code == 401
-        response = httpx.get(f"{base}/metrics")
+        assert httpx.get(f"{base}/metrics").status_code == 401
+        response = httpx.get(f"{base}/metrics", headers={"Authorization": f"Bearer {SCRAPE_TOKEN}"})
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/plain")
         yield response.text

@@ -102,7 +102,7 @@ def populate(store: Store, artifact_root: str) -> None:
         _job("bot", gpus=2),
         {
             "phase": "Running",
-            "submissionId": "corral-team-a-bot-1",
+            "submissionId": "corral-team-a.bot-1",
             "progress": {"step": 40, "totalSteps": 100, "epoch": 1, "percent": 40, "etaSeconds": 300},
             "metrics": {"loss": 1.25, "evalLoss": 1.5, "learningRate": 0.0002, "tokensPerSecond": 1234.5},
             "placement": placement,
@@ -111,7 +111,7 @@ def populate(store: Store, artifact_root: str) -> None:
         },
     )
     _create(store, _job("waiting", gpus=4), {"phase": "Pending"})
-    _create(store, _job("broken"), {"phase": "Failed", "submissionId": "corral-team-a-broken-1"})
+    _create(store, _job("broken"), {"phase": "Failed", "submissionId": "corral-team-a.broken-1"})
     settings = ControlSettings(artifact_root=artifact_root)
     _write_events(
         job_files(store.get(FineTuneJob, NS, "bot"), settings).events,

@@ -182,9 +182,9 @@ def test_commercial_use_refused_by_dataset_license() -> None:
 def test_admit_writes_job_file_then_submits_deterministic_id() -> None:
     obj, result = step(job(generation=3), world())
     assert obj.status.phase == "Admitted"
-    assert obj.status.submission_id == "corral-team-a-bot-3"
+    assert obj.status.submission_id == "corral-team-a.bot-3"
     assert cond(obj, "Admitted").reason == "Submitted"
-    assert "Submitted Ray job corral-team-a-bot-3" in cond(obj, "Admitted").message
+    assert "Submitted Ray job corral-team-a.bot-3" in cond(obj, "Admitted").message
     assert kinds(result) == [WriteFile, SubmitJob]
     write, submit = (a for a in result.actions if isinstance(a, WriteFile | SubmitJob))
     assert isinstance(write, WriteFile) and isinstance(submit, SubmitJob)
@@ -252,7 +252,7 @@ def test_crash_before_submit_resubmits_the_same_id() -> None:
     # the status (with the id) was stored, the process died before SubmitJob: Ray has no such job
     obj2, result = step(obj, world(job=None))
     submits = [a for a in result.actions if isinstance(a, SubmitJob)]
-    assert [s.submission_id for s in submits] == ["corral-team-a-bot-1"]
+    assert [s.submission_id for s in submits] == ["corral-team-a.bot-1"]
     assert obj2.status.submission_id == obj.status.submission_id
 
 
@@ -419,7 +419,7 @@ def test_deadline_stops_the_job() -> None:
 def test_suspend_stops_and_unsuspend_resubmits_with_new_generation() -> None:
     obj = submitted(job())
     sid = obj.status.submission_id
-    assert sid == "corral-team-a-bot-1"
+    assert sid == "corral-team-a.bot-1"
     running = JobState(sid, "RUNNING")
     obj, _ = step(obj, world(job=running))
     suspended = job(generation=2, suspend=True).model_copy(update={"status": obj.status})
@@ -432,8 +432,8 @@ def test_suspend_stops_and_unsuspend_resubmits_with_new_generation() -> None:
     resumed = job(generation=3, suspend=False).model_copy(update={"status": obj.status})
     obj, result = step(resumed, world(job=JobState(sid, "STOPPED")))
     assert obj.status.phase == "Admitted"
-    assert obj.status.submission_id == "corral-team-a-bot-3"
-    assert [a.submission_id for a in result.actions if isinstance(a, SubmitJob)] == ["corral-team-a-bot-3"]
+    assert obj.status.submission_id == "corral-team-a.bot-3"
+    assert [a.submission_id for a in result.actions if isinstance(a, SubmitJob)] == ["corral-team-a.bot-3"]
 
 
 def test_unsuspend_waits_for_the_stopping_run() -> None:
@@ -466,3 +466,41 @@ def test_suspend_before_admission_submits_nothing(status: str) -> None:
     obj, result = step(job(suspend=True), world())
     assert obj.status.phase == "Suspended"
     assert not any(isinstance(a, SubmitJob) for a in result.actions)
+
+
+# -- status is not trusted to name another object's Ray job -----------------------------------
+
+
+@pytest.mark.parametrize(
+    "foreign",
+    [
+        "corral-team-b.victim-1",  # another namespace's job
+        "corral-team-a.other-1",  # another job of the same namespace
+        "corral-team-a-bot-1",  # the old, ambiguous form (also team-a-bot's job "1"...)
+        "corral-team-a.bot-9",  # a generation this job never had
+        "raysubmit_0123456789",  # not Corral's at all
+    ],
+)
+def test_a_forged_submission_id_is_never_stopped_or_followed(foreign: str) -> None:
+    """A status naming another Ray job (written by anyone) is ignored: no StopJob, no phase taken from it."""
+    obj = job(generation=2, suspend=True).model_copy(
+        update={"status": submitted(job()).status.model_copy(update={"submission_id": foreign, "phase": "Running"})}
+    )
+    victim = JobState(foreign, "RUNNING")
+    for deleting in (False, True):
+        current = obj
+        if deleting:
+            current = obj.model_copy(update={"metadata": obj.metadata.model_copy(update={"deletion_timestamp": NOW})})
+        new, result = step(current, world(job=victim))
+        assert not any(isinstance(a, StopJob) for a in result.actions), result.actions
+        assert any(isinstance(a, RecordEvent) and a.reason == "ForeignSubmissionIgnored" for a in result.actions)
+        if not deleting:
+            assert new.status.submission_id != foreign and new.status.phase == "Suspended"
+
+
+def test_a_forged_submission_id_on_a_running_job_is_replaced_by_its_own() -> None:
+    obj = submitted(job())
+    forged = obj.model_copy(update={"status": obj.status.model_copy(update={"submission_id": "corral-team-b.x-1"})})
+    new, result = step(forged, world(job=JobState("corral-team-b.x-1", "SUCCEEDED")))
+    assert new.status.phase == "Admitted" and new.status.submission_id == "corral-team-a.bot-1"
+    assert [a.submission_id for a in result.actions if isinstance(a, SubmitJob)] == ["corral-team-a.bot-1"]

@@ -240,14 +240,14 @@ def test_preempted_job_is_resubmitted_with_the_same_job_file_and_resumes() -> No
     entry = next(a for a in submitted.actions if isinstance(a, SubmitJob))
     victim = running(job())
     sid = victim.status.submission_id
-    assert sid == "corral-team-a-bot-1"
+    assert sid == "corral-team-a.bot-1"
     _, chat = waiting_chat(held(victim))
     victim, _ = step_job(victim, job_world(job=JobState(sid, "RUNNING"), allocations=held(victim), queue=(chat,)))
     victim, _ = step_job(victim, job_world(job=JobState(sid, "STOPPED"), allocations=held(victim), queue=(chat,)))
     # The deployment is gone: capacity returns, the job is re-admitted under a new id.
     victim, result = step_job(victim, job_world(job=JobState(sid, "STOPPED")))
     assert victim.status.phase == "Admitted"
-    assert victim.status.submission_id == "corral-team-a-bot-1-r1"
+    assert victim.status.submission_id == "corral-team-a.bot-1-r1"
     admitted = cond(victim, "Admitted")
     assert admitted.reason == "Resubmitted"
     assert "after 1 preemption(s); resumes from checkpoint step 40" in admitted.message
@@ -255,7 +255,7 @@ def test_preempted_job_is_resubmitted_with_the_same_job_file_and_resumes() -> No
     resubmit = next(a for a in result.actions if isinstance(a, SubmitJob))
     # Same job file (checkpoint folder, run name, resume: auto), same entrypoint: training resumes.
     assert (rewrite.uri, rewrite.content) == (write.uri, write.content)
-    assert resubmit.entrypoint == entry.entrypoint and resubmit.submission_id == "corral-team-a-bot-1-r1"
+    assert resubmit.entrypoint == entry.entrypoint and resubmit.submission_id == "corral-team-a.bot-1-r1"
     assert b'"resume": "auto"' in rewrite.content
     assert [e.reason for e in events(result)] == ["Resubmitted"]
     # The new run's started event says where it resumed from.
@@ -276,14 +276,14 @@ def test_job_without_checkpoint_or_with_resume_never_says_so() -> None:
     victim = running(job(), checkpoint_step=None)
     _, chat = waiting_chat(held(victim))
     victim, _ = step_job(
-        victim, job_world(job=JobState("corral-team-a-bot-1", "RUNNING"), allocations=held(victim), queue=(chat,))
+        victim, job_world(job=JobState("corral-team-a.bot-1", "RUNNING"), allocations=held(victim), queue=(chat,))
     )
     assert (
         "restarts from step 0 (no checkpoint yet; one is written every 100 steps)" in cond(victim, "Admitted").message
     )
     never = running(job(checkpointing={"resume": "never"}))
     never, _ = step_job(
-        never, job_world(job=JobState("corral-team-a-bot-1", "RUNNING"), allocations=held(never), queue=(chat,))
+        never, job_world(job=JobState("corral-team-a.bot-1", "RUNNING"), allocations=held(never), queue=(chat,))
     )
     assert "starts over (checkpointing.resume is never)" in cond(never, "Admitted").message
 

@@ -141,7 +141,7 @@ def test_deployment_preempts_a_running_finetune_which_resumes_after(
 
     # 1. The job is admitted on the pool and runs; it has written a checkpoint at step 40.
     first = wait_for("the job's submission", lambda: driver.submitted[:1])[0]
-    assert first == "corral-team-a-bot-1"
+    assert first == "corral-team-a.bot-1"
     assert job().status.placement is not None and job().status.placement.gpus == 4
     events = Path(job_files(job(), control.settings).events.removeprefix("file://"))
     _events(
@@ -191,7 +191,7 @@ def test_deployment_preempts_a_running_finetune_which_resumes_after(
     store.delete(ModelDeployment, NS, "chat")
     wait_for("the deployment to go", lambda: _gone(store, "chat"))
     second = wait_for("the re-submission", lambda: driver.submitted[1:2])[0]
-    assert second == "corral-team-a-bot-1-r1"
+    assert second == "corral-team-a.bot-1-r1"
     assert driver.submit_calls[-1][1] == driver.submit_calls[0][1]  # same entrypoint, same job file
     resumed = wait_for("the job to be re-admitted", lambda: (j := job()).status.submission_id == second and j)
     admitted = next(c for c in resumed.status.conditions if c.type == "Admitted")
@@ -265,7 +265,7 @@ def test_one_pass_never_books_the_same_gpus_twice(tmp_path: Path) -> None:
     assert one.status.phase == "Admitted" and one.status.placement is not None and one.status.placement.gpus == 4
     assert two.status.phase == "Pending" and two.status.submission_id is None
     assert next(c for c in two.status.conditions if c.type == "Admitted").reason == "InsufficientCapacity"
-    assert driver.submitted == ["corral-team-a-one-2"]
+    assert driver.submitted == ["corral-team-a.one-2"]
     runner.run_once()
-    assert driver.submitted == ["corral-team-a-one-2"]
+    assert driver.submitted == ["corral-team-a.one-2"]
     store.close()

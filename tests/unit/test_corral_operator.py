@@ -29,6 +29,13 @@ def test_settings_from_env() -> None:
     assert settings.kuberay.image == "x/ray:1" and settings.kuberay.s3_secret_name == "s3"
     control = settings.control()
     assert control.artifact_root == "s3://b/p" and control.follow_seconds == 2.5
+    assert control.uri_policy is not None  # objects applied with kubectl are held to the URI rule
+    assert control.uri_policy.prefixes("team-a") == [
+        "s3://b/p/files/team-a/",
+        "s3://b/p/finetunejobs/team-a/",
+        "s3://b/p/catalog/",
+        "hf://",
+    ]
 
 
 def test_configure_kopf() -> None:
@@ -59,7 +66,12 @@ class _FakeAuthz:
 
     def create_subject_access_review(self, body: Any) -> Any:
         attrs = body.spec.resource_attributes
-        allowed = (body.spec.user, attrs.verb, attrs.resource, attrs.namespace) in self.rules
+        if attrs is None:  # a non-resource URL (/metrics)
+            path = body.spec.non_resource_attributes
+            allowed = (body.spec.user, path.verb, path.path, None) in self.rules
+        else:
+            resource = f"{attrs.resource}/{attrs.subresource}" if attrs.subresource else attrs.resource
+            allowed = (body.spec.user, attrs.verb, resource, attrs.namespace) in self.rules
         return SimpleNamespace(status=SimpleNamespace(allowed=allowed))
 
 
@@ -75,13 +87,17 @@ def test_token_review_and_access_reviews() -> None:
         {
             ("admin", "list", "finetunejobs", None),
             ("admin", "create", "gpupools", None),
+            ("admin", "update", "finetunejobs/status", None),
+            ("admin", "get", "/metrics", None),
             ("alice", "get", "finetunejobs", "team-b"),
         }
     )
     admin = auth.authenticate("tok-admin")
     assert admin.name == "admin" and admin.namespaces is None and admin.cluster
+    assert admin.controller and admin.metrics
     alice = auth.authenticate("tok-alice")
     assert alice.namespaces == frozenset({"team-b"}) and not alice.cluster
+    assert not alice.controller and not alice.metrics and not alice.writes_status and not alice.reads_metrics
     auth.authenticate("tok-alice")
     assert authn.calls == 2  # the second answer for alice came from the cache
 

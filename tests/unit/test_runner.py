@@ -109,13 +109,13 @@ def test_references_become_ready_then_one_submission(env: Any) -> None:
     passes(runner, 3)
     j = job(store)
     assert j.status.phase == "Admitted"
-    assert j.status.submission_id == "corral-team-a-bot-1"
+    assert j.status.submission_id == "corral-team-a.bot-1"
     assert FINALIZER in j.metadata.finalizers
-    assert driver.submitted == ["corral-team-a-bot-1"]
+    assert driver.submitted == ["corral-team-a.bot-1"]
     job_file = Path(job_files(j, settings).job_file.removeprefix("file://"))
     assert json.loads(job_file.read_text())["name"] == "bot"
     passes(runner, 3)
-    assert driver.submitted == ["corral-team-a-bot-1"] and len(driver.submit_calls) == 1
+    assert driver.submitted == ["corral-team-a.bot-1"] and len(driver.submit_calls) == 1
     reasons = [e.reason for e in store.list_events("FineTuneJob", NS, "bot")]
     assert "Submitted" in reasons
 
@@ -135,8 +135,8 @@ def test_crash_and_restart_never_submits_twice(env: Any, crash: str) -> None:
         Runner(store, driver, settings).run_once()
     restarted = Runner(store, driver, settings)  # a new process: nothing carried over but the store and Ray
     passes(restarted, 3)
-    assert driver.submitted == ["corral-team-a-bot-1"]
-    assert job(store).status.submission_id == "corral-team-a-bot-1"
+    assert driver.submitted == ["corral-team-a.bot-1"]
+    assert job(store).status.submission_id == "corral-team-a.bot-1"
     assert job(store).status.phase == "Admitted"
 
 
@@ -210,7 +210,7 @@ def test_background_loop_reacts_to_changes(env: Any) -> None:
     runner = Runner(store, driver, settings, resync_seconds=0.5).start()
     try:
         wait_until("a submission", lambda: driver.submitted, 30, every=0.1)
-        assert driver.submitted == ["corral-team-a-bot-1"]
+        assert driver.submitted == ["corral-team-a.bot-1"]
     finally:
         runner.stop()
 
@@ -235,3 +235,23 @@ def test_embedded_control_plane_starts_and_stops(tmp_path: Path) -> None:
     finally:
         plane.stop()
     assert plane.runner is None and (tmp_path / "data" / "corral.db").exists()
+
+
+def test_the_uri_rule_holds_in_the_reconcilers_too(env: Any, tmp_path: Path) -> None:
+    """On a cluster objects arrive with kubectl, past no control API: the runner applies the URI rule itself."""
+    from corral.artifacts import URIPolicy
+
+    store, driver, settings = env
+    policy = URIPolicy(settings.artifact_root, {"*": ["hf://"]})
+    runner = Runner(store, driver, ControlSettings(**{**settings.__dict__, "uri_policy": policy}))
+    passes(runner, 2)
+    dataset = store.get(Dataset, NS, "support")
+    ready = next(c for c in dataset.status.conditions if c.type == "Ready")
+    assert ready.status == "False" and ready.reason == "DataUnreadable"
+    assert "is not a URI namespace team-a may reference" in ready.message
+    assert dataset.status.report is None  # nothing was read: no counts, no keys, no existence
+    model = store.get(Model, NS, "base")
+    ready = next(c for c in model.status.conditions if c.type == "Ready")
+    assert ready.status == "False" and ready.reason == "ArtifactNotFound"
+    assert "may reference" in ready.message and model.status.artifact is None
+    assert driver.submitted == []

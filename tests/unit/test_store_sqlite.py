@@ -440,3 +440,44 @@ def test_events_fold_repeats(store: SqliteStore) -> None:
         store.record_event(created, "Error", "Boom", "x")  # type: ignore[arg-type]
     with pytest.raises(Invalid):
         store.record_event(created, "Normal", "not camel", "x")
+
+
+# -- bounded: object size, watch-log bytes, file modes ------------------------------------------
+
+
+def test_objects_over_one_and_a_half_mib_are_refused_and_nothing_is_written(store: SqliteStore) -> None:
+    from corral.store import MAX_OBJECT_BYTES, TooLarge
+
+    big = model("big")
+    big.metadata.annotations["x"] = "y" * MAX_OBJECT_BYTES
+    with pytest.raises(TooLarge) as err:
+        store.create(big)
+    assert err.value.code == 413 and "at most" in err.value.message
+    with pytest.raises(NotFound):
+        store.get(Model, "team-a", "big")
+    small = store.create(model("grows"))
+    with pytest.raises(TooLarge):
+        store.patch(Model, "team-a", "grows", {"metadata": {"annotations": {"x": "y" * MAX_OBJECT_BYTES}}})
+    assert store.get(Model, "team-a", "grows").metadata.resource_version == small.metadata.resource_version
+
+
+def test_the_watch_log_is_compacted_by_bytes_too(tmp_path: Path) -> None:
+    """Full copies of big objects must not pile up in the log: beyond the byte budget, old changes go."""
+    with SqliteStore(tmp_path / "c.db") as store:
+        store._db.history_bytes = 200_000
+        first = store.create(model("m"))
+        for i in range(70):  # past a compaction point (every 64 writes)
+            store.patch(Model, "team-a", "m", {"metadata": {"annotations": {"blob": f"{i}" + "z" * 20_000}}})
+        with store._db.read() as conn:
+            kept = conn.execute("SELECT sum(length(body)), count(*) FROM changes").fetchone()
+        assert kept[0] <= 200_000 + 8 * 21_000 and kept[1] < 20  # the budget, plus the writes since rv 64
+        with pytest.raises(Expired):
+            store.watch(Model, "team-a", first.metadata.resource_version)
+
+
+def test_the_database_is_private(tmp_path: Path) -> None:
+    with SqliteStore(tmp_path / "state" / "c.db") as store:
+        store.create(model())
+    assert (tmp_path / "state").stat().st_mode & 0o777 == 0o700
+    for path in (tmp_path / "state").iterdir():
+        assert path.stat().st_mode & 0o077 == 0, path

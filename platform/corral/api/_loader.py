@@ -4,7 +4,6 @@ name the document, the field path, the bad value and what is allowed.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,6 +11,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from ._show import show
 from .v1alpha1 import GROUP_VERSION, KINDS, Resource
 
 __all__ = [
@@ -72,9 +72,8 @@ class DocumentError(ValueError):
 
 
 def _show(value: Any) -> str:
-    """Render a bad value compactly for an error message."""
-    text = json.dumps(value, default=str) if not isinstance(value, str) else repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
+    """Render a bad value compactly for an error message (bounded: see :func:`corral.api._show.show`)."""
+    return show(value, 80)
 
 
 def _path(loc: tuple[int | str, ...]) -> str:

@@ -15,6 +15,7 @@ writes atomically (temp file + rename) and verifies it where the backend recorde
 from __future__ import annotations
 
 from corral.artifacts._base import ArtifactError, ArtifactInfo, ArtifactNotFound, ArtifactStore
+from corral.artifacts._policy import URIPolicy, URIRefused, spec_uris
 from corral.artifacts._settings import ArtifactSettings
 from corral.artifacts._uri import ArtifactURI, parse_uri
 
@@ -25,8 +26,11 @@ __all__ = [
     "ArtifactSettings",
     "ArtifactStore",
     "ArtifactURI",
+    "URIPolicy",
+    "URIRefused",
     "open_store",
     "parse_uri",
+    "spec_uris",
 ]
 
 

@@ -3,7 +3,8 @@
 Run as ``python -m corral.cli._daemon --data-dir DIR --port PORT``. It writes
 ``DIR/endpoints.json`` (where the API, Serve, the Ray dashboard and metrics are) once it is
 up, logs to ``DIR/corral.log``, and on SIGTERM/SIGINT stops what it started and removes
-``DIR/corral.pid`` and ``DIR/endpoints.json``.
+``DIR/corral.pid`` and ``DIR/endpoints.json``. It runs with umask 077: the state database,
+the log, uploads, job folders and checkpoints under ``DIR`` are 0600/0700.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--num-cpus", type=int, default=None)
     args = parser.parse_args(argv)
+    os.umask(0o077)  # everything this process and its children (Ray, training) write is private
     data_dir: Path = args.data_dir
     logging.basicConfig(
         level=logging.INFO,

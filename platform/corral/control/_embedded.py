@@ -122,14 +122,24 @@ class EmbeddedControlPlane:
     def _start_api(self) -> None:
         import uvicorn
 
-        from corral.controlapi import TokenAuth, create_app
+        from corral.artifacts import URIPolicy
+        from corral.controlapi import ControlAPISettings, TokenAuth, create_app
 
         assert self.store is not None
         auth = self._auth
         if auth is None:
             tokens = self.data_dir / "tokens.yaml"
             auth = TokenAuth.from_file(tokens) if tokens.exists() else TokenAuth([])
-        app = create_app(self.store, auth, artifact_root=self.settings.artifact_root)
+        api = ControlAPISettings.from_env()
+        root = self.settings.artifact_root
+        app = create_app(
+            self.store,
+            auth,
+            artifact_root=root,
+            watch_timeout=api.watch_timeout_seconds,
+            uri_policy=URIPolicy.from_mapping(root, api.allowed_uri_prefixes, "CORRAL_ALLOWED_URI_PREFIXES"),
+            max_watches_per_token=api.max_watches_per_token,
+        )
         config = uvicorn.Config(app, host=self.host, port=self.port, log_level="warning")
         self._server = uvicorn.Server(config)
         self._server_thread = threading.Thread(target=self._server.run, name="corral-api", daemon=True)

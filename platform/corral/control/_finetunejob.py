@@ -33,6 +33,7 @@ from ._jobspec import (
     output_model,
     output_model_name,
     output_type,
+    owns_submission,
     submission_id,
 )
 from ._lineage import LineageError, job_lineage
@@ -161,7 +162,22 @@ def reconcile_finetunejob(job: FineTuneJob, world: FineTuneJobWorld) -> Result:
     actions: list[Action] = []
     meta = job.metadata
     sid = st.submission_id
-    ray_job = world.job if world.job is not None and world.job.submission_id == sid else None
+    if sid is not None and not owns_submission(job, sid):
+        # Never act on a Ray job another object owns: drop the id and admit this job afresh.
+        actions.append(
+            RecordEvent(
+                "Warning",
+                "ForeignSubmissionIgnored",
+                f"status.submissionId {sid[:100]!r} does not name this FineTuneJob ({meta.namespace}/{meta.name}); "
+                "ignored",
+            )
+        )
+        if st.phase not in ("Succeeded", "Failed", "Cancelled"):  # a finished job stays finished
+            sid = st.submission_id = None
+            if st.phase in ("Admitted", "Running"):
+                st.phase = "Pending"
+    own = sid is not None and owns_submission(job, sid)
+    ray_job = world.job if world.job is not None and own and world.job.submission_id == sid else None
 
     def cond(type_: str, status: str, reason: str, message: str) -> None:
         st.conditions = set_condition(st.conditions, type_, status, reason, message, generation=gen, now=now)  # type: ignore[arg-type]

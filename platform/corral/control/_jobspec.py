@@ -39,6 +39,7 @@ __all__ = [
     "output_model",
     "output_model_name",
     "output_type",
+    "owns_submission",
     "submission_id",
 ]
 
@@ -47,7 +48,11 @@ JOB_LABEL = "corral.dev/finetunejob"
 
 
 def submission_id(job: FineTuneJob, restart: int = 0) -> str:
-    """The deterministic Ray submission id: ``corral-<namespace>-<name>-<generation>``.
+    """The deterministic Ray submission id: ``corral-<namespace>.<name>-<generation>``.
+
+    The ``.`` cannot occur in a namespace (a DNS label), so the id names exactly one
+    object: ``corral-a.b-c-1`` is job ``b-c`` of namespace ``a``, never job ``c`` of ``a-b``
+    (with ``-`` both would share one Ray job).
 
     Args:
         job: The job.
@@ -55,8 +60,26 @@ def submission_id(job: FineTuneJob, restart: int = 0) -> str:
             set, since a Ray submission id is never reused (the job file, and so the
             checkpoints it resumes from, stay the same).
     """
-    base = f"corral-{job.metadata.namespace or 'default'}-{job.metadata.name}-{job.metadata.generation or 1}"
+    base = f"corral-{job.metadata.namespace or 'default'}.{job.metadata.name}-{job.metadata.generation or 1}"
     return f"{base}-r{restart}" if restart else base
+
+
+def owns_submission(job: FineTuneJob, sid: str | None) -> bool:
+    """True when ``sid`` is a submission id this job could have produced.
+
+    ``status.submissionId`` is acted on (followed, stopped), so the reconciler and the runner
+    take it only when it names this object's own namespace and name and a generation it
+    has had; anything else (a forged or stale status) is ignored.
+    """
+    if not sid:
+        return False
+    prefix = f"corral-{job.metadata.namespace or 'default'}.{job.metadata.name}-"
+    if not sid.startswith(prefix):
+        return False
+    generation, _, restart = sid[len(prefix) :].partition("-r")
+    if not generation.isdigit() or (restart and not restart.isdigit()):
+        return False
+    return 1 <= int(generation) <= (job.metadata.generation or 1)
 
 
 def output_model_name(job: FineTuneJob) -> str:

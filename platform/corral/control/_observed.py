@@ -15,6 +15,7 @@ from typing import Any
 from corral.api.v1alpha1 import Dataset, GPUPool, Model, ModelDeployment
 from corral.api.v1alpha1.dataset import DatasetReport
 from corral.api.v1alpha1.finetunejob import CheckpointInfo, JobCost, JobMetrics, JobProgress
+from corral.artifacts import URIPolicy
 from corral.drivers import JobState, ServeAppState
 from corral.scheduler import Allocation, PlacementRequest
 
@@ -48,6 +49,10 @@ class ControlSettings:
         deploying_seconds: How often a deploying application's status is re-read.
         remote_code_namespaces: Namespaces whose Models may run code shipped with their weights
             (``spec.trustRemoteCode``); ``*`` allows every namespace. Empty: none (the default).
+        uri_policy: When set, the runner reads a Dataset's or Model's ``spec.uri`` only when
+            the rule allows it for the object's namespace (on a cluster, objects applied with
+            kubectl never passed the control API's check); ``None``: the control API is the
+            only way in (the embedded default) and checked it already.
     """
 
     artifact_root: str
@@ -55,6 +60,7 @@ class ControlSettings:
     job_runtime_env: Mapping[str, Any] = field(default_factory=dict)
     follow_seconds: float = 2.0
     deploying_seconds: float = 2.0
+    uri_policy: URIPolicy | None = None
     remote_code_namespaces: frozenset[str] = frozenset()
 
     def allows_remote_code(self, namespace: str) -> bool:

@@ -26,6 +26,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from corral.api.v1alpha1 import Dataset, FineTuneJob, GPUPool, Model, ModelDeployment, Resource
+from corral.artifacts import URIRefused
 from corral.drivers import Driver, ServeAppState
 from corral.observability import RunnerMetrics
 from corral.store import AlreadyExists, NotFound, Store
@@ -48,10 +49,12 @@ from ._dataset import needs_check, reconcile_dataset
 from ._deployment import app_name, reconcile_deployment
 from ._finetunejob import reconcile_finetunejob
 from ._gpupool import reconcile_gpupool
-from ._jobspec import job_files
+from ._jobspec import job_files, owns_submission
 from ._model import artifact_uri, needs_probe, reconcile_model
 from ._observed import (
+    ArtifactProbe,
     ControlSettings,
+    DatasetCheck,
     DatasetWorld,
     DeploymentWorld,
     FineTuneJobWorld,
@@ -187,17 +190,35 @@ class Runner:
         """
         return result
 
+    def _refused(self, uri: str, namespace: str | None) -> str | None:
+        """Why the settings' URI rule refuses ``uri`` for ``namespace`` (None: allowed, or no rule)."""
+        policy = self.settings.uri_policy
+        if policy is None:
+            return None
+        try:
+            policy.check(uri, namespace or "default")
+        except URIRefused as exc:
+            return str(exc)
+        return None
+
     def _reconcile(self, obj: Resource, snap: Snapshot) -> Result:
         now = self.clock()
         ns = obj.metadata.namespace
         if isinstance(obj, Dataset):
-            check = _observe.check_dataset_data(obj) if needs_check(obj) else None
+            check = None
+            if needs_check(obj):
+                refused = self._refused(obj.spec.uri, ns)
+                check = DatasetCheck(ok=False, error=refused) if refused else _observe.check_dataset_data(obj)
             return reconcile_dataset(obj, DatasetWorld(now=now, check=check))
         if isinstance(obj, Model):
             probe = None
             if needs_probe(obj):
                 uri, _, _, _ = artifact_uri(obj, self.settings)
-                probe = _observe.probe_artifact(uri) if uri is not None else None
+                refused = self._refused(obj.spec.uri, ns) if obj.spec.uri else None
+                if refused and uri is not None:
+                    probe = ArtifactProbe(uri=uri, exists=False, error=refused)
+                else:
+                    probe = _observe.probe_artifact(uri) if uri is not None else None
             world = ModelWorld(
                 now=now,
                 settings=self.settings,
@@ -208,6 +229,8 @@ class Runner:
             return reconcile_model(obj, world)
         if isinstance(obj, FineTuneJob):
             sid = obj.status.submission_id
+            if not owns_submission(obj, sid):  # a Ray job of another object is never read or stopped
+                sid = None
             job = self.driver.job_status(sid) if sid else None
             training = None
             if sid:

@@ -15,13 +15,17 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import corral
 from corral.api.v1alpha1 import GROUP_VERSION, KINDS
+from corral.artifacts import URIPolicy
 from corral.observability import REGISTRY, events_uri_under, register_store_collector
 from corral.store import SelectorError, Store, StoreError
 
+from ._access import WatchQuota, get_principal
 from ._auth import Authenticator
 from ._health import MetricsMiddleware, health_router
+from ._limits import MAX_UPLOAD_BYTES, BodyLimitMiddleware, BodyTooLarge, InputError, upload_limit
 from ._openai_api import install_openai_api
-from ._resources import API_PREFIX, get_principal, resource_router
+from ._openai_schemas import OpenAIError
+from ._resources import API_PREFIX, resource_router
 from ._status import APIError, status_response
 
 __all__ = ["create_app"]
@@ -33,8 +37,11 @@ _REASONS = {
     404: "NotFound",
     405: "MethodNotAllowed",
     406: "NotAcceptable",
+    413: "RequestEntityTooLarge",
     415: "UnsupportedMediaType",
 }
+DEFAULT_PUBLIC_PREFIXES = ("hf://",)
+"""Prefixes every namespace may reference unless the settings say otherwise: the public Hugging Face Hub."""
 
 _STATUS_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -125,7 +132,9 @@ def _install_error_handlers(app: FastAPI) -> None:
         return status_response(exc)
 
     async def on_selector_error(request: Request, exc: Exception) -> Response:
-        return status_response(APIError(400, "BadRequest", f"unable to parse requirement: {exc}"))
+        text = str(exc)
+        text = text if len(text) <= 300 else text[:297] + "..."
+        return status_response(APIError(400, "BadRequest", f"unable to parse requirement: {text}"))
 
     async def on_http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
@@ -135,13 +144,31 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     async def on_validation_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
-        return status_response(APIError(400, "BadRequest", f"bad request: {exc.errors()}"))
+        errors = "; ".join(
+            f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', '')}"[:200] for e in exc.errors()[:5]
+        )
+        if request.url.path.startswith("/v1/"):
+            return _openai_response(OpenAIError(400, f"bad request: {errors}", code="invalid_request"))
+        return status_response(APIError(400, "BadRequest", f"bad request: {errors}"))
+
+    async def on_input_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, InputError)
+        code = 413 if isinstance(exc, BodyTooLarge) else 400
+        if request.url.path.startswith("/v1/"):
+            error = "body_too_large" if code == 413 else "invalid_request"
+            return _openai_response(OpenAIError(code, str(exc), code=error))
+        return status_response(APIError(code, _REASONS[code], str(exc)))
 
     app.add_exception_handler(APIError, on_api_error)
     app.add_exception_handler(StoreError, on_store_error)
     app.add_exception_handler(SelectorError, on_selector_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(InputError, on_input_error)
+
+
+def _openai_response(exc: OpenAIError) -> Response:
+    return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
 
 
 def create_app(
@@ -151,6 +178,9 @@ def create_app(
     registry: CollectorRegistry | None = None,
     watch_timeout: float = 1800.0,
     artifact_root: str | None = None,
+    uri_policy: URIPolicy | None = None,
+    max_watches_per_token: int = 20,
+    max_upload_bytes: int = MAX_UPLOAD_BYTES,
 ) -> FastAPI:
     """Build the control API.
 
@@ -163,6 +193,11 @@ def create_app(
         watch_timeout: Longest a watch stream stays open, in seconds.
         artifact_root: URI where the OpenAI-style ``/v1/files`` uploads are stored (under
             ``files/``); ``None`` makes the files and fine-tuning job endpoints answer 503.
+        uri_policy: Which URIs a tenant's objects may reference (see
+            :class:`corral.artifacts.URIPolicy`); default: the namespace's own prefixes under
+            ``artifact_root``, the shared catalog and the public Hugging Face Hub.
+        max_watches_per_token: Most watches one token may hold open at once (429 beyond).
+        max_upload_bytes: Largest file ``POST /v1/files`` accepts (the body is cut off while it streams).
 
     Returns:
         The FastAPI application; serve it with uvicorn.
@@ -176,7 +211,11 @@ def create_app(
     app.state.store = store
     app.state.auth = auth
     app.state.registry = registry
+    app.state.uri_policy = uri_policy or URIPolicy(artifact_root, {"*": DEFAULT_PUBLIC_PREFIXES})
+    app.state.watch_quota = WatchQuota(max_watches_per_token)
     register_store_collector(store, registry, events_uri_under(artifact_root) if artifact_root else None)
+    app.state.max_upload_bytes = max_upload_bytes
+    app.add_middleware(BodyLimitMiddleware, routes={("POST", "/v1/files"): upload_limit(max_upload_bytes)})
     app.add_middleware(MetricsMiddleware, registry=registry)
     _install_error_handlers(app)
     app.include_router(health_router())

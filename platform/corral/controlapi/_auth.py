@@ -8,9 +8,14 @@ The tokens file (YAML)::
         # token: s3cret                 # the token itself (development only)
         namespaces: [team-a]             # ["*"] for every namespace
         cluster: false                   # may write cluster-scoped kinds (GPUPool)
+        controller: false                # may write /status (the controller's own principal)
+        metrics: false                   # may read /metrics (a Prometheus scrape token)
 
 Every authenticated caller may read cluster-scoped objects (pools are shared capacity);
-only ``cluster: true`` may create, change or delete them. Tokens are compared as SHA-256
+only ``cluster: true`` may create, change or delete them. Status belongs to the controller:
+only ``controller: true`` (and an admin, ``namespaces: ["*"]``, for repair) may write
+``/status``. ``/metrics`` shows every namespace's names, so only ``metrics: true`` (and an
+admin) may read it. Tokens are compared as SHA-256
 digests with :func:`hmac.compare_digest` against every entry, and never logged.
 """
 
@@ -48,11 +53,15 @@ class Principal:
         name: The token's name (for logs and messages).
         namespaces: Namespaces it may use; ``None`` means every namespace.
         cluster: Whether it may write cluster-scoped objects.
+        controller: Whether it is the controller, which alone writes ``/status``.
+        metrics: Whether it may read ``/metrics`` (every namespace's names and numbers).
     """
 
     name: str
     namespaces: frozenset[str] | None
     cluster: bool = False
+    controller: bool = False
+    metrics: bool = False
 
     @property
     def all_namespaces(self) -> bool:
@@ -62,6 +71,16 @@ class Principal:
     def can_use(self, namespace: str | None) -> bool:
         """Return whether the caller may read and write objects in ``namespace``."""
         return self.namespaces is None or (namespace is not None and namespace in self.namespaces)
+
+    @property
+    def writes_status(self) -> bool:
+        """True for the controller, and for an admin (to repair a status by hand)."""
+        return self.controller or self.all_namespaces
+
+    @property
+    def reads_metrics(self) -> bool:
+        """True for a metrics (scrape) token, and for an admin."""
+        return self.metrics or self.all_namespaces
 
 
 class Authenticator(Protocol):
@@ -84,6 +103,8 @@ class TokenEntry:
     sha256: str
     namespaces: frozenset[str] | None
     cluster: bool = False
+    controller: bool = False
+    metrics: bool = False
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], where: str = "tokens file") -> TokenEntry:
@@ -108,7 +129,13 @@ class TokenEntry:
         if not isinstance(namespaces, list) or not all(isinstance(ns, str) and ns for ns in namespaces):
             raise ValueError(f'{where}: namespaces of {name!r} must be a list of names (or ["*"])')
         granted = None if ALL_NAMESPACES in namespaces else frozenset(namespaces)
-        return cls(name=name, sha256=digest, namespaces=granted, cluster=bool(data.get("cluster", False)))
+        flags = {}
+        for flag in ("cluster", "controller", "metrics"):
+            value = data.get(flag, False)
+            if not isinstance(value, bool):
+                raise ValueError(f"{where}: {flag} of {name!r} must be true or false")
+            flags[flag] = value
+        return cls(name=name, sha256=digest, namespaces=granted, **flags)
 
 
 class TokenAuth:
@@ -147,7 +174,7 @@ class TokenAuth:
                 found = entry
         if found is None:
             raise _unauthorized("invalid bearer token")
-        return Principal(found.name, found.namespaces, found.cluster)
+        return Principal(found.name, found.namespaces, found.cluster, found.controller, found.metrics)
 
 
 def _unauthorized(message: str) -> APIError:

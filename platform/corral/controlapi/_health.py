@@ -1,7 +1,10 @@
 """Health, readiness and Prometheus metrics of the control API.
 
-``/healthz`` says the process serves; ``/readyz`` also checks that the store answers;
-``/metrics`` exposes the registry, including ``corral_controlapi_requests_total`` (by method,
+``/healthz`` says the process serves; ``/readyz`` also checks that the store answers (both
+without a token: they say nothing about any tenant); ``/metrics`` exposes the registry to a
+bearer token that may read metrics (``metrics: true`` or an admin; Prometheus sends it with
+its ``authorization`` scrape setting), since it names every namespace's jobs, deployments
+and costs. It includes including ``corral_controlapi_requests_total`` (by method,
 route template and code) and ``corral_controlapi_request_duration_seconds``, which
 :class:`MetricsMiddleware` records for every request.
 """
@@ -21,15 +24,19 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from corral.observability import counter, histogram
 from corral.store import Store
 
+from ._access import Caller
+from ._status import APIError
+
 __all__ = ["MetricsMiddleware", "health_router"]
 
 log = logging.getLogger(__name__)
 
 _UNMATCHED = "<unmatched>"
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 def health_router() -> APIRouter:
-    """Return the router with ``/healthz``, ``/readyz`` and ``/metrics`` (no authentication)."""
+    """Return the router with ``/healthz``, ``/readyz`` (no token) and ``/metrics`` (a metrics token)."""
     router = APIRouter(tags=["health"])
 
     @router.get("/healthz", response_class=PlainTextResponse, operation_id="healthz")
@@ -49,8 +56,15 @@ def health_router() -> APIRouter:
         return PlainTextResponse("ok")
 
     @router.get("/metrics", operation_id="metrics")
-    async def metrics(request: Request) -> Response:
-        """Prometheus text exposition of the registry."""
+    async def metrics(request: Request, principal: Caller) -> Response:
+        """Prometheus text exposition of the registry (a token with ``metrics: true``, or an admin's)."""
+        if not principal.reads_metrics:
+            raise APIError(
+                403,
+                "Forbidden",
+                f'token "{principal.name}" cannot get path "/metrics": it shows every namespace; use a token '
+                "with metrics: true (Prometheus' scrape token) or an admin's",
+            )
         registry: CollectorRegistry = request.app.state.registry
         body = await run_in_threadpool(generate_latest, registry)  # the store collector reads the store
         return Response(body, media_type=CONTENT_TYPE_LATEST)
@@ -88,7 +102,7 @@ class MetricsMiddleware:
             nonlocal timed
             if not timed:
                 timed = True
-                self.duration.labels(scope["method"], _route(scope)).observe(time.perf_counter() - start)
+                self.duration.labels(_method(scope), _route(scope)).observe(time.perf_counter() - start)
 
         async def send_wrapper(message: Message) -> None:
             nonlocal code
@@ -101,7 +115,13 @@ class MetricsMiddleware:
             await self.app(scope, receive, send_wrapper)
         finally:
             observe()
-            self.requests.labels(scope["method"], _route(scope), str(code)).inc()
+            self.requests.labels(_method(scope), _route(scope), str(code)).inc()
+
+
+def _method(scope: Scope) -> str:
+    """The method label: the standard methods, else ``OTHER`` (a label set a caller cannot grow)."""
+    method = str(scope.get("method", ""))
+    return method if method in _METHODS else "OTHER"
 
 
 def _route(scope: dict[str, Any] | Scope) -> str:

@@ -8,7 +8,6 @@ asking for the header. Every error is ``{"error": {message, type, param, code}}`
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
@@ -22,6 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from corral.store import StoreError
 
 from ._auth import Authenticator, Principal
+from ._limits import InputError, check_namespace, decode_json
 from ._openai_schemas import OpenAIError
 
 __all__ = [
@@ -65,6 +65,11 @@ def openai_namespace(
     """
     principal = _principal(request, credentials)
     chosen = next((request.headers[h] for h in NAMESPACE_HEADERS if request.headers.get(h)), None)
+    if chosen is not None:
+        try:
+            check_namespace(chosen, "the X-Corral-Namespace (or OpenAI-Organization) header")
+        except InputError as exc:
+            raise OpenAIError(400, str(exc), code="invalid_namespace", param="X-Corral-Namespace") from None
     if chosen is None:
         if principal.namespaces is not None and len(principal.namespaces) == 1:
             chosen = next(iter(principal.namespaces))
@@ -91,12 +96,12 @@ Namespace = Annotated[str, Depends(openai_namespace)]
 
 
 async def json_body(request: Request) -> Any:
-    """The request's JSON body (400 ``invalid_json`` otherwise)."""
-    raw = await request.body()
+    """The request's JSON body, within the limits of :func:`decode_json` (400 ``invalid_json`` otherwise)."""
+    raw = await request.body()  # BodyTooLarge (413) propagates to the app's handler
     try:
-        return json.loads(raw or b"null")
-    except ValueError as exc:
-        raise OpenAIError(400, f"the request body is not valid JSON: {exc}", code="invalid_json") from None
+        return decode_json(raw)
+    except InputError as exc:
+        raise OpenAIError(400, str(exc), code="invalid_json") from None
 
 
 def parse_model(cls: type[M], body: Any) -> M:
@@ -109,7 +114,7 @@ def parse_model(cls: type[M], body: Any) -> M:
         errors = exc.errors()
         first = errors[0]
         param = ".".join(str(p) for p in first["loc"] if not isinstance(p, int)) or None
-        message = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in errors[:5])
+        message = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}"[:300] for e in errors[:5])
         code = "unknown_parameter" if first["type"] == "extra_forbidden" else "invalid_value"
         raise OpenAIError(400, message, code=code, param=param) from None
 

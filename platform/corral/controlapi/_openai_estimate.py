@@ -15,14 +15,16 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import yaml
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 
 from corral.api import DocumentError, parse_document
+from corral.api._show import show
 from corral.api.v1alpha1 import Dataset, FineTuneJob, GPUPool, Model, ModelDeployment
 from corral.store import NotFound, Store
 
+from ._limits import BodyTooLarge, InputError, decode_yaml
 from ._openai_common import Namespace, call_store, json_body
 from ._openai_schemas import OpenAIError
 
@@ -93,24 +95,26 @@ def estimate(store: Store, namespace: str, body: Any) -> dict[str, Any]:
         raise OpenAIError(400, "the body must be a FineTuneJob or ModelDeployment object", code="invalid_request")
     body = dict(body)
     body.setdefault("apiVersion", "corral.dev/v1alpha1")
+    if not isinstance(body.get("metadata") or {}, dict):
+        raise OpenAIError(400, "metadata must be an object", code="invalid_value", param="metadata")
     meta = dict(body.get("metadata") or {})
     meta.setdefault("name", "estimate")
     if meta.setdefault("namespace", namespace) != namespace:
         raise OpenAIError(
-            403, f"the object's namespace {meta['namespace']} is not the call's ({namespace})", code="forbidden"
+            403, f"the object's namespace {show(meta['namespace'])} is not the call's ({namespace})", code="forbidden"
         )
     body["metadata"] = meta
     if body.get("kind") not in ("FineTuneJob", "ModelDeployment"):
         raise OpenAIError(
             400,
-            f"kind must be FineTuneJob or ModelDeployment (got {body.get('kind')!r})",
+            f"kind must be FineTuneJob or ModelDeployment (got {show(body.get('kind'))})",
             code="invalid_kind",
             param="kind",
         )
     try:
         obj = parse_document(body, source="request body")
     except DocumentError as exc:
-        raise OpenAIError(400, str(exc), code="invalid_value", param="spec") from None
+        raise OpenAIError(400, str(exc)[:4000], code="invalid_value", param="spec") from None
     pools = [PoolState.from_gpupool(p) for p in store.list(GPUPool).items]
     if isinstance(obj, FineTuneJob):
         profile = _profile(store, namespace, obj.spec.base_model.name)
@@ -132,10 +136,15 @@ def estimate_router() -> APIRouter:
     async def estimate_route(request: Request, namespace: Namespace) -> JSONResponse:
         content_type = request.headers.get("content-type", "")
         if "yaml" in content_type:
+            raw = await request.body()  # capped at 3 MiB by BodyLimitMiddleware
             try:
-                body = yaml.safe_load(await request.body())
-            except yaml.YAMLError as exc:
-                raise OpenAIError(400, f"the body is not valid YAML: {exc}", code="invalid_yaml") from None
+                body = await run_in_threadpool(decode_yaml, raw)  # off the event loop; no aliases
+            except BodyTooLarge as exc:
+                raise OpenAIError(
+                    413, f"the YAML body is larger than {exc.limit} bytes", code="body_too_large"
+                ) from None
+            except InputError as exc:
+                raise OpenAIError(400, str(exc), code="invalid_yaml") from None
         else:
             body = await json_body(request)
         store: Store = request.app.state.store

@@ -11,22 +11,26 @@ Bodies are validated by :func:`corral.api.parse_document`; errors are Kubernetes
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from enum import Enum
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
 from corral.api import DocumentError, parse_document
 from corral.api.v1alpha1 import GROUP_VERSION, KINDS, Resource
+from corral.artifacts import URIPolicy, URIRefused, spec_uris
 from corral.store import Expired, Store, StoreError, Watch, WatchEvent
 
-from ._auth import Authenticator, Principal
+from ._access import Caller, WatchQuota, authorize, authorize_status_write, get_principal, visible
+from ._auth import Principal
+from ._limits import InputError, check_finite, decode_json
+from ._resources_openapi import MERGE_PATCH, operation_openapi
 from ._status import APIError, status_body
 
 __all__ = ["API_PREFIX", "get_principal", "resource_router"]
@@ -34,51 +38,18 @@ __all__ = ["API_PREFIX", "get_principal", "resource_router"]
 log = logging.getLogger(__name__)
 
 API_PREFIX = f"/apis/{GROUP_VERSION}"
-MERGE_PATCH = "application/merge-patch+json"
-_bearer = HTTPBearer(auto_error=False, description="A token from the tokens file.")
+_IDLE_POLL = (0.05, 0.5)
+"""A watch stream checks its watch every 50 ms after an event, backing off to 500 ms when idle."""
 
 Handler = Callable[..., Awaitable[Response]]
 
 
-def get_principal(
-    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
-) -> Principal:
-    """FastAPI dependency: the authenticated caller (401 otherwise)."""
-    auth: Authenticator = request.app.state.auth
-    return auth.authenticate(credentials.credentials if credentials else None)
-
-
-Caller = Annotated[Principal, Depends(get_principal)]
-
-
-def _forbidden(principal: Principal, verb: str, cls: type[Resource], namespace: str | None) -> APIError:
-    where = f' in the namespace "{namespace}"' if namespace else " at the cluster scope"
-    message = (
-        f'{cls.PLURAL}.corral.dev is forbidden: token "{principal.name}" cannot {verb} resource '
-        f'"{cls.PLURAL}" in API group "corral.dev"{where}'
-    )
-    log.info("Forbidden: %s", message)
-    return APIError(403, "Forbidden", message, kind=cls.KIND)
-
-
-def _authorize(principal: Principal, verb: str, cls: type[Resource], namespace: str | None) -> None:
-    if cls.NAMESPACED:
-        if namespace is not None and not principal.can_use(namespace):
-            raise _forbidden(principal, verb, cls, namespace)
-    elif verb not in ("get", "list", "watch") and not principal.cluster:
-        raise _forbidden(principal, verb, cls, None)
-
-
-def _visible(principal: Principal, obj: Resource) -> bool:
-    return not type(obj).NAMESPACED or principal.can_use(obj.metadata.namespace)
-
-
 async def _json_body(request: Request) -> Any:
-    raw = await request.body()
+    raw = await request.body()  # BodyTooLarge (413) propagates to the app's handler
     try:
-        return json.loads(raw or b"null")
-    except ValueError as exc:
-        raise APIError(400, "BadRequest", f"the request body is not valid JSON: {exc}") from None
+        return decode_json(raw)
+    except InputError as exc:
+        raise APIError(400, "BadRequest", str(exc)) from None
 
 
 def _parse(cls: type[Resource], body: Any, namespace: str | None, name: str | None) -> Resource:
@@ -90,7 +61,10 @@ def _parse(cls: type[Resource], body: Any, namespace: str | None, name: str | No
     body.setdefault("kind", cls.KIND)
     if body["kind"] != cls.KIND:
         raise APIError(
-            400, "BadRequest", f"kind {body['kind']!r} does not match the URL's resource ({cls.KIND})", kind=cls.KIND
+            400,
+            "BadRequest",
+            f"kind {show(body['kind'])} does not match the URL's resource ({cls.KIND})",
+            kind=cls.KIND,
         )
     meta = body.get("metadata")
     if isinstance(meta, dict):
@@ -102,7 +76,7 @@ def _parse(cls: type[Resource], body: Any, namespace: str | None, name: str | No
                 raise APIError(
                     400,
                     "BadRequest",
-                    f"the namespace of the provided object ({sent}) does not match the namespace sent on the "
+                    f"the namespace of the provided object ({show(sent)}) does not match the namespace sent on the "
                     f"request ({namespace})",
                     kind=cls.KIND,
                 )
@@ -110,7 +84,7 @@ def _parse(cls: type[Resource], body: Any, namespace: str | None, name: str | No
             raise APIError(
                 400,
                 "BadRequest",
-                f"the name of the object ({meta.get('name')}) does not match the name on the URL ({name})",
+                f"the name of the object ({show(meta.get('name'))}) does not match the name on the URL ({name})",
                 kind=cls.KIND,
                 name=name,
             )
@@ -118,8 +92,66 @@ def _parse(cls: type[Resource], body: Any, namespace: str | None, name: str | No
         return parse_document(body, source="request body")
     except DocumentError as exc:
         problems = exc.problems
-        message = f'{cls.KIND} "{exc.name or name or "?"}" is invalid: ' + "; ".join(str(p) for p in problems)
-        raise APIError(422, "Invalid", message, kind=cls.KIND, name=exc.name or name, problems=problems) from None
+        shown = (exc.name or name or "?")[:253]
+        message = f'{cls.KIND} "{shown}" is invalid: ' + "; ".join(str(p) for p in problems[:20])
+        raise APIError(422, "Invalid", message, kind=cls.KIND, name=shown, problems=problems[:20]) from None
+
+
+def show(value: Any) -> str:
+    """A bad value for a message, cut before it is rendered."""
+    from corral.api._show import show as _show
+
+    return _show(value, 80)
+
+
+def _check_uris(
+    request: Request, principal: Principal, cls: type[Resource], namespace: str | None, *, spec: Any, name: str | None
+) -> None:
+    """Apply the URI rule to every ``uri`` of a spec (or of a merge patch's spec) a tenant sends.
+
+    An admin (every namespace) is the administrator and may reference any URI.
+    """
+    policy: URIPolicy | None = getattr(request.app.state, "uri_policy", None)
+    if policy is None or principal.all_namespaces or not cls.NAMESPACED or namespace is None:
+        return
+    from corral.api import FieldProblem
+
+    for path, uri in spec_uris(spec):
+        try:
+            policy.check(uri, namespace, path)
+        except URIRefused as exc:
+            log.info("Refused %s for token %s: %s", path, principal.name, exc)
+            raise APIError(
+                422,
+                "Invalid",
+                f'{cls.KIND} "{name or "?"}" is invalid: {exc}',
+                kind=cls.KIND,
+                name=name,
+                problems=[FieldProblem(path, str(exc).split(": ", 1)[-1], has_value=False)],
+            ) from None
+
+
+def _precondition(options: Any) -> str | None:
+    """``preconditions.resourceVersion`` of a delete's DeleteOptions body (400 when malformed)."""
+    if options is None:
+        return None
+    if not isinstance(options, dict):
+        raise APIError(400, "BadRequest", "the DeleteOptions body must be a JSON object")
+    preconditions = options.get("preconditions")
+    if preconditions is None:
+        return None
+    if not isinstance(preconditions, dict):
+        raise APIError(
+            400,
+            "BadRequest",
+            f'preconditions: {show(preconditions)}: must be an object such as {{"resourceVersion": "42"}}',
+        )
+    version = preconditions.get("resourceVersion")
+    if version is not None and not isinstance(version, str | int):
+        raise APIError(
+            400, "BadRequest", f"preconditions.resourceVersion: {show(version)}: must be a resourceVersion string"
+        )
+    return None if version is None else str(version)
 
 
 def _ok(obj: Resource, code: int = 200) -> JSONResponse:
@@ -153,14 +185,13 @@ class _KindRoutes:
         namespace = self._namespace(request)
         query = request.query_params
         verb = "watch" if query.get("watch", "").lower() in ("1", "true") else "list"
-        _authorize(principal, verb, self.cls, namespace)
+        authorize(principal, verb, self.cls, namespace)
         selector = query.get("labelSelector") or None
         if verb == "watch":
             return await self._watch(request, principal, namespace, selector)
         listed = await self._call(self._store(request).list, self.cls, namespace, selector)
         body = listed.to_dict()
-        visible = [item for item in listed.items if _visible(principal, item)]
-        body["items"] = [item.to_dict() for item in visible]
+        body["items"] = [item.to_dict() for item in listed.items if visible(principal, item)]
         return JSONResponse(body)
 
     async def _watch(
@@ -171,9 +202,11 @@ class _KindRoutes:
         timeout = self.watch_timeout
         if "timeoutSeconds" in query:
             try:
-                timeout = min(float(query["timeoutSeconds"]), timeout)
-            except ValueError:
-                raise APIError(400, "BadRequest", "timeoutSeconds must be a number") from None
+                timeout = min(check_finite("timeoutSeconds", query["timeoutSeconds"]), timeout)
+            except InputError as exc:
+                raise APIError(400, "BadRequest", str(exc)) from None
+        quota: WatchQuota = request.app.state.watch_quota
+        quota.open(principal)
         store = self._store(request)
         try:
             watch: Watch | None = await run_in_threadpool(
@@ -183,22 +216,30 @@ class _KindRoutes:
         except Expired as exc:
             watch, expired = None, exc
         except StoreError as exc:
+            quota.close(principal)
             raise APIError.from_store(exc) from None
+        except BaseException:
+            quota.close(principal)
+            raise
         log.debug(
             "Watch %s in %s from %s for %s", self.cls.PLURAL, namespace or "all namespaces", since, principal.name
         )
-        return StreamingResponse(self._events(principal, watch, expired), media_type="application/json")
+        return StreamingResponse(self._events(principal, watch, expired, quota), media_type="application/json")
 
-    async def _events(self, principal: Principal, watch: Watch | None, expired: Expired | None) -> AsyncIterator[str]:
-        if watch is None:
-            assert expired is not None
-            status = status_body(410, "Expired", expired.message, kind=self.cls.KIND)
-            yield json.dumps({"type": "ERROR", "object": status}) + "\n"
-            return
+    async def _events(
+        self, principal: Principal, watch: Watch | None, expired: Expired | None, quota: WatchQuota
+    ) -> AsyncIterator[str]:
+        """Stream a watch without holding a thread: ``poll(0)`` in the pool, asyncio sleeps in between."""
         try:
+            if watch is None:
+                assert expired is not None
+                status = status_body(410, "Expired", expired.message, kind=self.cls.KIND)
+                yield json.dumps({"type": "ERROR", "object": status}) + "\n"
+                return
+            delay = _IDLE_POLL[0]
             while True:
                 try:
-                    event: WatchEvent | None = await run_in_threadpool(watch.poll, 1.0)
+                    event: WatchEvent | None = await run_in_threadpool(watch.poll, 0.0)
                 except Expired as exc:
                     status = status_body(410, "Expired", exc.message, kind=self.cls.KIND)
                     yield json.dumps({"type": "ERROR", "object": status}) + "\n"
@@ -206,27 +247,33 @@ class _KindRoutes:
                 if event is None:
                     if watch.done:
                         return
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, _IDLE_POLL[1])
                     continue
-                if _visible(principal, event.object):
+                delay = _IDLE_POLL[0]
+                if visible(principal, event.object):
                     yield json.dumps(event.to_dict()) + "\n"
         finally:
-            watch.stop()
+            if watch is not None:
+                watch.stop()
+            quota.close(principal)
 
     async def create(self, request: Request, principal: Caller) -> Response:
         namespace = self._namespace(request)
-        _authorize(principal, "create", self.cls, namespace)
+        authorize(principal, "create", self.cls, namespace)
         obj = _parse(self.cls, await _json_body(request), namespace, None)
+        _check_uris(request, principal, self.cls, namespace, spec=obj.to_dict().get("spec"), name=obj.metadata.name)
         return _ok(await self._call(self._store(request).create, obj), 201)
 
     async def get(self, request: Request, principal: Caller) -> Response:
         namespace = self._namespace(request)
-        _authorize(principal, "get", self.cls, namespace)
+        authorize(principal, "get", self.cls, namespace)
         name = request.path_params["name"]
         return _ok(await self._call(self._store(request).get, self.cls, namespace, name))
 
     async def events(self, request: Request, principal: Caller) -> Response:
         namespace = self._namespace(request)
-        _authorize(principal, "get", self.cls, namespace)
+        authorize(principal, "get", self.cls, namespace)
         name = request.path_params["name"]
         await self._call(self._store(request).get, self.cls, namespace, name)
         records = await self._call(self._store(request).list_events, self.cls, namespace, name)
@@ -234,45 +281,48 @@ class _KindRoutes:
 
     async def replace(self, request: Request, principal: Caller) -> Response:
         namespace = self._namespace(request)
-        _authorize(principal, "update", self.cls, namespace)
-        obj = _parse(self.cls, await _json_body(request), namespace, request.path_params["name"])
+        authorize(principal, "update", self.cls, namespace)
+        name = request.path_params["name"]
+        obj = _parse(self.cls, await _json_body(request), namespace, name)
+        _check_uris(request, principal, self.cls, namespace, spec=obj.to_dict().get("spec"), name=name)
         return _ok(await self._call(self._store(request).update, obj))
 
     async def patch(self, request: Request, principal: Caller) -> Response:
         namespace = self._namespace(request)
-        _authorize(principal, "patch", self.cls, namespace)
+        authorize(principal, "patch", self.cls, namespace)
         body = await self._merge_patch_body(request)
         name = request.path_params["name"]
+        _check_uris(request, principal, self.cls, namespace, spec=body.get("spec"), name=name)
         return _ok(await self._call(self._store(request).patch, self.cls, namespace, name, body))
 
     async def delete(self, request: Request, principal: Caller) -> Response:
         namespace = self._namespace(request)
-        _authorize(principal, "delete", self.cls, namespace)
-        options = await _json_body(request)
-        precondition = None
-        if isinstance(options, dict):
-            precondition = (options.get("preconditions") or {}).get("resourceVersion")
+        authorize(principal, "delete", self.cls, namespace)
+        precondition = _precondition(await _json_body(request))
         name = request.path_params["name"]
         return _ok(await self._call(self._store(request).delete, self.cls, namespace, name, precondition))
 
     async def replace_status(self, request: Request, principal: Caller) -> Response:
         namespace = self._namespace(request)
-        _authorize(principal, "update", self.cls, namespace)
+        authorize_status_write(principal, "update", self.cls, namespace)
         obj = _parse(self.cls, await _json_body(request), namespace, request.path_params["name"])
         return _ok(await self._call(self._store(request).replace_status, obj))
 
     async def patch_status(self, request: Request, principal: Caller) -> Response:
         namespace = self._namespace(request)
-        _authorize(principal, "patch", self.cls, namespace)
+        authorize_status_write(principal, "patch", self.cls, namespace)
         body = await self._merge_patch_body(request)
         meta = body.get("metadata") if isinstance(body.get("metadata"), dict) else {}
         status = body.get("status") or {}
         if not isinstance(status, dict):
             raise APIError(400, "BadRequest", "status in a merge patch must be an object", kind=self.cls.KIND)
         rv = meta.get("resourceVersion") if isinstance(meta, dict) else None
+        if rv is not None and not isinstance(rv, str | int):
+            raise APIError(400, "BadRequest", f"metadata.resourceVersion: {show(rv)}: must be a string")
         name = request.path_params["name"]
         store = self._store(request)
-        return _ok(await self._call(store.patch_status, self.cls, namespace, name, status, rv))
+        version = None if rv is None else str(rv)
+        return _ok(await self._call(store.patch_status, self.cls, namespace, name, status, version))
 
     async def _merge_patch_body(self, request: Request) -> dict[str, Any]:
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -287,58 +337,6 @@ class _KindRoutes:
         if not isinstance(body, dict):
             raise APIError(400, "BadRequest", "a merge patch must be a JSON object", kind=self.cls.KIND)
         return body
-
-
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _param(name: str, where: str, description: str, required: bool = False) -> dict[str, Any]:
-    return {
-        "name": name,
-        "in": where,
-        "required": required or where == "path",
-        "schema": {"type": "string"},
-        "description": description,
-    }
-
-
-_LIST_PARAMS = [
-    _param("labelSelector", "query", "Kubernetes label selector, e.g. app=bot,tier!=dev."),
-    _param("watch", "query", "1 or true: stream newline-delimited watch events instead of a list."),
-    _param("resourceVersion", "query", "With watch: stream the changes after this version."),
-    _param("timeoutSeconds", "query", "With watch: end the stream after this many seconds."),
-]
-
-
-def _openapi(cls: type[Resource], op: str, *, body: str | None = None, many: bool = False) -> dict[str, Any]:
-    params = []
-    if cls.NAMESPACED and op != "all":
-        params.append(_param("namespace", "path", "Namespace of the objects."))
-    if op in ("item", "status"):
-        params.append(_param("name", "path", f"Name of the {cls.KIND}."))
-    if many:
-        params += _LIST_PARAMS
-    extra: dict[str, Any] = {"parameters": params}
-    item_schema = _ref(cls.KIND)
-    ok_schema: dict[str, Any] = (
-        {"type": "object", "properties": {"items": {"type": "array", "items": item_schema}}} if many else item_schema
-    )
-    extra["responses"] = {
-        "200": {
-            "description": f"{cls.KIND}List" if many else cls.KIND,
-            "content": {"application/json": {"schema": ok_schema}},
-        },
-        "default": {"description": "A Kubernetes Status", "content": {"application/json": {"schema": _ref("Status")}}},
-    }
-    if body == "object":
-        extra["requestBody"] = {"required": True, "content": {"application/json": {"schema": item_schema}}}
-    elif body == "patch":
-        extra["requestBody"] = {
-            "required": True,
-            "content": {MERGE_PATCH: {"schema": {"type": "object", "description": "RFC 7386 JSON merge patch."}}},
-        }
-    return extra
 
 
 def resource_router(watch_timeout: float = 1800.0) -> APIRouter:
@@ -362,23 +360,37 @@ def resource_router(watch_timeout: float = 1800.0) -> APIRouter:
                 operation_id=f"list{kind}ForAllNamespaces",
                 summary=f"List or watch {cls.PLURAL} in every namespace the caller may use",
                 tags=tags,
-                openapi_extra=_openapi(cls, "all", many=True),
+                openapi_extra=operation_openapi(cls, "all", many=True),
             )
         else:
             base = f"{API_PREFIX}/{cls.PLURAL}"
             scope = ""
         item = f"{base}/{{name}}"
         table: list[tuple[str, str, Handler, str, str, dict[str, Any]]] = [
-            (base, "GET", routes.list, "list", f"List or watch {cls.PLURAL}", _openapi(cls, "collection", many=True)),
-            (base, "POST", routes.create, "create", f"Create a {kind}", _openapi(cls, "collection", body="object")),
-            (item, "GET", routes.get, "read", f"Read a {kind}", _openapi(cls, "item")),
+            (
+                base,
+                "GET",
+                routes.list,
+                "list",
+                f"List or watch {cls.PLURAL}",
+                operation_openapi(cls, "collection", many=True),
+            ),
+            (
+                base,
+                "POST",
+                routes.create,
+                "create",
+                f"Create a {kind}",
+                operation_openapi(cls, "collection", body="object", created=True),
+            ),
+            (item, "GET", routes.get, "read", f"Read a {kind}", operation_openapi(cls, "item")),
             (
                 item,
                 "PUT",
                 routes.replace,
                 "replace",
                 f"Replace a {kind}'s spec and metadata",
-                _openapi(cls, "item", body="object"),
+                operation_openapi(cls, "item", body="object"),
             ),
             (
                 item,
@@ -386,18 +398,25 @@ def resource_router(watch_timeout: float = 1800.0) -> APIRouter:
                 routes.patch,
                 "patch",
                 f"Merge-patch a {kind}'s spec and metadata",
-                _openapi(cls, "item", body="patch"),
+                operation_openapi(cls, "item", body="patch"),
             ),
-            (item, "DELETE", routes.delete, "delete", f"Delete a {kind}", _openapi(cls, "item")),
-            (f"{item}/status", "GET", routes.get, "read", f"Read a {kind}'s status", _openapi(cls, "status")),
-            (f"{item}/events", "GET", routes.events, "list", f"List the events about a {kind}", _openapi(cls, "item")),
+            (item, "DELETE", routes.delete, "delete", f"Delete a {kind}", operation_openapi(cls, "item")),
+            (f"{item}/status", "GET", routes.get, "read", f"Read a {kind}'s status", operation_openapi(cls, "status")),
+            (
+                f"{item}/events",
+                "GET",
+                routes.events,
+                "list",
+                f"List the events about a {kind}",
+                operation_openapi(cls, "item"),
+            ),
             (
                 f"{item}/status",
                 "PUT",
                 routes.replace_status,
                 "replace",
                 f"Replace a {kind}'s status",
-                _openapi(cls, "status", body="object"),
+                operation_openapi(cls, "status", body="object"),
             ),
             (
                 f"{item}/status",
@@ -405,7 +424,7 @@ def resource_router(watch_timeout: float = 1800.0) -> APIRouter:
                 routes.patch_status,
                 "patch",
                 f"Merge-patch a {kind}'s status",
-                _openapi(cls, "status", body="patch"),
+                operation_openapi(cls, "status", body="patch"),
             ),
         ]
         for path, method, handler, verb, summary, extra in table:

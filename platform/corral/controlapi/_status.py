@@ -13,6 +13,7 @@ from typing import Any
 from fastapi.responses import JSONResponse
 
 from corral.api import FieldProblem
+from corral.api._show import show
 from corral.api.v1alpha1 import API_GROUP
 from corral.store import Invalid, StoreError
 
@@ -58,7 +59,7 @@ class APIError(Exception):
 def _cause(problem: FieldProblem) -> dict[str, Any]:
     message = problem.message
     if problem.has_value:
-        message = f"Invalid value: {problem.value!r}: {message}"
+        message = f"Invalid value: {show(problem.value, 80)}: {message}"
     return {"reason": "FieldValueInvalid", "field": problem.path, "message": message}
 
 

@@ -3,7 +3,9 @@
 
 Ray 2.60 protects its dashboard (and so the job and Serve APIs) with token auth. A head
 this driver starts runs with ``RAY_AUTH_MODE=token`` and a fresh random token kept in its
-private temp dir (``RAY_AUTH_TOKEN_PATH``); every request carries
+private temp dir (``RAY_AUTH_TOKEN_PATH``, the dir made 0700 once Ray is up), and binds every
+port on 127.0.0.1 (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` keeps Ray from replacing loopback
+with the host's address); every request carries
 ``Authorization: Bearer <token>``. Nothing is written to ``~/.ray``. When attaching, the
 token is the one Ray itself would use (``RAY_AUTH_TOKEN``, ``RAY_AUTH_TOKEN_PATH`` or
 ``~/.ray/auth_token``), read by :meth:`LocalRayDriver.from_env`.
@@ -189,6 +191,9 @@ class LocalRayHead:
         env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_TOKEN")}
         env.update(
             {
+                # Without this, Ray resolves 127.0.0.1 to the host's address and binds the GCS,
+                # raylet, client server and agents on every interface; with it, all stay on loopback.
+                "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
                 "RAY_AUTH_MODE": "token",
                 "RAY_AUTH_TOKEN_PATH": str(token_file),
                 "RAY_USAGE_STATS_ENABLED": "0",
@@ -219,6 +224,7 @@ class LocalRayHead:
         else:
             self.down()
             raise DriverError(f"Ray dashboard did not answer within {self._start_timeout:.0f}s")
+        temp_dir.chmod(0o700)  # Ray makes its temp dir 0777; nothing in it is for other users
         logger.info("Started Ray head %s (pid %d)", self.gcs_address, self._proc.pid)
 
     def _make_client(self) -> Any:

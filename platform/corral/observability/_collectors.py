@@ -257,6 +257,8 @@ class StoreCollector(Collector):
         except Exception:
             logger.debug("metrics: cannot read training events %s", uri, exc_info=True)
             return None
+        if len(self._event_counts) >= MAX_CACHED_EVENT_COUNTS:  # bounded whatever the number of jobs
+            self._event_counts.pop(next(iter(self._event_counts)))
         self._event_counts[key] = counts
         return counts
 
@@ -284,6 +286,9 @@ def _count_events(uri: str) -> tuple[int, int]:
             started += 1
     return checkpoints, max(0, started - 1)
 
+
+MAX_CACHED_EVENT_COUNTS = 4096
+"""Most FineTuneJob versions whose event counts the collector remembers between scrapes."""
 
 _registered: WeakKeyDictionary[CollectorRegistry, StoreCollector] = WeakKeyDictionary()
 _registered_lock = threading.Lock()

@@ -8,13 +8,14 @@ Example:
     []
 """
 
-from ._errors import AlreadyExists, Conflict, Expired, Invalid, NotFound, StoreError
+from ._errors import MAX_OBJECT_BYTES, AlreadyExists, Conflict, Expired, Invalid, NotFound, StoreError, TooLarge
 from ._mergepatch import merge_patch
 from ._protocol import EventRecord, ResourceList, Store, Watch, WatchEvent, resolve_kind
 from ._selectors import LabelSelector, Requirement, SelectorError, parse_selector
 from ._sqlite import SqliteStore
 
 __all__ = [
+    "MAX_OBJECT_BYTES",
     "AlreadyExists",
     "Conflict",
     "EventRecord",
@@ -28,6 +29,7 @@ __all__ = [
     "SqliteStore",
     "Store",
     "StoreError",
+    "TooLarge",
     "Watch",
     "WatchEvent",
     "merge_patch",

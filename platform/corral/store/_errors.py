@@ -82,3 +82,14 @@ class Invalid(StoreError):  # noqa: N818 - Kubernetes status reason names
     ) -> None:
         super().__init__(message, kind=kind, name=name)
         self.problems = list(problems)
+
+
+MAX_OBJECT_BYTES = 1536 * 1024
+"""Largest stored object (its canonical JSON), like etcd's 1.5 MiB request limit under Kubernetes."""
+
+
+class TooLarge(StoreError):  # noqa: N818 - Kubernetes status reason names
+    """The object is larger than :data:`MAX_OBJECT_BYTES`."""
+
+    reason = "RequestEntityTooLarge"
+    code = 413

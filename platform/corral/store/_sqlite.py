@@ -21,7 +21,7 @@ from typing import Any
 
 from corral.api.v1alpha1 import Resource
 
-from ._errors import AlreadyExists, Invalid, NotFound
+from ._errors import MAX_OBJECT_BYTES, AlreadyExists, Invalid, NotFound, TooLarge
 from ._mergepatch import merge_patch
 from ._objects import (
     canonical,
@@ -91,9 +91,17 @@ class SqliteStore(Store):
     @staticmethod
     def _store_row(conn: sqlite3.Connection, cls: type[Resource], body: dict[str, Any], rv: int) -> None:
         meta = body["metadata"]
+        text = canonical(body)
+        if len(text) > MAX_OBJECT_BYTES:  # the transaction rolls back: nothing is written
+            raise TooLarge(
+                f"{cls.KIND} {meta['name']} is {len(text)} bytes; an object may be at most {MAX_OBJECT_BYTES} bytes "
+                "(keep large data in artifacts, not in annotations or labels)",
+                kind=cls.KIND,
+                name=meta["name"],
+            )
         conn.execute(
             "INSERT OR REPLACE INTO objects (kind, namespace, name, uid, rv, body) VALUES (?, ?, ?, ?, ?, ?)",
-            (cls.KIND, meta.get("namespace") or "", meta["name"], meta["uid"], rv, canonical(body)),
+            (cls.KIND, meta.get("namespace") or "", meta["name"], meta["uid"], rv, text),
         )
 
     @staticmethod

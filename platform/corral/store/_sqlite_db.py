@@ -12,6 +12,7 @@ second connection on the same file (another thread or process) sees it all.
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
@@ -68,6 +69,8 @@ CREATE INDEX IF NOT EXISTS events_object ON events (kind, namespace, name);
 """
 
 _COMPACT_EVERY = 64
+HISTORY_BYTES = 64 * 1024 * 1024
+"""Most bytes of object bodies the watch log keeps (each body is at most 1.5 MiB)."""
 
 
 class SqliteDatabase:
@@ -79,16 +82,21 @@ class SqliteDatabase:
     Args:
         path: The database file (parent directories are created) or ``":memory:"``.
         history: How many changes the watch log keeps (older ones are compacted away).
+        history_bytes: Most bytes of object bodies the watch log keeps (whichever limit is
+            reached first compacts; a watch resuming from before it gets ``Expired``).
 
     Raises:
         RuntimeError: The file was written by a newer Corral (its schema version is higher).
     """
 
-    def __init__(self, path: str, *, history: int) -> None:
+    def __init__(self, path: str, *, history: int, history_bytes: int = HISTORY_BYTES) -> None:
         self.path = path
         if path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            Path(path).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))  # SQLite gives -wal/-shm the same mode
+            os.chmod(path, 0o600)
         self.history = history
+        self.history_bytes = history_bytes
         self._lock = threading.RLock()
         self._changed = threading.Condition()
         self._write_seq = 0
@@ -136,10 +144,17 @@ class SqliteDatabase:
     def next_rv(self, conn: sqlite3.Connection) -> int:
         """Take the next resourceVersion inside a write; compacts the watch log now and then."""
         rv: int = conn.execute("UPDATE counter SET rv = rv + 1 WHERE id = 1 RETURNING rv").fetchone()[0]
-        if rv % _COMPACT_EVERY == 0 and rv > self.history:
-            upto = rv - self.history
-            conn.execute("DELETE FROM changes WHERE rv <= ?", (upto,))
-            conn.execute("UPDATE counter SET compacted_rv = max(compacted_rv, ?) WHERE id = 1", (upto,))
+        if rv % _COMPACT_EVERY == 0:
+            upto = rv - self.history if rv > self.history else 0
+            over = conn.execute(  # the newest change beyond the byte budget, counting from the newest
+                "SELECT max(rv) FROM (SELECT rv, sum(length(body)) OVER (ORDER BY rv DESC) AS total FROM changes) "
+                "WHERE total > ?",
+                (self.history_bytes,),
+            ).fetchone()[0]
+            upto = max(upto, over or 0)
+            if upto:
+                conn.execute("DELETE FROM changes WHERE rv <= ?", (upto,))
+                conn.execute("UPDATE counter SET compacted_rv = max(compacted_rv, ?) WHERE id = 1", (upto,))
         return rv
 
     @staticmethod

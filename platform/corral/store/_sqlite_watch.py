@@ -76,6 +76,8 @@ class SqliteWatch(Watch):
         self._deadline = None if timeout is None else time.monotonic() + timeout
         self._stopped = threading.Event()
         self._pending: deque[WatchEvent] = deque()
+        self._seen_seq = -1
+        self._fetched_at = 0.0
         if since in (None, "", "0"):
             listed = store.list(cls, self._namespace, selector)
             self._pending.extend(WatchEvent("ADDED", item) for item in listed.items)
@@ -129,7 +131,13 @@ class SqliteWatch(Watch):
                 self._pending.append(WatchEvent(type_, self._cls.model_validate(body)))
 
     def poll(self, timeout: float) -> WatchEvent | None:
-        """Return the next event, or ``None`` after ``timeout`` seconds or once done."""
+        """Return the next event, or ``None`` after ``timeout`` seconds or once done.
+
+        ``poll(0)`` never blocks and is cheap when nothing changed: the log is read only after
+        a write through this store's connection, or once per poll interval (writes made
+        through another connection), so callers that must not hold a thread (the control
+        API's watch streams) can poll without waiting here.
+        """
         end = time.monotonic() + timeout
         while True:
             if self._pending:
@@ -137,7 +145,10 @@ class SqliteWatch(Watch):
             if self.done:
                 return None
             seen = self._db.write_seq
-            self._fetch()
+            now = time.monotonic()
+            if seen != self._seen_seq or now - self._fetched_at >= self._poll_interval:
+                self._seen_seq, self._fetched_at = seen, now
+                self._fetch()
             if self._pending:
                 continue
             remaining = end - time.monotonic()

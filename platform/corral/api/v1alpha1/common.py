@@ -51,11 +51,13 @@ DECIMAL = r"^[0-9]+(\.[0-9]+)?$"
 class CorralModel(BaseModel):
     """Strict base for every spec and status object: unknown fields are errors.
 
-    Python attributes are snake_case; the wire form (YAML/JSON/CRD) is camelCase.
+    Python attributes are snake_case; the wire form (YAML/JSON/CRD) is camelCase. Numbers
+    must be finite (``NaN`` and ``Infinity`` are refused).
     """
 
     model_config = ConfigDict(
         extra="forbid",
+        allow_inf_nan=False,
         alias_generator=to_camel,
         validate_by_name=True,
         validate_by_alias=True,
