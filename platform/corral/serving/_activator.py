@@ -18,7 +18,7 @@ reserved, no torch) in front of ``CorralLLMServer``:
   so adapter affinity works as without the activator.
 
 The hold itself (:mod:`corral.serving._hold`) knows no Ray: the control API's OpenAI base
-URL reuses it around its own forwarding call when it routes chat.
+URL, which does not route chat yet, can wrap its own forwarding call in it when it does.
 """
 
 from __future__ import annotations
