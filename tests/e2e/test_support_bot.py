@@ -65,7 +65,7 @@ def _facts() -> tuple[str, dict[str, Any]]:
 
 
 def _ask(endpoint: str, model: str, system: str, question: str) -> str:
-    client = openai.OpenAI(base_url=endpoint, api_key="unused", max_retries=2, timeout=120.0)
+    client = openai.OpenAI(base_url=endpoint, api_key=TOKEN, max_retries=2, timeout=120.0)
     reply = client.chat.completions.create(
         model=model,
         messages=[{"role": "system", "content": system}, {"role": "user", "content": question}],

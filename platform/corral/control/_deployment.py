@@ -16,7 +16,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from corral.api.v1alpha1 import LocalObjectReference, Model, ModelDeployment
-from corral.serving import ACTIVATOR_DEPLOYMENT, LLM_DEPLOYMENT, ResolvedModel, serve_config, served_model_names
+from corral.serving import (
+    ACTIVATOR_DEPLOYMENT,
+    CORRAL_IMPORT_PATH,
+    LLM_DEPLOYMENT,
+    ResolvedModel,
+    serve_config,
+    served_model_names,
+)
 
 from ._actions import Action, DeleteServe, DeployServe, PatchObject, RecordEvent, Result
 from ._coldstart import scale_from_zero
@@ -53,8 +60,16 @@ def config_matches(desired: Any, deployed: Any) -> bool:
     return bool(desired == deployed)
 
 
-def app_config(deployment: ModelDeployment, models: Mapping[str, Model]) -> dict[str, Any]:
+def app_config(
+    deployment: ModelDeployment, models: Mapping[str, Model], chat_tokens: list[str] | None = None
+) -> dict[str, Any]:
     """The deployment's Serve application (one entry of ``serveConfigV2.applications``).
+
+    Args:
+        deployment: The ModelDeployment.
+        models: Models of its namespace by name.
+        chat_tokens: SHA-256 digests of the tokens its endpoint accepts (engine ``transformers``);
+            ``None`` asks for none.
 
     Raises:
         ValueError: The engine cannot serve the spec (``corral.serving.serve_config``).
@@ -74,6 +89,8 @@ def app_config(deployment: ModelDeployment, models: Mapping[str, Model]) -> dict
 
     config = serve_config([deployment], resolve)
     app = dict(config["applications"][0])
+    if chat_tokens is not None and app.get("import_path") == CORRAL_IMPORT_PATH:
+        app["args"] = {**app["args"], "auth": {"token_sha256": chat_tokens}}
     app["name"] = app_name(deployment)
     app["route_prefix"] = route_prefix(deployment)
     return app
@@ -216,7 +233,7 @@ def reconcile_deployment(dep: ModelDeployment, world: DeploymentWorld) -> Result
     app: dict[str, Any] | None = None
     if problem is None:
         try:
-            app = app_config(dep, world.models)
+            app = app_config(dep, world.models, world.settings.chat_token_digests(dep.metadata.namespace or "default"))
         except (ValueError, KeyError) as exc:
             problem = ("Failed", "InvalidSpec", str(exc))
     if problem is not None or app is None:

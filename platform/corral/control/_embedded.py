@@ -72,6 +72,7 @@ class EmbeddedControlPlane:
             raw = os.environ.get(REMOTE_CODE_ENV, "")
             remote_code_namespaces = [n.strip() for n in raw.split(",") if n.strip()]
         self._remote_code = frozenset(remote_code_namespaces)
+        self._chat_tokens: tuple[tuple[str, frozenset[str] | None], ...] | None = None
         self.store: SqliteStore | None = None
         self.runner: Runner | None = None
         self._server: Any = None
@@ -92,6 +93,7 @@ class EmbeddedControlPlane:
             python=sys.executable,
             job_runtime_env={"env_vars": {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}},
             remote_code_namespaces=self._remote_code,
+            chat_tokens=self._chat_tokens,
         )
 
     def start(self) -> EmbeddedControlPlane:
@@ -102,6 +104,8 @@ class EmbeddedControlPlane:
         """
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.store = SqliteStore(self.data_dir / "corral.db")
+        self._auth = self._authenticator()
+        self._chat_tokens = _chat_tokens(self._auth)
         if self._driver is None:
             from corral.drivers import read_ray_token
 
@@ -123,13 +127,10 @@ class EmbeddedControlPlane:
         import uvicorn
 
         from corral.artifacts import URIPolicy
-        from corral.controlapi import ControlAPISettings, TokenAuth, create_app
+        from corral.controlapi import ControlAPISettings, create_app
 
         assert self.store is not None
-        auth = self._auth
-        if auth is None:
-            tokens = self.data_dir / "tokens.yaml"
-            auth = TokenAuth.from_file(tokens) if tokens.exists() else TokenAuth([])
+        auth = self._authenticator()
         api = ControlAPISettings.from_env()
         root = self.settings.artifact_root
         app = create_app(
@@ -146,6 +147,15 @@ class EmbeddedControlPlane:
         self._server_thread.start()
         self._wait_listening(API_START_TIMEOUT)
         logger.info("Control API on http://%s:%d", self.host, self.port)
+
+    def _authenticator(self) -> Any:
+        """The control API's authenticator: the one given, else the tokens file (none: every call refused)."""
+        if self._auth is not None:
+            return self._auth
+        from corral.controlapi import TokenAuth
+
+        tokens = self.data_dir / "tokens.yaml"
+        return TokenAuth.from_file(tokens) if tokens.exists() else TokenAuth([])
 
     def _wait_listening(self, timeout: float) -> None:
         """Return once uvicorn listens (its lifespan started, the socket bound); raise if it exits or takes too long."""
@@ -181,3 +191,13 @@ class EmbeddedControlPlane:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _chat_tokens(auth: Any) -> tuple[tuple[str, frozenset[str] | None], ...] | None:
+    """``(sha256, namespaces)`` of the tokens file's entries: the chat endpoints accept the same tokens."""
+    from corral.controlapi import TokenAuth
+
+    if not isinstance(auth, TokenAuth):
+        logger.warning("the control API's authenticator is not a tokens file: chat endpoints ask for no token")
+        return None
+    return tuple((entry.sha256, entry.namespaces) for entry in auth.entries)

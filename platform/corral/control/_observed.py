@@ -49,6 +49,9 @@ class ControlSettings:
         deploying_seconds: How often a deploying application's status is re-read.
         remote_code_namespaces: Namespaces whose Models may run code shipped with their weights
             (``spec.trustRemoteCode``); ``*`` allows every namespace. Empty: none (the default).
+        chat_tokens: ``(sha256, namespaces)`` of every token (``None`` namespaces: all); a
+            deployment's chat endpoint accepts those of its namespace. ``None``: the endpoints ask
+            for no token (the operator, until chat on a cluster is checked with TokenReview).
         uri_policy: When set, the runner reads a Dataset's or Model's ``spec.uri`` only when
             the rule allows it for the object's namespace (on a cluster, objects applied with
             kubectl never passed the control API's check); ``None``: the control API is the
@@ -62,6 +65,15 @@ class ControlSettings:
     deploying_seconds: float = 2.0
     uri_policy: URIPolicy | None = None
     remote_code_namespaces: frozenset[str] = frozenset()
+    chat_tokens: tuple[tuple[str, frozenset[str] | None], ...] | None = None
+
+    def chat_token_digests(self, namespace: str) -> list[str] | None:
+        """SHA-256 digests of the tokens that may call ``namespace``'s chat endpoints (``None``: no token check)."""
+        if self.chat_tokens is None:
+            return None
+        return sorted(
+            {digest for digest, spaces in self.chat_tokens if spaces is None or "*" in spaces or namespace in spaces}
+        )
 
     def allows_remote_code(self, namespace: str) -> bool:
         """Whether an administrator allowed Models in ``namespace`` to run code shipped with their weights."""

@@ -24,6 +24,7 @@ from corral.serving._args import AdapterSource, HoldArgs, ServeAppArgs
 from corral.serving._coldstart import default_hold_seconds, estimate_cold_start_seconds
 from corral.serving._config import (
     ACTIVATOR_DEPLOYMENT,
+    CORRAL_IMPORT_PATH,
     LLM_DEPLOYMENT,
     MULTIPLEX_HEADER,
     ResolvedModel,
@@ -51,6 +52,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ACTIVATOR_DEPLOYMENT",
+    "CORRAL_IMPORT_PATH",
     "LLM_DEPLOYMENT",
     "AdapterSource",
     "ColdStartTimeoutError",

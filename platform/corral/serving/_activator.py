@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, cast
 from ray import serve
 
 from corral.serving._args import ServeAppArgs
+from corral.serving._chat_auth import ChatAuth, read_capped
 from corral.serving._config import ACTIVATOR_DEPLOYMENT, MULTIPLEX_HEADER
 from corral.serving._errors import OverloadedError, ServingError
 from corral.serving._hold import HoldPolicy, error_response, hold
@@ -77,12 +78,18 @@ class CorralActivator:
         )
         self.server = server
         self.metrics = ServingMetrics(self.args.served_name, backend="ray")
+        self.auth = ChatAuth(self.args.auth.token_sha256) if self.args.auth is not None else None
 
     async def __call__(self, request: Request) -> Response:
         """Route one HTTP request by the end of its path (the route prefix comes before it)."""
         from fastapi.responses import JSONResponse
 
         path, method = request.url.path.rstrip("/"), request.method
+        if not path.endswith("/healthz") and self.auth is not None:
+            try:
+                self.auth.check(request.headers.get("authorization"))  # before the body is read
+            except ServingError as exc:
+                return error_response(exc)
         if method == "POST" and path.endswith("/v1/chat/completions"):
             return await self._forward(request, "chat")
         if method == "POST" and path.endswith("/v1/completions"):
@@ -103,7 +110,10 @@ class CorralActivator:
         from fastapi.responses import Response, StreamingResponse
         from ray.serve.exceptions import BackPressureError
 
-        body = await request.body()
+        try:
+            body = await read_capped(request, self.args.max_body_bytes)
+        except ServingError as exc:
+            return error_response(exc)
         model_id = request.headers.get(MULTIPLEX_HEADER, "")
         options: dict[str, Any] = {"stream": True}
         if model_id:

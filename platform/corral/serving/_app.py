@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 from ray import serve
 
 from corral.serving._args import ServeAppArgs
+from corral.serving._chat_auth import ChatAuth
 from corral.serving._config import LLM_DEPLOYMENT
 from corral.serving._metrics import ServingMetrics
 
@@ -121,7 +122,12 @@ class CorralLLMServer:
             prepare_adapter=serve.multiplexed(max_num_models_per_replica=self.args.max_adapters_per_replica)(
                 load_adapter
             ),
+            auth=ChatAuth(self.args.auth.token_sha256) if self.args.auth is not None else None,
+            max_body_bytes=self.args.max_body_bytes,
+            max_context_length=self.engine.max_context_length,
         )
+        if self.args.auth is None:
+            logger.warning("%s: no auth in the app's arguments; the endpoint answers anyone", self.args.served_name)
         logger.info(
             "replica ready: %s with %d adapters (imports %.1f s, model load %.1f s, warm-up %.1f s)",
             self.args.served_name,

@@ -7,6 +7,8 @@ must survive a round trip through YAML (a ``RayService``'s ``serveConfigV2``).
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = ["AdapterSource", "HoldArgs", "ServeAppArgs"]
@@ -28,6 +30,18 @@ class HoldArgs(BaseModel):
 
     timeout_seconds: int = Field(ge=1, le=3600, description="Longest wait for a replica before answering 503.")
     retry_after_seconds: int = Field(ge=0, le=3600, description="Retry-After of that 503: the estimated cold start.")
+
+
+class ChatAuthArgs(BaseModel):
+    """Who may call the endpoint: bearer tokens of the deployment's namespace, as SHA-256 digests."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    token_sha256: list[Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]] = Field(
+        default_factory=list,
+        description="Hex SHA-256 digests of the accepted tokens (the namespace's tenants and the admins); empty: "
+        "every call is refused.",
+    )
 
 
 class ServeAppArgs(BaseModel):
@@ -54,6 +68,14 @@ class ServeAppArgs(BaseModel):
         default=False,
         description="Load the base with the model code shipped with its weights (a Model with trustRemoteCode, allowed "
         "in its namespace).",
+    )
+    auth: ChatAuthArgs | None = Field(
+        default=None,
+        description="Bearer tokens the endpoint accepts. The control plane always sets it; unset (a test serving an "
+        "app by hand) leaves the endpoint open.",
+    )
+    max_body_bytes: int = Field(
+        default=4 * 2**20, ge=1024, le=256 * 2**20, description="Largest request body read (413 beyond it)."
     )
     hold: HoldArgs | None = Field(
         default=None,
