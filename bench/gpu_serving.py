@@ -43,8 +43,7 @@ ADAPTERS = 8
 
 def build(root: Path, shape: str, device: Any) -> Path:
     import torch
-    from _models import build_llama_60m
-    from peft import LoraConfig, get_peft_model
+    from _models import build_llama_60m, save_random_adapters
     from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
 
     from corral.models import tiny
@@ -60,18 +59,8 @@ def build(root: Path, shape: str, device: Any) -> Path:
         with torch.device(device.type):
             AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16).save_pretrained(base)
         AutoTokenizer.from_pretrained(small).save_pretrained(base)
-    model = AutoModelForCausalLM.from_pretrained(base)
-    peft = get_peft_model(
-        model, LoraConfig(r=16, lora_alpha=32, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
-    )
-    for i in range(ADAPTERS):
-        torch.manual_seed(100 + i)
-        with torch.no_grad():
-            for name, p in peft.named_parameters():
-                if "lora_" in name:
-                    p.normal_(0.0, 0.02)
-        peft.save_pretrained(root / f"adapter-{i}")
-    del model, peft
+    folders = [root / f"adapter-{i}" for i in range(ADAPTERS)]
+    save_random_adapters(base, folders, rank=16, targets=["q_proj", "k_proj", "v_proj", "o_proj"], seed=100)
     return base
 
 

@@ -74,7 +74,7 @@ def rss_mb() -> float:
 
 def build(root: Path) -> None:
     import torch
-    from _models import build_llama_60m
+    from _models import build_llama_60m, save_random_adapters
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
@@ -89,15 +89,8 @@ def build(root: Path) -> None:
             r=8, lora_alpha=16, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"], init_lora_weights=False
         )
         get_peft_model(model, lora).save_pretrained(root / f"adapter-{i}")
-    model = AutoModelForCausalLM.from_pretrained(root / "base")
-    peft = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"]))
-    for i in range(MANY):
-        torch.manual_seed(1000 + i)
-        with torch.no_grad():
-            for name, p in peft.named_parameters():
-                if "lora_" in name:
-                    p.normal_(0.0, 0.02)
-        peft.save_pretrained(root / f"many-{i}")
+    many = [root / f"many-{i}" for i in range(MANY)]
+    save_random_adapters(root / "base", many, rank=8, targets=["q_proj", "v_proj"], seed=1000)
 
 
 def param_bytes(model: Any) -> int:
