@@ -191,8 +191,9 @@ class Runner:
         now = self.clock()
         ns = obj.metadata.namespace
         if isinstance(obj, Dataset):
-            check = _observe.check_dataset_data(obj) if needs_check(obj) else None
-            return reconcile_dataset(obj, DatasetWorld(now=now, check=check))
+            file_stat = _observe.data_file_stat(obj.spec.uri)
+            check = _observe.check_dataset_data(obj) if needs_check(obj, file_stat) else None
+            return reconcile_dataset(obj, DatasetWorld(now=now, check=check, file_stat=file_stat))
         if isinstance(obj, Model):
             probe = None
             if needs_probe(obj):
@@ -225,6 +226,7 @@ class Runner:
                 queue=snap.queue(),
                 job=job,
                 training=training,
+                first_look=self.passes == 1,
             )
             return reconcile_finetunejob(obj, ftw)
         if isinstance(obj, ModelDeployment):

@@ -104,7 +104,9 @@ def _same_process(pid: int, start_time: float) -> bool:
     return started is not None and abs(started - start_time) < 0.05
 
 
-def head_pids(temp_dir: str | os.PathLike[str], pid: int | None = None, pid_start_time: float | None = None) -> set[int]:
+def head_pids(
+    temp_dir: str | os.PathLike[str], pid: int | None = None, pid_start_time: float | None = None
+) -> set[int]:
     """PIDs of a head's processes: the leader (when it is still the recorded process), its
     descendants, and every process naming ``temp_dir`` on its command line.
 
