@@ -162,7 +162,7 @@ def training_restarts(events: list[Any]) -> tuple[TrainingRestart, ...]:
         elif isinstance(ev, ProgressEvent):
             if pending is not None:
                 since = pending[2]
-                restarts.append(TrainingRestart(pending[0], pending[1], ev.time - since if since else None))
+                restarts.append(TrainingRestart(pending[0], pending[1], round(ev.time - since, 1) if since else None))
                 pending = None
             last_step, last_time = ev.step, ev.time
         elif pending is not None and getattr(ev, "type", "") in ("completed", "failed"):
