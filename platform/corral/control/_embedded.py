@@ -16,6 +16,7 @@ import logging
 import os
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -133,6 +134,11 @@ class EmbeddedControlPlane:
         self._server = uvicorn.Server(config)
         self._server_thread = threading.Thread(target=self._server.run, name="corral-api", daemon=True)
         self._server_thread.start()
+        deadline = time.monotonic() + 30
+        while not self._server.started:  # a port in use must fail the start, not leave a plane without an API
+            if not self._server_thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"the control API could not listen on {self.host}:{self.port} (in use?)")
+            time.sleep(0.05)
         logger.info("Control API on http://%s:%d", self.host, self.port)
 
     def stop(self) -> None:
