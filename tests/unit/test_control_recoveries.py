@@ -40,7 +40,9 @@ def test_a_worker_restart_is_an_event_and_the_running_reason_until_the_job_ends(
     running = JobState(sid, "RUNNING", start_time=NOW.timestamp())
     obj, _ = step(obj, world(job=running, training=TrainingObservation(progress=JobProgress(step=84, total_steps=100))))
     restart = TrainingRestart(stopped_at_step=84, resumed_from_step=50, seconds=12.8)
-    training = TrainingObservation(progress=JobProgress(step=51, total_steps=100), resumed_from_step=50, restarts=(restart,))
+    training = TrainingObservation(
+        progress=JobProgress(step=51, total_steps=100), resumed_from_step=50, restarts=(restart,)
+    )
     obj, result = step(obj, world(job=running, training=training))
     told = [a for a in result.actions if isinstance(a, RecordEvent) and a.reason == "TrainingResumed"]
     assert len(told) == 1 and told[0].type == "Warning"
