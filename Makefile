@@ -33,7 +33,7 @@ test: venv tools
 # Fault injection on the embedded plane (real kill -9 of the daemon, a Train worker, a Serve
 # replica; concurrent `corral up`): a few minutes on 2 cores; prints the recovery figures.
 test-faults: venv
-	$(PY) -m pytest tests/faults -p no:randomly -s $(PYTEST_ARGS)
+	$(PY) -m pytest tests/faults -s $(PYTEST_ARGS)
 
 test-unit: venv
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)

@@ -69,6 +69,7 @@ class EmbeddedControlPlane:
         self._auth = auth
         self._num_cpus = num_cpus
         self._serve_port = serve_port
+        self._first_pass_timeout = 120.0
         self._resync = resync_seconds
         self.store: SqliteStore | None = None
         self.runner: Runner | None = None
@@ -108,12 +109,13 @@ class EmbeddedControlPlane:
             )
         if isinstance(self._driver, LocalRayDriver):
             self._driver.start()
-        self.runner = Runner(self.store, self._driver, self.settings, resync_seconds=self._resync)
-        try:  # before the API answers: statuses are checked against the Ray that runs now
-            self.runner.run_once()
-        except Exception:
-            logger.exception("The first reconcile pass failed; the loop retries")
-        self.runner.start()
+        self.runner = Runner(self.store, self._driver, self.settings, resync_seconds=self._resync).start()
+        # The API answers once the first pass has checked every status against the Ray that
+        # runs now (its slow actions, e.g. deploying to a fresh Serve, run after that).
+        if not self.runner.statuses_checked.wait(self._first_pass_timeout):
+            logger.warning(
+                "The first reconcile pass took over %.0f s; starting the API anyway", self._first_pass_timeout
+            )
         if self.port:
             self._start_api()
         logger.info("Corral control plane up (data dir %s)", self.data_dir)
