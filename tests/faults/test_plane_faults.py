@@ -223,6 +223,17 @@ def test_replica_kill_during_requests_fails_only_the_one_in_flight(home: Home, e
     print(f"\nreplica killed: {failures} of {requests} sequential requests failed; next answer after {recovered} s")
     assert failures <= 1
     assert recovered is not None
+    told = wait_until(
+        "ReplicaLost and ReplicaRestarted events",
+        lambda: (
+            {"ReplicaLost", "ReplicaRestarted"}
+            <= (reasons := {e["reason"] for e in _events(home, ModelDeployment, DEPLOYMENT)})
+            and reasons
+        ),
+        120,
+        1.0,
+    )
+    print(f"deployment events: {sorted(told)}")
 
 
 def test_daemon_kill_then_down_leaves_nothing_and_up_keeps_the_endpoint(home: Home, endpoint: str) -> None:
