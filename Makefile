@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: venv tools test test-unit test-repeat lint crds demo clean bench
+.PHONY: venv tools test test-unit test-repeat test-faults lint crds demo clean bench
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,7 +28,12 @@ tools:
 	bash scripts/install_helm.sh >/dev/null
 
 test: venv tools
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest --ignore=tests/faults $(PYTEST_ARGS)
+
+# Fault injection on the embedded plane (real kill -9 of the daemon, a Train worker, a Serve
+# replica; concurrent `corral up`): a few minutes on 2 cores; prints the recovery figures.
+test-faults: venv
+	$(PY) -m pytest tests/faults -s $(PYTEST_ARGS)
 
 test-unit: venv
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -98,26 +97,5 @@ def test_down_never_signals_a_process_that_reused_the_pid(home: Path) -> None:
         stranger.wait()
 
 
-def test_down_stops_its_own_daemon(home: Path) -> None:
-    """A process running corral.cli._daemon for this data dir is Corral's: it is stopped."""
-    fake = home / "corral" / "cli"
-    fake.mkdir(parents=True)
-    for pkg in (home / "corral", fake):
-        (pkg / "__init__.py").write_text("")
-    (fake / "_daemon.py").write_text("import time\ntime.sleep(60)\n")
-    env = {**os.environ, "PYTHONPATH": str(home)}
-    own = subprocess.Popen([sys.executable, "-m", "corral.cli._daemon", "--data-dir", str(home)], env=env, cwd=home)
-    try:
-        deadline = time.monotonic() + 30
-        import psutil  # type: ignore[import-untyped]
-
-        while "corral.cli._daemon" not in psutil.Process(own.pid).cmdline():
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        (home / "corral.pid").write_text(str(own.pid))
-        assert stop_daemon(home, timeout=10) is True
-        assert own.wait(timeout=10) is not None
-    finally:
-        if own.poll() is None:
-            own.kill()
-            own.wait()
+# That down stops the home's own daemon (lock + pid record with start time and command line) is
+# tested in tests/unit/test_cli_home.py and, with a real daemon, in tests/faults/.

@@ -89,3 +89,15 @@ def test_invalid_job_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     path.write_text(json.dumps({"name": "bot", "surprise": 1}), encoding="utf-8")
     assert main(["--job", str(path)]) == EXIT_REFUSED
     assert "invalid job file" in capsys.readouterr().err
+
+
+def test_a_vanished_data_file_fails_with_data_unreadable_naming_the_dataset(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    gone = tmp_path / "deleted-after-validation.jsonl"
+    assert main(["--job", str(_write_job(tmp_path, gone))]) == EXIT_REFUSED
+    events = read_events(f"file://{tmp_path}/events.jsonl")
+    assert len(events) == 1 and isinstance(events[0], FailedEvent)
+    assert events[0].reason == "DataUnreadable"
+    assert events[0].message == f"Dataset d: cannot read {gone}: the file does not exist"
+    assert "DataUnreadable" in capsys.readouterr().err

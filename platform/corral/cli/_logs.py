@@ -1,4 +1,10 @@
-"""``corral logs finetunejob NAME [-f]``: a fine-tune's progress, live with -f."""
+"""``corral logs finetunejob NAME [-f]``: a fine-tune's progress, live with -f.
+
+Recoveries are marked: the line says how often training restarted and from which step the
+latest run resumed, and with ``-f`` every restart, re-attachment after a control plane
+restart or resubmission prints its own line (the ``Running`` condition's message) when the
+step jumps back.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +19,7 @@ from ..api import kind_for_name
 from ..api.v1alpha1 import FineTuneJob
 from ..client import APIStatusError, CorralClient
 
-__all__ = ["follow_job", "register"]
+__all__ = ["follow_job", "recovery_note", "register"]
 
 TERMINAL = ("Succeeded", "Failed", "Cancelled")
 
@@ -30,7 +36,20 @@ def _describe(status: dict[str, Any]) -> str:
         parts.append(f"eval {metrics['evalLoss']:.4f}")
     if metrics.get("tokensPerSecond") is not None:
         parts.append(f"{metrics['tokensPerSecond']:.0f} tok/s")
+    if status.get("restarts"):
+        parts.append(f"restarts {status['restarts']} (resumed from step {status.get('resumedFromStep', 0)})")
     return "  ".join(parts)
+
+
+_RECOVERY_REASONS = ("Resumed", "Reattached", "Resubmitted")
+
+
+def recovery_note(status: dict[str, Any]) -> str | None:
+    """The ``Running`` condition's message when its reason tells a recovery, else None."""
+    running = next((c for c in status.get("conditions") or [] if c.get("type") == "Running"), None)
+    if running is None or running.get("reason") not in _RECOVERY_REASONS:
+        return None
+    return f"{running['reason']}: {running.get('message', '')}"
 
 
 def follow_job(client: CorralClient, name: str, *, follow: bool, timeout: float = 3600.0) -> dict[str, Any]:
@@ -43,8 +62,13 @@ def follow_job(client: CorralClient, name: str, *, follow: bool, timeout: float 
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"))
     with Progress(*columns, TimeRemainingColumn(), console=Console(stderr=False)) as bar:
         task = bar.add_task(name, total=100, info="")
+        told = recovery_note(obj.get("status") or {})
         while True:
             status = obj.get("status") or {}
+            note = recovery_note(status)
+            if note is not None and note != told:
+                bar.console.print(f"--- {note}")
+                told = note
             progress = status.get("progress") or {}
             total = progress.get("totalSteps") or 0
             bar.update(task, total=total or 100, completed=progress.get("step", 0), info=_describe(status))

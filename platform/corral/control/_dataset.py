@@ -1,4 +1,10 @@
-"""The Dataset reconciler: the validation report -> ``Ready`` or ``Invalid``."""
+"""The Dataset reconciler: the validation report -> ``Ready`` or ``Invalid``.
+
+The data is read again on a new generation, while it is unreadable, and when a ``file://``
+data file changed or vanished since it was read (its size and mtime, ``status.fileStat``):
+a file fixed in place becomes Ready without a new generation, a deleted one
+``DataUnreadable``.
+"""
 
 from __future__ import annotations
 
@@ -12,12 +18,17 @@ from ._observed import DatasetWorld
 __all__ = ["needs_check", "reconcile_dataset"]
 
 
-def needs_check(dataset: Dataset) -> bool:
-    """True when the data must be (re-)read: a new generation, never read, or unreadable last time."""
+def needs_check(dataset: Dataset, file_stat: str | None = None) -> bool:
+    """True when the data must be (re-)read: a new generation, never read, unreadable last time,
+    or the file's size/mtime (``file_stat``, None: not watched) differs from when it was read.
+    """
     status = dataset.status
     ready = next((c for c in status.conditions if c.type == "Ready"), None)
     return (
-        status.observed_generation != dataset.metadata.generation or ready is None or ready.reason == "DataUnreadable"
+        status.observed_generation != dataset.metadata.generation
+        or ready is None
+        or ready.reason == "DataUnreadable"
+        or (file_stat is not None and status.file_stat != file_stat)
     )
 
 
@@ -46,7 +57,7 @@ def reconcile_dataset(dataset: Dataset, world: DatasetWorld) -> Result:
         conditions = set_condition(
             status.conditions, "Ready", "False", "DataUnreadable", check.error, generation=generation, now=world.now
         )
-        new = DatasetStatus(observed_generation=generation, conditions=conditions)
+        new = DatasetStatus(observed_generation=generation, conditions=conditions, file_stat=world.file_stat)
         reason = "DataUnreadable"
     elif not check.ok:
         conditions = set_condition(
@@ -57,6 +68,7 @@ def reconcile_dataset(dataset: Dataset, world: DatasetWorld) -> Result:
             conditions=conditions,
             format=check.format,
             sha256=check.sha256,
+            file_stat=world.file_stat,
             report=check.report,
         )
         reason = "Invalid"
@@ -69,6 +81,7 @@ def reconcile_dataset(dataset: Dataset, world: DatasetWorld) -> Result:
             conditions=conditions,
             format=check.format,
             sha256=check.sha256,
+            file_stat=world.file_stat,
             report=check.report,
         )
         reason = "Valid"

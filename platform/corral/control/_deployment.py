@@ -31,6 +31,7 @@ from ._conditions import get_condition, set_condition
 from ._observed import FINALIZER, DeploymentWorld
 from ._placement import allocation_of, place_deployment
 from ._preemption import preempting_message
+from ._replica_events import replica_events
 
 __all__ = ["app_config", "app_name", "config_matches", "reconcile_deployment", "route_prefix"]
 
@@ -189,6 +190,7 @@ def reconcile_deployment(dep: ModelDeployment, world: DeploymentWorld) -> Result
 
     def finish(requeue: float | None = None) -> Result:
         st.observed_generation = gen
+        actions.extend(replica_events(old, st))
         if st.phase != old.phase:
             ready = get_condition(st.conditions, "Ready")
             reason = ready.reason if ready else st.phase or "Pending"

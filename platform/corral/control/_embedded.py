@@ -2,6 +2,12 @@
 
 A SQLite store under the data dir, a :class:`~corral.drivers.LocalRayDriver` (a private
 Ray head, or ``RAY_ADDRESS``), the :class:`Runner` thread and the control API on uvicorn.
+
+Restart-safe: the started Ray head is recorded in the data dir, so a plane started again
+on the same data dir re-attaches to the head an earlier (killed) plane left running, with
+its jobs and Serve replicas, instead of starting a second one. Before the API answers, one
+reconcile pass runs, so what the API reports (a deployment's ``Ready``, a job's phase) has
+been checked against the Ray that runs now, not carried over from the last process.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ class EmbeddedControlPlane:
         auth: Control API authenticator (default: the tokens file ``data_dir/tokens.yaml``
             when it exists, else no tokens: every call is refused).
         num_cpus: CPUs of a started Ray head.
+        serve_port: Port of Serve's HTTP proxy on a started head (None: a free one).
         resync_seconds: Longest wait between reconcile passes.
         remote_code_namespaces: Namespaces whose Models may run code shipped with their weights
             (``*``: all); default ``$CORRAL_REMOTE_CODE_NAMESPACES`` (comma-separated), else none.
@@ -57,6 +64,7 @@ class EmbeddedControlPlane:
         port: int = 8080,
         auth: Any = None,
         num_cpus: int | None = None,
+        serve_port: int | None = None,
         resync_seconds: float = 2.0,
         remote_code_namespaces: Iterable[str] | None = None,
     ) -> None:
@@ -67,6 +75,8 @@ class EmbeddedControlPlane:
         self.host, self.port = host, port
         self._auth = auth
         self._num_cpus = num_cpus
+        self._serve_port = serve_port
+        self._first_pass_timeout = 120.0
         self._resync = resync_seconds
         if remote_code_namespaces is None:
             raw = os.environ.get(REMOTE_CODE_ENV, "")
@@ -110,10 +120,22 @@ class EmbeddedControlPlane:
             from corral.drivers import read_ray_token
 
             token = read_ray_token() if self._ray_address else None
-            self._driver = LocalRayDriver(self._ray_address, token=token, num_cpus=self._num_cpus)
+            self._driver = LocalRayDriver(
+                self._ray_address,
+                token=token,
+                num_cpus=self._num_cpus,
+                serve_port=self._serve_port,
+                state_dir=self.data_dir,
+            )
         if isinstance(self._driver, LocalRayDriver):
             self._driver.start()
         self.runner = Runner(self.store, self._driver, self.settings, resync_seconds=self._resync).start()
+        # The API answers once the first pass has checked every status against the Ray that
+        # runs now (its slow actions, e.g. deploying to a fresh Serve, run after that).
+        if not self.runner.statuses_checked.wait(self._first_pass_timeout):
+            logger.warning(
+                "The first reconcile pass took over %.0f s; starting the API anyway", self._first_pass_timeout
+            )
         if self.port:
             try:
                 self._start_api()

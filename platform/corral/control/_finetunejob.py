@@ -7,6 +7,12 @@ its GPUs (``spec.resources.preemptible``), until it is re-admitted and resumes f
 newest checkpoint (see :mod:`corral.control._preemption`). Conditions: ``Admitted``,
 ``Running``, ``Succeeded``, ``Failed``.
 
+Recoveries are told: a restart of the training loop inside the Ray job (a worker lost) is a
+``TrainingResumed`` event (the step it stopped at, the checkpoint it resumed from, the
+seconds the steps paused) and ``Running`` reason ``Resumed``; a control plane restart that
+finds the Ray job running is a ``Reattached`` event and reason; a Ray job the current Ray
+does not know is ``Resubmitted`` (event and reason).
+
 Crash safety: the submission id is deterministic (``corral-<ns>-<name>-<generation>``) and
 written to ``status.submissionId`` *before* the job is submitted (the runner stores the
 status first); a restart finds the id in the status and either sees the job or submits the
@@ -37,7 +43,7 @@ from ._jobspec import (
     submission_id,
 )
 from ._lineage import LineageError, job_lineage
-from ._observed import FINALIZER, FineTuneJobWorld
+from ._observed import FINALIZER, FineTuneJobWorld, TrainingRestart
 from ._placement import place_job
 from ._preemption import preempted_message, preempting_message, preemptor_of, released, resume_note
 
@@ -223,6 +229,12 @@ def reconcile_finetunejob(job: FineTuneJob, world: FineTuneJobWorld) -> Result:
             st.cost = training.cost.model_copy(update={"estimated_usd": estimated})
         if training.resumed_from_step is not None:
             st.resumed_from_step = training.resumed_from_step
+    resumed_note = None
+    if training is not None and len(training.restarts) > st.restarts:
+        for restart in training.restarts[st.restarts :]:
+            resumed_note = _restart_message(restart)
+            actions.append(RecordEvent("Warning", "TrainingResumed", resumed_note))
+        st.restarts = len(training.restarts)
 
     # Done: keep the children in place (a crash may have cut the last pass short).
     if st.phase == "Succeeded":
@@ -308,26 +320,40 @@ def reconcile_finetunejob(job: FineTuneJob, world: FineTuneJobWorld) -> Result:
     # Following the Ray job.
     assert sid is not None
     if ray_job is None:
-        # Submitted by a pass that crashed before the job reached Ray, or Ray restarted: submit
-        # the same id again; training resumes from its newest checkpoint.
+        # Submitted by a pass that crashed before the job reached Ray, or the Ray that ran it is
+        # gone (the driver never leaves a second head running it): submit the same id again;
+        # training resumes from its newest checkpoint.
         checked = _check_references(job, world)
         if isinstance(checked, _Refusal):
             st.phase = "Failed"
             cond("Failed", "True", checked.reason, f"cannot resubmit Ray job {sid}: {checked.message}")
             return finish()
+        if old.phase in ("Admitted", "Running"):
+            step = st.checkpoints[-1].step if st.checkpoints else 0
+            message = (
+                f"Ray job {sid} is unknown to the Ray that runs now (the one that ran it is gone); "
+                f"submitted it again, resuming from checkpoint step {step}"
+            )
+            actions.append(RecordEvent("Warning", "Resubmitted", message))
+            cond("Running", "False", "Resubmitted", message)
         base, datasets = checked
         pool = next((p for p in world.pools if st.placement and p.metadata.name == st.placement.pool), None)
         admission = _Admission(base, datasets, pool.spec.price_per_gpu_hour if pool else "0", "", "")
         actions.extend(_submit_actions(job, world, admission, sid))
         return finish(world.settings.follow_seconds)
+    reattached = None
+    if world.first_look and ray_job.active and old.phase in ("Admitted", "Running"):
+        step = st.progress.step if st.progress is not None else 0
+        reattached = f"Re-attached to Ray job {sid} (step {step}) after a control plane restart; it was not resubmitted"
+        actions.append(RecordEvent("Normal", "Reattached", reattached))
     if ray_job.status == "PENDING":
         st.phase = "Admitted"
-        cond("Running", "False", "JobPending", f"Ray job {sid} is pending")
+        cond("Running", "False", "JobPending", reattached or f"Ray job {sid} is pending")
         return finish(world.settings.follow_seconds)
     if ray_job.status == "RUNNING":
         st.phase = "Running"
         st.start_time = st.start_time or _ts(ray_job.start_time, now)
-        cond("Running", "True", "JobRunning", f"Ray job {sid} is running")
+        cond("Running", "True", *_running_reason(st, sid, reattached, resumed_note))
         deadline = job.spec.active_deadline_seconds
         if deadline is not None and (now - st.start_time).total_seconds() > deadline:
             actions.append(StopJob(sid))
@@ -372,6 +398,28 @@ def _success_children(job: FineTuneJob, world: FineTuneJobWorld, st: FineTuneJob
     if target is not None:
         actions.extend(deployment_actions(job, world.deployments.get(target.deployment)))
     return actions
+
+
+def _restart_message(restart: TrainingRestart) -> str:
+    at = restart.stopped_at_step
+    stopped = f"after step {at}" if at is not None else "before its first step"
+    pause = f"; steps went on {restart.seconds:.1f} s after the last one" if restart.seconds is not None else ""
+    return (
+        f"Training restarted (a worker lost, a preemption or a Ray restart): the run stopped {stopped} "
+        f"and resumed from checkpoint step {restart.resumed_from_step}{pause}"
+    )
+
+
+def _running_reason(st: FineTuneJobStatus, sid: str, reattached: str | None, resumed: str | None) -> tuple[str, str]:
+    """The Running condition's reason: a recovery stays told until the job leaves Running."""
+    if reattached is not None:
+        return "Reattached", reattached
+    if resumed is not None:
+        return "Resumed", resumed
+    current = next((c for c in st.conditions if c.type == "Running"), None)
+    if current is not None and current.status == "True" and current.reason in ("Reattached", "Resumed"):
+        return current.reason, current.message
+    return "JobRunning", f"Ray job {sid} is running"
 
 
 def _complete_progress(st: FineTuneJobStatus) -> None:

@@ -12,13 +12,22 @@ import json
 import logging
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from corral.api.v1alpha1 import Dataset
 from corral.artifacts import ArtifactError, open_store, parse_uri
 
-from ._observed import ArtifactProbe, DatasetCheck, TrainingObservation
+from ._observed import ArtifactProbe, DatasetCheck, TrainingObservation, TrainingRestart
 
-__all__ = ["check_dataset_data", "materialize_model", "probe_artifact", "read_training", "write_file"]
+__all__ = [
+    "check_dataset_data",
+    "data_file_stat",
+    "materialize_model",
+    "probe_artifact",
+    "read_training",
+    "training_restarts",
+    "write_file",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +61,25 @@ def check_dataset_data(dataset: Dataset) -> DatasetCheck:
             f": {first}{more}" if first else ""
         )
     return DatasetCheck(ok=report.ok, format=report.format, sha256=report.train.sha256, report=status, summary=summary)
+
+
+def data_file_stat(uri: str) -> str | None:
+    """``<bytes>:<mtime ns>`` of a ``file://`` data file, ``missing`` when it is gone; None for
+    other schemes (not watched: re-read on a new generation only).
+    """
+    try:
+        parsed = parse_uri(uri)
+    except ValueError:
+        return None
+    if parsed.scheme != "file":
+        return None
+    try:
+        st = Path(parsed.path).stat()
+    except FileNotFoundError:
+        return "missing"
+    except OSError:
+        return None
+    return f"{st.st_size}:{st.st_mtime_ns}"
 
 
 def probe_artifact(uri: str) -> ArtifactProbe:
@@ -112,7 +140,38 @@ def read_training(events_uri: str, keep: int | None = None) -> TrainingObservati
         failed_reason=summary.failed.reason if summary.failed else None,
         failed_message=summary.failed.message if summary.failed else None,
         resumed_from_step=started[-1].resumed_from_step if started else None,
+        restarts=training_restarts(events),
     )
+
+
+def training_restarts(events: list[Any]) -> tuple[TrainingRestart, ...]:
+    """The restarts in an events file: every ``started`` event after the first, once its run
+    has logged a step (or ended), with the step it stopped at and the seconds the steps paused.
+    """
+    from corral.training._events import ProgressEvent, StartedEvent
+
+    restarts: list[TrainingRestart] = []
+    seen_start = False
+    last_step: int | None = None
+    last_time: float | None = None
+    pending: tuple[int | None, int, float | None] | None = None
+    for ev in events:
+        if isinstance(ev, StartedEvent):
+            if pending is not None:  # restarted again before a step: the pause goes on
+                restarts.append(TrainingRestart(pending[0], pending[1], None))
+            if seen_start:
+                pending = (last_step, ev.resumed_from_step, last_time if last_time is not None else ev.time)
+            seen_start = True
+        elif isinstance(ev, ProgressEvent):
+            if pending is not None:
+                since = pending[2]
+                restarts.append(TrainingRestart(pending[0], pending[1], round(ev.time - since, 1) if since else None))
+                pending = None
+            last_step, last_time = ev.step, ev.time
+        elif pending is not None and getattr(ev, "type", "") in ("completed", "failed"):
+            restarts.append(TrainingRestart(pending[0], pending[1], None))
+            pending = None
+    return tuple(restarts)
 
 
 def write_file(uri: str, content: bytes) -> None:

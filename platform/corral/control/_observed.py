@@ -30,6 +30,7 @@ __all__ = [
     "GPUPoolWorld",
     "ModelWorld",
     "TrainingObservation",
+    "TrainingRestart",
 ]
 
 FINALIZER = "corral.dev/cleanup"
@@ -140,6 +141,21 @@ class ArtifactProbe:
 
 
 @dataclass(frozen=True)
+class TrainingRestart:
+    """One restart of the training loop within a job (a worker lost, a preemption, a Ray restart).
+
+    Attributes:
+        stopped_at_step: Last step logged before the restart (None: none was).
+        resumed_from_step: Checkpoint step the new run started from.
+        seconds: From the last step before the restart to the first step after it.
+    """
+
+    stopped_at_step: int | None
+    resumed_from_step: int
+    seconds: float | None
+
+
+@dataclass(frozen=True)
 class TrainingObservation:
     """A fine-tune's events file folded into status fields (``corral.training.summarize``).
 
@@ -152,6 +168,7 @@ class TrainingObservation:
         failed_reason: CamelCase reason of the last ``failed`` event.
         failed_message: Its message.
         resumed_from_step: Checkpoint step the latest run started from (0: fresh; None: no run started yet).
+        restarts: Every restart whose new run has logged a step (or ended), oldest first.
     """
 
     progress: JobProgress | None = None
@@ -162,6 +179,7 @@ class TrainingObservation:
     failed_reason: str | None = None
     failed_message: str | None = None
     resumed_from_step: int | None = None
+    restarts: tuple[TrainingRestart, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -171,10 +189,13 @@ class DatasetWorld:
     Attributes:
         now: Reconcile time.
         check: A fresh validation, or None when the status is already current (not re-read).
+        file_stat: Size and mtime of the data file as it was just before ``check`` read it
+            (``<bytes>:<mtime ns>``, ``missing``; None: not a local file).
     """
 
     now: datetime
     check: DatasetCheck | None = None
+    file_stat: str | None = None
 
 
 @dataclass(frozen=True)
@@ -211,6 +232,8 @@ class FineTuneJobWorld:
         queue: Jobs and deployments waiting for GPUs, in any namespace (FIFO within a priority).
         job: The Ray job of ``status.submissionId`` (None: not submitted or gone).
         training: The events file, folded (None: not read, e.g. before submission).
+        first_look: This is the first pass of a (re)started control plane: a Ray job found
+            running was started by an earlier one and is re-attached, not submitted.
     """
 
     now: datetime
@@ -223,6 +246,7 @@ class FineTuneJobWorld:
     queue: tuple[PlacementRequest, ...] = ()
     job: JobState | None = None
     training: TrainingObservation | None = None
+    first_look: bool = False
 
 
 @dataclass(frozen=True)

@@ -73,6 +73,10 @@ ORDER: tuple[type[Resource], ...] = (Dataset, Model, FineTuneJob, ModelDeploymen
 _MAX_BACKOFF = 60.0
 
 
+def _key(obj: Resource) -> str:
+    return f"{obj.kind} {obj.metadata.namespace or ''}/{obj.metadata.name}".replace(" /", " ")
+
+
 def _by_name(items: Iterable[Any]) -> dict[str, Any]:
     return {item.metadata.name: item for item in items}
 
@@ -110,6 +114,8 @@ class Runner:
         self._watches: list[Any] = []
         self._failures: dict[str, tuple[int, float]] = {}
         self.passes = 0
+        self.statuses_checked = threading.Event()
+        """Set once the loop's first pass has stored every object's status (see :meth:`run_once`)."""
         self.metrics = RunnerMetrics(registry)
 
     # -- one pass ---------------------------------------------------------------------
@@ -129,8 +135,14 @@ class Runner:
             snap._serve = self.driver.serve_status()
         return snap._serve
 
-    def run_once(self) -> float | None:
+    def run_once(self, *, on_statuses: Callable[[], None] | None = None) -> float | None:
         """Reconcile every object once.
+
+        Args:
+            on_statuses: Called once every object's new status is stored; with it, the pass
+                stores all statuses first and applies the actions after the call (the first
+                pass of a restarted plane: what it reports is re-checked before the slow
+                actions, such as deploying to a fresh Serve, run).
 
         Returns:
             The shortest ``requeue_after`` asked for, or None.
@@ -138,35 +150,54 @@ class Runner:
         self.passes += 1
         snap = self.snapshot()
         requeue: list[float] = []
+        deferred: list[tuple[Resource, Result]] | None = [] if on_statuses is not None else None
         self.metrics.pass_started(sum(len(snap.all(cls.KIND)) for cls in ORDER))
         for cls in ORDER:
             for obj in snap.all(cls.KIND):
                 self.metrics.dequeued()
-                key = f"{cls.KIND} {obj.metadata.namespace or ''}/{obj.metadata.name}".replace(" /", " ")
-                failures, not_before = self._failures.get(key, (0, 0.0))
+                key = _key(obj)
+                _, not_before = self._failures.get(key, (0, 0.0))
                 if time.monotonic() < not_before:
                     requeue.append(not_before - time.monotonic())
                     continue
                 try:
                     with self.metrics.reconcile(cls.KIND):
-                        result = self.reconcile_object(obj, snap)
+                        result = self.reconcile_object(obj, snap, deferred)
                 except Exception as exc:  # keep the loop alive; retry with backoff (never sleep in a reconciler)
-                    delay = min(2.0**failures, _MAX_BACKOFF)
-                    self._failures[key] = (failures + 1, time.monotonic() + delay)
-                    logger.warning("Reconcile of %s failed (retry in %.0fs): %s", key, delay, exc, exc_info=True)
-                    self._event(obj, "Warning", "ReconcileError", f"{type(exc).__name__}: {exc}")
-                    requeue.append(delay)
+                    requeue.append(self._failed(obj, exc))
                     continue
                 self._failures.pop(key, None)
                 if result is not None and result.requeue_after is not None:
                     requeue.append(result.requeue_after)
+        if on_statuses is not None:
+            on_statuses()
+        for obj, result in deferred or []:
+            try:
+                for action in result.actions:
+                    self.apply_action(obj, action)
+            except Exception as exc:
+                requeue.append(self._failed(obj, exc))
         self.metrics.pass_ended(backoff=len(self._failures))
         return min(requeue) if requeue else None
 
-    def reconcile_object(self, obj: Resource, snap: Snapshot | None = None) -> Result | None:
+    def _failed(self, obj: Resource, exc: Exception) -> float:
+        """Record a failed reconcile (event, backoff); return the delay before the next try."""
+        key = _key(obj)
+        failures, _ = self._failures.get(key, (0, 0.0))
+        delay = min(2.0**failures, _MAX_BACKOFF)
+        self._failures[key] = (failures + 1, time.monotonic() + delay)
+        logger.warning("Reconcile of %s failed (retry in %.0fs): %s", key, delay, exc, exc_info=True)
+        self._event(obj, "Warning", "ReconcileError", f"{type(exc).__name__}: {exc}")
+        return delay
+
+    def reconcile_object(
+        self, obj: Resource, snap: Snapshot | None = None, deferred: list[tuple[Resource, Result]] | None = None
+    ) -> Result | None:
         """Observe, reconcile, :meth:`refine` and apply for one object (re-read from the store first).
 
         The snapshot then holds the object with its new status, for the objects after it.
+        With ``deferred``, only the status is stored; the object and its result are appended
+        there for the caller to apply the actions.
         """
         snap = snap or self.snapshot()
         try:
@@ -174,7 +205,11 @@ class Runner:
         except NotFound:
             return None
         result = self.refine(obj, self._reconcile(obj, snap))
-        self.apply(obj, result)
+        if deferred is None:
+            self.apply(obj, result)
+        else:
+            self.apply(obj, Result(status=result.status, actions=[], requeue_after=result.requeue_after))
+            deferred.append((obj, result))
         snap.record(obj.model_copy(update={"status": result.status}))
         return result
 
@@ -205,11 +240,12 @@ class Runner:
         now = self.clock()
         ns = obj.metadata.namespace
         if isinstance(obj, Dataset):
+            refused = self._refused(obj.spec.uri, ns)
+            file_stat = None if refused else _observe.data_file_stat(obj.spec.uri)  # no stat of a refused path
             check = None
-            if needs_check(obj):
-                refused = self._refused(obj.spec.uri, ns)
+            if needs_check(obj, file_stat):
                 check = DatasetCheck(ok=False, error=refused) if refused else _observe.check_dataset_data(obj)
-            return reconcile_dataset(obj, DatasetWorld(now=now, check=check))
+            return reconcile_dataset(obj, DatasetWorld(now=now, check=check, file_stat=file_stat))
         if isinstance(obj, Model):
             probe = None
             if needs_probe(obj):
@@ -248,6 +284,7 @@ class Runner:
                 queue=snap.queue(),
                 job=job,
                 training=training,
+                first_look=self.passes == 1,
             )
             return reconcile_finetunejob(obj, ftw)
         if isinstance(obj, ModelDeployment):
@@ -368,10 +405,13 @@ class Runner:
     def _loop(self) -> None:
         while not self._stop.is_set():
             self._wake.clear()
+            first = None if self.statuses_checked.is_set() else self.statuses_checked.set
             try:
-                requeue = self.run_once()
+                requeue = self.run_once(on_statuses=first)
             except Exception:
                 logger.exception("Control loop pass failed")
                 requeue = None
+            finally:
+                self.statuses_checked.set()
             wait = self.resync_seconds if requeue is None else max(0.05, min(requeue, self.resync_seconds))
             self._wake.wait(wait)

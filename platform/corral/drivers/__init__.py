@@ -12,6 +12,7 @@ Example:
 """
 
 from ._fake import FakeDriver
+from ._head_record import HeadRecord, stop_recorded_head
 from ._local import LocalRayDriver, read_ray_token
 from ._protocol import (
     ACTIVE_JOB_STATUSES,
@@ -28,10 +29,12 @@ __all__ = [
     "Driver",
     "DriverError",
     "FakeDriver",
+    "HeadRecord",
     "JobState",
     "JobStatus",
     "LocalRayDriver",
     "ServeAppState",
     "ServeAppStatus",
     "read_ray_token",
+    "stop_recorded_head",
 ]

@@ -33,4 +33,7 @@ class LocalRayDriver(LocalRayJobs, LocalRayServe):
         temp_dir: Parent of the head's private temp dir (default ``/tmp``: Ray's socket
             paths must stay short).
         start_timeout: Seconds to wait for the started head's dashboard.
+        state_dir: Where the started head is recorded (``ray-head.json``), so that a later
+            driver with the same ``state_dir`` re-attaches to it, or stops what is left of it
+            before starting another (one Ray per home); None: no record.
     """

@@ -10,6 +10,12 @@ with the host's address); every request carries
 token is the one Ray itself would use (``RAY_AUTH_TOKEN``, ``RAY_AUTH_TOKEN_PATH`` or
 ``~/.ray/auth_token``), read by :meth:`LocalRayDriver.from_env`.
 
+One Ray per home: with ``state_dir`` (the control plane's data dir) the started head is
+recorded in ``state_dir/ray-head.json`` (:mod:`._head_record`). :meth:`LocalRayHead.start`
+re-attaches to a recorded head that is alive and answers with its token (a daemon that was
+killed left it running: its jobs and Serve replicas go on), and otherwise stops what is left
+of the recorded head by its PIDs before starting a new one.
+
 :meth:`LocalRayDriver.down` stops only the processes of the head it started (the
 ``ray start --block`` process, its descendants and any process naming its temp dir); it
 never runs ``ray stop``, which would stop every Ray of the user.
@@ -22,7 +28,6 @@ import logging
 import os
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -34,7 +39,9 @@ import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Self
+from uuid import uuid4
 
+from ._head_record import HeadRecord, head_pids, process_start_time, stop_head_processes, stop_recorded_head
 from ._protocol import DriverError
 
 __all__ = ["LocalRayHead", "read_ray_token"]
@@ -88,6 +95,7 @@ class LocalRayHead:
         env: Mapping[str, str] | None = None,
         temp_dir: str | os.PathLike[str] | None = None,
         start_timeout: float = 120.0,
+        state_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         self._address = address.rstrip("/") if address else None
         self._token = token
@@ -99,6 +107,11 @@ class LocalRayHead:
         self._temp_parent = Path(temp_dir) if temp_dir is not None else Path("/tmp")
         self._start_timeout = start_timeout
         self._proc: subprocess.Popen[bytes] | None = None
+        self._head_pid: int | None = None
+        self._head_start: float | None = None
+        self._state_dir = Path(state_dir) if state_dir is not None else None
+        self._head_id: str | None = None
+        self.adopted = False
         self._temp_dir: Path | None = None
         self._client: Any = None
         self._lock = threading.RLock()
@@ -133,8 +146,13 @@ class LocalRayHead:
 
     @property
     def started_head(self) -> bool:
-        """True when this driver started (and so owns) the Ray head."""
-        return self._proc is not None
+        """True when this driver started or re-attached to (and so owns) the Ray head."""
+        return self._head_pid is not None
+
+    @property
+    def head_id(self) -> str | None:
+        """Identity of the Ray this driver talks to: the recorded head id, or the attached address."""
+        return self._head_id or self._address
 
     @property
     def temp_dir(self) -> Path | None:
@@ -150,11 +168,44 @@ class LocalRayHead:
         with self._lock:
             if self._client is not None:
                 return self
-            if self._address is None:
+            if self._address is None and not self._adopt():
                 self._start_head()
             self._client = self._make_client()
             logger.info("Connected to Ray dashboard %s", self._address)
             return self
+
+    def _adopt(self) -> bool:
+        """Re-attach to the head recorded in the state dir when it is alive; else stop its leftovers."""
+        if self._state_dir is None:
+            return False
+        record = HeadRecord.read(self._state_dir)
+        if record is None:
+            return False
+        token = record.token()
+        started = process_start_time(record.pid)
+        if token is not None and started is not None and abs(started - record.pid_start_time) < 0.05:
+            self._address, self._token = record.address, token
+            try:
+                self._request("GET", "/api/version")
+            except (OSError, DriverError) as exc:
+                logger.warning("Recorded Ray head %s does not answer (%s); stopping it", record.gcs_address, exc)
+            else:
+                self._head_pid, self._head_start = record.pid, record.pid_start_time
+                self._temp_dir, self._serve_port = Path(record.temp_dir), record.serve_port
+                self.gcs_address, self._head_id, self.adopted = record.gcs_address, record.head_id, True
+                logger.info(
+                    "Re-attached to Ray head %s (pid %d, dashboard %s) left running by an earlier control plane",
+                    record.gcs_address,
+                    record.pid,
+                    record.address,
+                )
+                return True
+        self._address, self._token = None, None
+        stopped = stop_recorded_head(self._state_dir)
+        logger.warning(
+            "Stopped %d leftover processes of Ray head %s that could not be re-attached", stopped, record.gcs_address
+        )
+        return False
 
     def _start_head(self) -> None:
         self._temp_parent.mkdir(parents=True, exist_ok=True)
@@ -208,14 +259,28 @@ class LocalRayHead:
         )
         log.close()
         self._temp_dir, self._token = temp_dir, token
+        self._head_pid, self._head_start = self._proc.pid, process_start_time(self._proc.pid)
+        self._head_id = uuid4().hex
         self._address = f"http://127.0.0.1:{dash_port}"
         self.gcs_address = f"127.0.0.1:{gcs_port}"
+        if self._state_dir is not None:
+            HeadRecord(
+                head_id=self._head_id,
+                address=self._address,
+                gcs_address=self.gcs_address,
+                temp_dir=str(temp_dir),
+                token_path=str(token_file),
+                serve_port=self._serve_port,
+                pid=self._proc.pid,
+                pid_start_time=self._head_start or 0.0,
+            ).write(self._state_dir)
+        proc = self._proc
         deadline = time.monotonic() + self._start_timeout
         while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
+            if proc.poll() is not None:
                 tail = (temp_dir / "ray-start.log").read_text(errors="replace")[-4000:]
                 self.down()
-                raise DriverError(f"ray start exited with code {self._proc.returncode}:\n{tail}")
+                raise DriverError(f"ray start exited with code {proc.returncode}:\n{tail}")
             try:
                 self._request("GET", "/api/version")
                 break
@@ -225,7 +290,7 @@ class LocalRayHead:
             self.down()
             raise DriverError(f"Ray dashboard did not answer within {self._start_timeout:.0f}s")
         temp_dir.chmod(0o700)  # Ray makes its temp dir 0777; nothing in it is for other users
-        logger.info("Started Ray head %s (pid %d)", self.gcs_address, self._proc.pid)
+        logger.info("Started Ray head %s (pid %d, temp dir %s)", self.gcs_address, proc.pid, temp_dir)
 
     def _make_client(self) -> Any:
         from ray.job_submission import JobSubmissionClient
@@ -234,63 +299,29 @@ class LocalRayHead:
         return JobSubmissionClient(self._address, headers=headers)
 
     def owned_pids(self) -> set[int]:
-        """PIDs of the processes of the head this driver started (empty when attached)."""
-        if self._proc is None or self._temp_dir is None:
+        """PIDs of the processes of the head this driver started or re-attached to (empty when attached)."""
+        if self._head_pid is None or self._temp_dir is None:
             return set()
-        import psutil  # type: ignore[import-untyped]
-
-        pids: set[int] = set()
-        marker = str(self._temp_dir)
-        try:
-            parent = psutil.Process(self._proc.pid)
-            pids.add(parent.pid)
-            pids.update(child.pid for child in parent.children(recursive=True))
-        except psutil.NoSuchProcess:
-            pass
-        for proc in psutil.process_iter(["pid", "cmdline"]):
-            try:
-                cmdline = proc.info["cmdline"] or []
-            except (psutil.NoSuchProcess, psutil.AccessDenied):
-                continue
-            if any(marker in part for part in cmdline):
-                pids.add(proc.info["pid"])
-        pids.discard(os.getpid())
-        return pids
+        return head_pids(self._temp_dir, self._head_pid, self._head_start)
 
     def down(self, timeout: float = 5.0) -> None:
-        """Stop the head this driver started (and nothing else); idempotent. Attached: disconnect only."""
+        """Stop the head this driver owns (and nothing else); idempotent. Attached: disconnect only."""
         with self._lock:
             self._client = None
-            if self._proc is None:
+            if self._head_pid is None:
                 return
-            import psutil
-
             pids = self.owned_pids()
             logger.info("Stopping Ray head %s (%d processes)", self.gcs_address, len(pids))
-            procs = []
-            for pid in pids:
-                try:
-                    procs.append(psutil.Process(pid))
-                except psutil.NoSuchProcess:
-                    continue
-            for proc in procs:
-                try:
-                    proc.send_signal(signal.SIGTERM)
-                except psutil.NoSuchProcess:
-                    continue
-            _, alive = psutil.wait_procs(procs, timeout=timeout)
-            for proc in alive:
-                try:
-                    proc.kill()
-                except psutil.NoSuchProcess:
-                    continue
-            psutil.wait_procs(alive, timeout=5)
-            if self._proc.poll() is None:  # pragma: no cover - killed above
-                self._proc.kill()
-            self._proc.wait(timeout=5)
-            self._proc = None
+            stop_head_processes(pids, timeout)
+            if self._proc is not None:
+                if self._proc.poll() is None:  # pragma: no cover - stopped above
+                    self._proc.kill()
+                self._proc.wait(timeout=5)
+            self._proc, self._head_pid = None, None
             if self._temp_dir is not None:
                 shutil.rmtree(self._temp_dir, ignore_errors=True)
+            if self._state_dir is not None:
+                HeadRecord.remove(self._state_dir)
             logger.info("Stopped Ray head %s", self.gcs_address)
 
     def __enter__(self) -> Self:

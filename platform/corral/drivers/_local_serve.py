@@ -50,7 +50,7 @@ class LocalRayServe(LocalRayHead):
 
     def _put_serve(self, applications: list[Any], http_options: Mapping[str, Any] | None = None) -> None:
         body: dict[str, Any] = {"applications": applications}
-        if self._proc is not None:
+        if self._head_pid is not None:
             body["http_options"] = {"host": self._serve_host, "port": self._serve_port}
         elif http_options:
             body["http_options"] = dict(http_options)
@@ -91,7 +91,7 @@ class LocalRayServe(LocalRayHead):
 
     def endpoint(self) -> str | None:
         """Base URL of Serve's HTTP proxy."""
-        if self._proc is not None:
+        if self._head_pid is not None:
             return f"http://{self._serve_host}:{self._serve_port}"
         if self._serve_port is not None:
             return f"http://{self._serve_host}:{self._serve_port}"

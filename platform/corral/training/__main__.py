@@ -4,7 +4,9 @@ Order of work, so that a bad job fails before any worker starts:
 
 1. read and validate the job file (exit 2 when invalid);
 2. validate every dataset with ``corral.data.load_dataset`` (exit 2 with the errors and
-   their lines, and a ``failed`` event with reason ``DatasetInvalid``);
+   their lines, and a ``failed`` event with reason ``DatasetInvalid``; a file that cannot be
+   read at all, e.g. deleted after the Dataset was validated, is reason ``DataUnreadable``
+   naming the Dataset and the file, also when it vanishes while training runs);
 3. refuse what the cluster cannot run: qlora without CUDA/bitsandbytes, DeepSpeed or FSDP
    without GPUs, too few GPUs (exit 2, reason ``Unsupported``). The GPUs are asked of the Ray
    at ``RAY_ADDRESS``/``--ray-address``, or counted on this machine when a local Ray is to
@@ -61,16 +63,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         events.write(FailedEvent(reason=reason, message=message))
         return EXIT_REFUSED
 
+    from corral.artifacts import ArtifactError
     from corral.training._data import load_conversations
 
-    try:
-        for d in [*job.datasets, *([job.validation_dataset] if job.validation_dataset else [])]:
+    sources = [*job.datasets, *([job.validation_dataset] if job.validation_dataset else [])]
+    for d in sources:
+        try:
             load_conversations([(d.uri, d.format)])
-    except DatasetInvalid as exc:
-        lines = [str(exc)]
-        if exc.report is not None:
-            lines += [f"  {e}" for e in exc.report.errors[:50]]
-        return refuse("DatasetInvalid", "\n".join(lines))
+        except DatasetInvalid as exc:
+            lines = [f"Dataset {d.name}: {exc}"]
+            if exc.report is not None:
+                lines += [f"  {e}" for e in exc.report.errors[:50]]
+            return refuse("DatasetInvalid", "\n".join(lines))
+        except (OSError, ArtifactError) as exc:
+            return refuse("DataUnreadable", _unreadable_message(d.name, d.uri, exc))
 
     import ray
     import torch
@@ -102,6 +108,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = build_trainer(job).fit()
     except Exception as exc:  # Ray raises TrainingFailedError (and others) from fit()
         logger.exception("training failed")
+        gone = next((d for d in sources if _missing(d.uri)), None)
+        if gone is not None:  # the data vanished while training ran: say so, not Ray's traceback
+            events.write(FailedEvent(reason="DataUnreadable", message=_unreadable_message(gone.name, gone.uri, exc)))
+            return EXIT_FAILED
         events.write(FailedEvent(reason="TrainingFailed", message=f"{type(exc).__name__}: {exc}"))
         return EXIT_FAILED
     metrics_out = {k: v for k, v in (result.metrics or {}).items() if isinstance(v, int | float) or v is None}
@@ -118,6 +128,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     logger.info("job %s/%s completed: %s", job.namespace, job.name, job.output_uri)
     return EXIT_OK
+
+
+def _unreadable_message(name: str, uri: str, exc: BaseException) -> str:
+    detail = "the file does not exist" if _missing(uri) else f"{type(exc).__name__}: {exc}"
+    return f"Dataset {name}: cannot read {uri}: {detail}"
+
+
+def _missing(uri: str) -> bool:
+    """True when a local (``file://`` or path) data file does not exist."""
+    from corral.artifacts import parse_uri
+
+    try:
+        parsed = parse_uri(uri)
+    except ValueError:
+        return False
+    return parsed.scheme == "file" and not os.path.exists(parsed.path)
 
 
 if __name__ == "__main__":

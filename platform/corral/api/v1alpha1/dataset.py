@@ -100,6 +100,12 @@ class DatasetStatus(CorralModel):
     conditions: list[Condition] = Field(default_factory=list, description="Ready and other conditions.")
     format: str | None = Field(default=None, description="The format the data was read as (detected when auto).")
     sha256: str | None = Field(default=None, description="SHA-256 of the data file.")
+    file_stat: str | None = Field(
+        default=None,
+        max_length=64,
+        description="Size and modification time of a file:// data file when it was last read "
+        "('<bytes>:<mtime ns>', or 'missing'); when the file changes or vanishes it is validated again.",
+    )
     report: DatasetReport | None = Field(default=None, description="Validation report.")
 
 

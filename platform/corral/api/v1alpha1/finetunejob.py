@@ -318,6 +318,12 @@ class FineTuneJobStatus(CorralModel):
     resumed_from_step: int | None = Field(
         default=None, ge=0, description="Checkpoint step the latest run resumed from (0: it started fresh)."
     )
+    restarts: int = Field(
+        default=0,
+        ge=0,
+        description="Times training restarted from a checkpoint (a worker lost, a preemption, a Ray restart); "
+        "each is told by a TrainingResumed event.",
+    )
     cost: JobCost | None = Field(default=None, description="GPU time and money used.")
     output_model: str | None = Field(default=None, description="Name of the Model the job created.")
     start_time: datetime | None = Field(default=None, description="When training started.")
