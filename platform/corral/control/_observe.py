@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 from corral.api.v1alpha1 import Dataset
-from corral.artifacts import ArtifactError, open_store, parse_uri
+from corral.artifacts import ArtifactError, ArtifactSettings, open_store, parse_uri
 
 from ._observed import ArtifactProbe, DatasetCheck, TrainingObservation
 
@@ -25,8 +25,12 @@ logger = logging.getLogger(__name__)
 _MAX_SUMMARY_ERRORS = 3
 
 
-def check_dataset_data(dataset: Dataset) -> DatasetCheck:
+def check_dataset_data(dataset: Dataset, artifact_settings: ArtifactSettings | None = None) -> DatasetCheck:
     """Read and validate a Dataset's data with ``corral.data.check_dataset``.
+
+    Args:
+        dataset: The Dataset.
+        artifact_settings: The credentials of the Dataset's namespace (``None``: the server's).
 
     Returns:
         The check; ``error`` is set when the data cannot be read at all.
@@ -35,7 +39,13 @@ def check_dataset_data(dataset: Dataset) -> DatasetCheck:
 
     spec = dataset.spec
     try:
-        report = check_dataset(spec.uri, format=spec.format, max_seq_len=spec.max_seq_len, over_length=spec.over_length)
+        report = check_dataset(
+            spec.uri,
+            format=spec.format,
+            max_seq_len=spec.max_seq_len,
+            over_length=spec.over_length,
+            artifact_settings=artifact_settings,
+        )
     except (OSError, ValueError, ArtifactError) as exc:  # FormatDetectionError and TemplateError are ValueErrors
         return DatasetCheck(ok=False, error=f"cannot read {spec.uri}: {exc}")
     status = report.to_status()
@@ -54,10 +64,10 @@ def check_dataset_data(dataset: Dataset) -> DatasetCheck:
     return DatasetCheck(ok=report.ok, format=report.format, sha256=report.train.sha256, report=status, summary=summary)
 
 
-def probe_artifact(uri: str) -> ArtifactProbe:
-    """Size, manifest sha256 and ``config.json`` facts of the folder at ``uri``."""
+def probe_artifact(uri: str, artifact_settings: ArtifactSettings | None = None) -> ArtifactProbe:
+    """Size, manifest sha256 and ``config.json`` facts of the folder at ``uri`` (read with ``artifact_settings``)."""
     try:
-        store = open_store(uri)
+        store = open_store(uri, artifact_settings)
         files = store.list(uri)
         if not files:
             return ArtifactProbe(uri=uri, exists=False, error=f"nothing stored at {uri}")
