@@ -7,7 +7,7 @@ its GPUs (``spec.resources.preemptible``), until it is re-admitted and resumes f
 newest checkpoint (see :mod:`corral.control._preemption`). Conditions: ``Admitted``,
 ``Running``, ``Succeeded``, ``Failed``.
 
-Crash safety: the submission id is deterministic (``corral-<ns>-<name>-<generation>``) and
+Crash safety: the submission id is deterministic (``corral-<ns>.<name>-<generation>``) and
 written to ``status.submissionId`` *before* the job is submitted (the runner stores the
 status first); a restart finds the id in the status and either sees the job or submits the
 same id again (an existing id is success). Nothing is submitted twice.
