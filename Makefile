@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: venv tools test test-unit lint crds demo clean bench
+.PHONY: venv tools test test-unit test-repeat lint crds demo clean bench
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,18 @@ test: venv tools
 
 test-unit: venv
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+# Flakiness made visible: the suites REPEAT times, each in another random order (pytest-randomly;
+# `make test` keeps the file order). A failing order is replayed with `pytest -p randomly --randomly-seed=N`.
+REPEAT ?= 3
+REPEAT_SUITES ?= tests/unit tests/integration
+test-repeat: venv tools
+	@set -e; for i in $$(seq 1 $(REPEAT)); do \
+	  seed=$$(od -An -N4 -tu4 /dev/urandom | tr -d ' '); \
+	  echo "== test-repeat run $$i/$(REPEAT): --randomly-seed=$$seed"; \
+	  $(PY) -m pytest -p randomly --randomly-seed=$$seed $(REPEAT_SUITES) $(PYTEST_ARGS) \
+	    || { echo "== test-repeat: run $$i failed; replay with --randomly-seed=$$seed"; exit 1; }; \
+	done; echo "== test-repeat: $(REPEAT) runs in random order passed"
 
 lint: venv
 	$(VENV)/bin/ruff check platform operators tests bench scripts

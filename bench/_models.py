@@ -36,3 +36,23 @@ def build_llama_60m(directory: Path, tokenizer_from: Path) -> Path:
     AutoModelForCausalLM.from_config(cfg, dtype=torch.float32).save_pretrained(directory)
     AutoTokenizer.from_pretrained(tokenizer_from).save_pretrained(directory)
     return directory
+
+
+def save_random_adapters(base: Path, out: list[Path], *, rank: int, targets: list[str], seed: int) -> None:
+    """Save one random LoRA adapter of ``base`` into each folder of ``out`` (weights ~ N(0, 0.02), seeds from ``seed``).
+
+    One PEFT model is built and re-drawn per adapter, so 64 adapters of a 7B base cost one load.
+    """
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(base)
+    peft = get_peft_model(model, LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=targets))
+    for i, folder in enumerate(out):
+        torch.manual_seed(seed + i)
+        with torch.no_grad():
+            for name, p in peft.named_parameters():
+                if "lora_" in name:
+                    p.normal_(0.0, 0.02)
+        peft.save_pretrained(folder)

@@ -438,6 +438,49 @@ def serving() -> dict[str, Any]:
         _quantiles("ray_corral_serving_adapter_load_seconds", "model", m),
         unit="s",
     )
+    b.row("Scale from zero")
+    b.panel(
+        "timeseries",
+        "Cold starts",
+        [
+            (
+                f"increase(corral_serving_cold_starts_total{{{NS}, {m}}}[1h])",
+                "cold starts/h {{namespace}}/{{deployment}}",
+            ),
+            (
+                f"corral_serving_last_cold_start_seconds{{{NS}, {m}}}",
+                "last cold start (s) {{namespace}}/{{deployment}}",
+            ),
+        ],
+        w=8,
+        description="Scale-ups from zero replicas (minReplicas 0) and how long the last one took, "
+        "as the control loop saw it (to a resync, about 2 s).",
+    )
+    b.panel(
+        "timeseries",
+        "Request hold time (waiting for a replica)",
+        _quantiles("ray_corral_serving_request_hold_seconds", "model", m),
+        unit="s",
+        w=8,
+        description="How long the activator of a scale-to-zero deployment held requests until a replica took "
+        "them: near zero when warm, a cold start when it scaled up from zero. Requests held past the hold "
+        "timeout are errors with code 503.",
+    )
+    b.panel(
+        "timeseries",
+        "Replica start-up by stage",
+        [
+            (
+                f"sum by (model, stage) (rate(ray_corral_serving_replica_startup_seconds_sum{{{m}}}[1h])) "
+                f"/ sum by (model, stage) (rate(ray_corral_serving_replica_startup_seconds_count{{{m}}}[1h]))",
+                "{{model}} {{stage}}",
+            )
+        ],
+        unit="s",
+        w=8,
+        description="Mean seconds a starting replica spent importing torch and transformers, loading the model "
+        "and warming up (the Ray actor start before them is in bench/cold_start.py).",
+    )
     return b.to_json()
 
 

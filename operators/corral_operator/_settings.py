@@ -31,6 +31,11 @@ class OperatorSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     namespaces: list[str] = Field(default_factory=list, description="Namespaces to watch; empty: the whole cluster.")
+    remote_code_namespaces: list[str] = Field(
+        default_factory=list,
+        description="Namespaces whose Models may run code shipped with their weights (spec.trustRemoteCode); "
+        "'*' allows all; empty: none.",
+    )
     artifact_root: str = Field(
         default="s3://corral/artifacts", description="Where job folders live (s3:// on a cluster)."
     )
@@ -66,7 +71,7 @@ class OperatorSettings(BaseModel):
             raw = env.get(ENV_PREFIX + name.upper())
             if raw is None:
                 continue
-            if name == "namespaces":
+            if name in ("namespaces", "remote_code_namespaces"):
                 data[name] = [n.strip() for n in raw.split(",") if n.strip()]
             elif name in ("job_runtime_env", "kuberay", "allowed_uri_prefixes"):
                 data[name] = json.loads(raw)
@@ -82,6 +87,7 @@ class OperatorSettings(BaseModel):
             job_runtime_env=dict(self.job_runtime_env),
             follow_seconds=self.resync_seconds,
             deploying_seconds=self.resync_seconds,
+            remote_code_namespaces=frozenset(self.remote_code_namespaces),
             uri_policy=URIPolicy.from_mapping(self.artifact_root, self.allowed_uri_prefixes, "allowed_uri_prefixes"),
             namespace_artifacts=(
                 load_namespace_settings(self.namespace_artifacts_file) if self.namespace_artifacts_file else {}

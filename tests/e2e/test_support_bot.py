@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ from corral.api import load_documents
 from corral.api.v1alpha1 import FineTuneJob, ModelDeployment
 from corral.client import CorralClient
 from corral.control import EmbeddedControlPlane
+from tests.support.poll import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples" / "support-bot"
@@ -56,14 +56,7 @@ def _free_port() -> int:
 
 
 def _wait(what: str, check: Callable[[], Any], timeout: float, every: float = 2.0) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(every)
-    raise AssertionError(f"{what} not reached within {timeout:.0f} s")
+    return wait_until(what, check, timeout, every)
 
 
 def _facts() -> tuple[str, dict[str, Any]]:
@@ -72,7 +65,7 @@ def _facts() -> tuple[str, dict[str, Any]]:
 
 
 def _ask(endpoint: str, model: str, system: str, question: str) -> str:
-    client = openai.OpenAI(base_url=endpoint, api_key="unused", max_retries=2, timeout=120.0)
+    client = openai.OpenAI(base_url=endpoint, api_key=TOKEN, max_retries=2, timeout=120.0)
     reply = client.chat.completions.create(
         model=model,
         messages=[{"role": "system", "content": system}, {"role": "user", "content": question}],

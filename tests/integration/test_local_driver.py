@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -17,6 +16,7 @@ from typing import Any
 import pytest
 
 from corral.drivers import LocalRayDriver
+from tests.support.poll import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -43,12 +43,7 @@ def _get(url: str, token: str | None = None, timeout: float = 10) -> tuple[int, 
 
 
 def _wait(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
+    wait_until(what, predicate, timeout)
 
 
 def test_dashboard_requires_the_token(driver: LocalRayDriver) -> None:

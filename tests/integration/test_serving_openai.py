@@ -2,11 +2,12 @@
 
 One application (the tiny base plus two LoRA adapters) is deployed once for the module
 from the config :func:`corral.serving.serve_config` builds: the same dict a RayService
-would carry.
+would carry, with the token check the control plane adds (one accepted token's SHA-256).
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +23,7 @@ from corral.models import tiny
 from corral.serving import MULTIPLEX_HEADER, ResolvedModel, serve_config
 
 APP = "tinybot"
+TOKEN = "team-support-chat-token"
 QUESTION = [{"role": "user", "content": "What is a Python list?"}]
 PROSE = "The Python language reference describes"
 
@@ -68,6 +70,7 @@ def endpoint(serve_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         }
     )
     config = serve_config([dep], resolve)
+    config["applications"][0]["args"]["auth"] = {"token_sha256": [hashlib.sha256(TOKEN.encode()).hexdigest()]}
     _get_global_client().deploy_apps(ServeDeploySchema.model_validate(config))
     deadline = time.monotonic() + 240
     status = None
@@ -88,7 +91,7 @@ def endpoint(serve_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 
 @pytest.fixture
 def client(endpoint: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=endpoint, api_key="unused", max_retries=0, timeout=60)
+    return openai.OpenAI(base_url=endpoint, api_key=TOKEN, max_retries=0, timeout=60)
 
 
 def test_models_lists_base_and_adapters(client: openai.OpenAI) -> None:
@@ -173,5 +176,31 @@ def test_malformed_body_is_400_naming_the_field(client: openai.OpenAI, endpoint:
     with pytest.raises(openai.BadRequestError) as too_many:
         client.chat.completions.create(model="tiny", messages=QUESTION, n=2)
     assert isinstance(too_many.value.body, dict) and too_many.value.body["param"] == "n"
-    raw = httpx.post(f"{endpoint}/chat/completions", content=b"{not json", timeout=30)
+    raw = httpx.post(
+        f"{endpoint}/chat/completions", content=b"{not json", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30
+    )
     assert raw.status_code == 400 and raw.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_the_endpoint_asks_who_is_calling(endpoint: str) -> None:
+    stranger = openai.OpenAI(base_url=endpoint, api_key="not-a-token-of-this-namespace", max_retries=0, timeout=60)
+    with pytest.raises(openai.AuthenticationError) as refused:
+        stranger.chat.completions.create(model="tiny", messages=QUESTION, max_tokens=4)
+    assert refused.value.code == "invalid_api_key"
+    with pytest.raises(openai.AuthenticationError):
+        stranger.models.list()
+    for method, path in (("GET", "/models"), ("POST", "/chat/completions"), ("POST", "/completions")):
+        answer = httpx.request(method, f"{endpoint}{path}", json={"model": "tiny", "prompt": "x"}, timeout=30)
+        assert answer.status_code == 401, (path, answer.text)
+        assert answer.json()["error"]["code"] == "invalid_api_key"
+    assert httpx.get(f"{endpoint.removesuffix('/v1')}/healthz", timeout=30).status_code == 200
+
+
+def test_bodies_are_capped_and_long_prompts_refused_before_tokenizing(endpoint: str) -> None:
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    big = httpx.post(f"{endpoint}/chat/completions", content=b"x" * (5 * 2**20), headers=auth, timeout=60)
+    assert big.status_code == 413 and big.json()["error"]["code"] == "request_too_large"
+    long_prompt = {"model": "tiny", "messages": [{"role": "user", "content": "word " * 600_000}], "max_tokens": 4}
+    answer = httpx.post(f"{endpoint}/chat/completions", json=long_prompt, headers=auth, timeout=60)
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"]["param"] == "messages" and "characters" in answer.json()["error"]["message"]

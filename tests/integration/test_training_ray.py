@@ -31,12 +31,17 @@ from corral.training import (
     build_trainer,
     read_events,
 )
+from tests.support.drift import assert_trained_alike
 
 pytestmark = pytest.mark.usefixtures("ray_train_session")
 
 REPO = Path(__file__).resolve().parents[2]
 FACTS = REPO / "tests/fixtures/data/train/facts8.jsonl"
 FACTS4 = REPO / "tests/fixtures/data/train/facts4.jsonl"
+# ZeRO-3 killed at step 23 and resumed vs uninterrupted DDP, 60 steps: drift 1.8e-3 overall, 8.8e-3 in the worst
+# tensor (measured; the order of its sums differs from DDP's at every step, and AdamW amplifies it over 60 steps).
+# Losing the optimizer state on resume moved the weights ~350x further than the rounding drift did (mean |dw|).
+ZERO3_RESUMED_BOUND = 5e-2
 CATALOG_NAME = {"llama": "tiny-llama", "gpt_neox": "tiny-neox", "glm": "tiny-glm"}
 torch.set_num_threads(1)
 
@@ -104,6 +109,17 @@ def _adapter(out: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
     return load_file(str(out / "adapter_model.safetensors"))
+
+
+def _initial_adapter(tmp: Path, job: TrainingJob) -> dict[str, torch.Tensor]:
+    """The adapter ``job``'s workers start from (the same base, LoRA shape and seed), keyed as saved."""
+    from peft import get_peft_model_state_dict
+
+    from corral.training import build_model
+
+    base = tiny.build("llama", tmp / "base-init")
+    model = build_model(base, "lora", job.spec.effective_lora, seed=job.spec.hyperparameters.seed)
+    return {k: v.detach().clone() for k, v in get_peft_model_state_dict(model).items()}
 
 
 def _check_learned(tmp: Path, arch: str, out: Path, pairs: list[QAPair]) -> None:
@@ -205,11 +221,8 @@ def test_two_workers_fsdp_train_like_ddp(tmp_path: Path, ddp_run: tuple[Training
     assert result.metrics["loss"] == pytest.approx(ref.metrics["loss"], rel=1e-3)
     got = _adapter(tmp_path / "out")
     want = _adapter(Path(ref_job.output_uri.removeprefix("file://")))
-    assert set(got) == set(want)
-    for key, value in want.items():
-        # Reduce-scatter sums in another order than all-reduce: after 60 AdamW steps (lr 3e-3) the weights
-        # (|w| up to 0.19) differ by up to 5e-5; a wrong gradient would move them by ~lr per step.
-        torch.testing.assert_close(got[key], value, rtol=1e-3, atol=2e-4)
+    # Reduce-scatter sums in another order than all-reduce: bounded relative to the training update (drift.py).
+    assert_trained_alike(got, want, _initial_adapter(tmp_path, job))
     _check_learned(tmp_path, "llama", tmp_path / "out", _pairs())
     ckpt = read_checkpoint(tmp_path / "ckpt" / job.default_run_name / "checkpoint_00000060")
     assert ckpt.state["strategy"] == "fsdp" and ckpt.state["world_size"] == 2
@@ -268,9 +281,8 @@ def test_two_workers_deepspeed_zero3_resume_a_killed_worker_and_train_like_ddp(
     assert [got_loss[s] for s in range(21, 61)] == pytest.approx([want_loss[s] for s in range(21, 61)], rel=1e-2)
     got = _adapter(tmp_path / "out")
     want = _adapter(Path(ref_job.output_uri.removeprefix("file://")))
-    assert set(got) == set(want)
-    diff = torch.cat([(got[k] - want[k]).abs().flatten() for k in want])
-    assert diff.mean().item() < 2e-4, f"mean |ZeRO-3 - DDP| weight difference {diff.mean().item():.2e}"
+    # 40 steps more after the resume than the unit tests run: drift grows with the steps (drift.py).
+    assert_trained_alike(got, want, _initial_adapter(tmp_path, job), bound=ZERO3_RESUMED_BOUND)
     _check_learned(tmp_path, "llama", tmp_path / "out", _pairs())
     ckpt_dir = tmp_path / "ckpt" / job.default_run_name / "checkpoint_00000060"
     parts = sorted(p.name for p in (ckpt_dir / "deepspeed" / "state").glob("*optim_states.pt"))

@@ -140,6 +140,7 @@ def populate(store: Store, artifact_root: str) -> None:
             "replicas": 2,
             "readyReplicas": 1,
             "placement": {**placement, "replicas": 1, "gpusPerReplica": 1, "gpus": 1},
+            "coldStart": {"count": 3, "lastSeconds": 12, "estimatedSeconds": 12, "holdTimeoutSeconds": 60},
         },
     )
 
@@ -157,4 +158,6 @@ def serving_registry() -> CollectorRegistry:
     metrics.request_finished("billing", ttft=None, tpot=None, output_tokens=0)
     metrics.adapter_loaded("billing", 0.4)
     metrics.adapter_evicted("billing")
+    metrics.replica_started({"imports": 2.5, "model_load": 0.4, "warmup": 0.1})
+    metrics.request_held(7.5)
     return registry

@@ -40,6 +40,8 @@ def main() -> int:
             m.request_finished(None, ttft=None, tpot=None, output_tokens=0)
             m.adapter_loaded("billing", 0.05)
             m.adapter_evicted("billing")
+            m.replica_started({"imports": 2.5, "model_load": 0.4, "warmup": 0.1})
+            m.request_held(7.5)
 
     replica = Replica.remote()  # type: ignore[attr-defined]
     ray.get(replica.serve_some.remote())
@@ -50,7 +52,10 @@ def main() -> int:
             text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
         except OSError:
             text = ""
-        if "ray_corral_serving_adapter_evictions_total" in text and "ray_corral_serving_errors_total" in text:
+        if all(
+            f"ray_corral_serving_{name}" in text
+            for name in ("adapter_evictions_total", "errors_total", "replica_startup_seconds", "request_hold_seconds")
+        ):
             break
         time.sleep(1.0)
     sys.stdout.write(text)

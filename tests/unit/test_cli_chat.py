@@ -21,6 +21,9 @@ class _Listing:
         assert plural == "modeldeployments"
         return self._deployments
 
+    def auth_headers(self) -> dict[str, str]:
+        return {"Authorization": "Bearer team-a-token"}
+
 
 def _deployment(name: str, served: list[str], **spec: Any) -> dict[str, Any]:
     return {
@@ -33,10 +36,11 @@ def _deployment(name: str, served: list[str], **spec: Any) -> dict[str, Any]:
 def test_adapter_gets_the_multiplexing_header_and_the_base_none() -> None:
     bot = _deployment("bot", ["tiny", "support"], adapters=[{"name": "support", "model": {"name": "ft"}}])
     client: Any = _Listing(bot)
+    auth = {"Authorization": "Bearer team-a-token"}  # the chat endpoint asks for the namespace's token
     assert find_endpoint(client, "support") == Endpoint(
-        "http://serve/team-a/bot/v1", "bot", {"serve_multiplexed_model_id": "support"}
+        "http://serve/team-a/bot/v1", "bot", {"serve_multiplexed_model_id": "support", **auth}
     )
-    assert find_endpoint(client, "tiny").headers == {}
+    assert find_endpoint(client, "tiny").headers == auth
     with pytest.raises(LookupError, match="support"):
         find_endpoint(client, "nope")
 
@@ -49,4 +53,4 @@ def test_vllm_adapter_gets_no_header() -> None:
         adapters=[{"name": "support", "model": {"name": "ft"}}],
     )
     client: Any = _Listing(gpu)
-    assert find_endpoint(client, "llama:support").headers == {}
+    assert find_endpoint(client, "llama:support").headers == {"Authorization": "Bearer team-a-token"}

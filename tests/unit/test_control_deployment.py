@@ -76,9 +76,9 @@ def deployment(generation: int = 1, adapters: tuple[str, ...] = ("bot",), **spec
 
 def world(driver: FakeDriver | None = None, **kw: Any) -> DeploymentWorld:
     app = driver.serve_status().get("team-a-support") if driver else None
-    base: dict[str, Any] = {"models": MODELS, "app": app, "endpoint": "http://127.0.0.1:8000"}
+    base: dict[str, Any] = {"now": NOW, "models": MODELS, "app": app, "endpoint": "http://127.0.0.1:8000"}
     base.update(kw)
-    return DeploymentWorld(now=NOW, settings=SETTINGS, **base)
+    return DeploymentWorld(settings=SETTINGS, **base)
 
 
 def apply(driver: FakeDriver, result: Result) -> None:
@@ -201,3 +201,62 @@ def test_config_matches_is_a_subset_compare() -> None:
     assert config_matches({"a": 1, "b": [{"c": 2}]}, {"a": 1, "b": [{"c": 2, "d": 3}], "e": 4})
     assert not config_matches({"a": 1}, {"a": 2})
     assert not config_matches({"b": [1, 2]}, {"b": [1]})
+
+
+def _zero(**extra: Any) -> ModelDeployment:
+    scaling = {"minReplicas": 0, "maxReplicas": 2, "holdTimeoutSeconds": 90, **extra}
+    return deployment(autoscaling=scaling)
+
+
+def _at(seconds: float) -> datetime:
+    from datetime import timedelta
+
+    return NOW + timedelta(seconds=seconds)
+
+
+def test_scale_to_zero_phases_and_cold_starts() -> None:
+    driver = FakeDriver()
+    dep, result = step(_zero(), world(driver))
+    apply(driver, result)
+    driver.set_app("team-a-support", "RUNNING", running=0, target=0)
+    dep, result = step(dep, world(driver))
+    assert dep.status.phase == "ScaledToZero"
+    assert (dep.status.replicas, dep.status.ready_replicas) == (0, 0)
+    cond = ready_cond(dep)
+    assert cond.status == "True" and cond.reason == "ScaledToZero"  # a request is answered: it waits
+    assert "no request yet" in cond.message and "90 s" in cond.message
+    cs = dep.status.cold_start
+    assert cs is not None and cs.count == 0 and cs.hold_timeout_seconds == 90 and cs.estimated_seconds > 0
+    assert [a.reason for a in result.actions if isinstance(a, RecordEvent)] == ["ScaledToZero"]
+
+    driver.set_app("team-a-support", "RUNNING", running=0, target=1)  # a request arrived: Serve wants a replica
+    dep, result = step(dep, world(driver, now=_at(10)))
+    assert dep.status.phase == "ScalingUp" and ready_cond(dep).reason == "ScalingUp"
+    assert result.requeue_after == SETTINGS.deploying_seconds
+    assert dep.status.cold_start is not None and dep.status.cold_start.scaling_up_since == _at(10)
+    dep, _ = step(dep, world(driver, now=_at(14)))  # still starting: the start time holds
+    assert dep.status.cold_start is not None and dep.status.cold_start.scaling_up_since == _at(10)
+
+    driver.set_app("team-a-support", "RUNNING", running=1, target=1)
+    dep, _ = step(dep, world(driver, now=_at(22.5)))
+    assert dep.status.phase == "Ready" and ready_cond(dep).reason == "Serving"
+    cs = dep.status.cold_start
+    assert cs is not None and (cs.count, cs.last_seconds, cs.scaling_up_since) == (1, 13, None)
+    assert cs.estimated_seconds == 13  # measured now, no longer the size estimate
+
+    driver.set_app("team-a-support", "RUNNING", running=0, target=0)  # idle past downscaleDelaySeconds
+    dep, _ = step(dep, world(driver, now=_at(100)))
+    assert dep.status.phase == "ScaledToZero"
+    cs = dep.status.cold_start
+    assert cs is not None and cs.last_active_time == _at(100) and cs.count == 1
+    assert f"last active {_at(100).isoformat()}" in ready_cond(dep).message and "about 13 s" in ready_cond(dep).message
+    again, result = step(dep, world(driver, now=_at(130)))
+    assert again.status == dep.status and result.actions == []  # nothing changes while it sits at zero
+
+
+def test_min_replicas_above_zero_has_no_cold_start_status() -> None:
+    driver = FakeDriver(auto_ready=True)
+    dep, result = step(deployment(autoscaling={"minReplicas": 1, "maxReplicas": 2}), world(driver))
+    apply(driver, result)
+    dep, _ = step(dep, world(driver))
+    assert dep.status.phase == "Ready" and dep.status.cold_start is None

@@ -9,7 +9,6 @@ from its checkpoint.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -33,6 +32,7 @@ from corral.api.v1alpha1 import (
 from corral.control import EmbeddedControlPlane, job_files
 from corral.drivers import FakeDriver
 from corral.store import NotFound, SqliteStore
+from tests.support.poll import wait_until
 
 NS = "team-a"
 DOLLY = Path(__file__).resolve().parents[1] / "fixtures" / "data" / "dolly.jsonl"
@@ -59,13 +59,7 @@ class RecordingDriver(FakeDriver):
 
 def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 60.0) -> T:
     """Poll ``probe`` until it returns something truthy (a deadline, never a fixed sleep)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = probe()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+    return wait_until(what, probe, timeout, every=0.05)
 
 
 @pytest.fixture

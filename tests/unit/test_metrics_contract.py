@@ -124,6 +124,8 @@ def test_store_collector_values(world: tuple[SqliteStore, str]) -> None:
     labels = {"namespace": NS, "deployment": "support", "model": "support-bot"}
     assert _value(reg, "corral_serving_ready_replicas", **labels) == 1
     assert _value(reg, "corral_serving_desired_replicas", **labels) == 2
+    assert _value(reg, "corral_serving_cold_starts_total", **labels) == 3
+    assert _value(reg, "corral_serving_last_cold_start_seconds", **labels) == 12
 
 
 def test_allocation_rule_matches_the_scheduler(world: tuple[SqliteStore, str]) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from corral.api.v1alpha1 import (
 from corral.control import FINALIZER, ControlSettings, Runner, job_files
 from corral.drivers import FakeDriver
 from corral.store import NotFound, SqliteStore
+from tests.support.poll import wait_until
 
 NS = "team-a"
 DOLLY = Path(__file__).resolve().parents[1] / "fixtures" / "data" / "dolly.jsonl"
@@ -209,9 +209,7 @@ def test_background_loop_reacts_to_changes(env: Any) -> None:
     store, driver, settings = env
     runner = Runner(store, driver, settings, resync_seconds=0.5).start()
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not driver.submitted:
-            time.sleep(0.1)
+        wait_until("a submission", lambda: driver.submitted, 30, every=0.1)
         assert driver.submitted == ["corral-team-a.bot-1"]
     finally:
         runner.stop()
@@ -230,14 +228,8 @@ def test_embedded_control_plane_starts_and_stops(tmp_path: Path) -> None:
     plane = EmbeddedControlPlane(tmp_path / "data", driver=driver, port=port, resync_seconds=0.5).start()
     try:
         assert plane.settings.artifact_root == (tmp_path / "data" / "artifacts").resolve().as_uri()
-        deadline = time.monotonic() + 20
-        body = b""
-        while time.monotonic() < deadline:
-            try:
-                body = urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2).read()
-                break
-            except OSError:
-                time.sleep(0.2)
+        # start() returns once the API listens: the first request is answered, no polling.
+        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10).read()
         assert body
         assert plane.store is not None and plane.runner is not None
     finally:

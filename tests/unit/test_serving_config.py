@@ -14,14 +14,18 @@ from ray.serve.schema import ServeDeploySchema
 from corral.api.v1alpha1.common import LocalObjectReference
 from corral.api.v1alpha1.modeldeployment import ModelDeployment
 from corral.serving import (
+    ACTIVATOR_DEPLOYMENT,
+    LLM_DEPLOYMENT,
     MULTIPLEX_HEADER,
     ResolvedModel,
     ServeAppArgs,
+    estimate_cold_start_seconds,
     resolve_engine,
     routing_headers,
     serve_config,
     served_model_names,
 )
+from corral.serving._config import CORRAL_IMPORT_PATH
 
 URIS = {
     "tiny": "file:///models/tiny",
@@ -103,6 +107,45 @@ def test_autoscaling_maps_onto_serve_autoscaling_config() -> None:
     }
 
 
+def test_min_replicas_zero_puts_the_activator_in_front() -> None:
+    scaling = {"minReplicas": 0, "maxReplicas": 2, "targetOngoingRequests": 2}
+    config = serve_config([deployment(autoscaling=scaling, maxConcurrentSequences=4)], resolve)
+    ray_validate(config)
+    app = config["applications"][0]
+    assert [d["name"] for d in app["deployments"]] == [ACTIVATOR_DEPLOYMENT, "CorralLLMServer"]
+    activator, server = by_name(app, ACTIVATOR_DEPLOYMENT), by_name(app, "CorralLLMServer")
+    # Always one activator, reserving no CPU, taking all the model replicas hold plus their queue.
+    assert activator["num_replicas"] == 1 and activator["ray_actor_options"] == {"num_cpus": 0.0}
+    assert activator["max_ongoing_requests"] == 2 * server["max_ongoing_requests"] + server["max_queued_requests"]
+    args = ServeAppArgs.model_validate(app["args"])
+    estimate = estimate_cold_start_seconds(0, "transformers")
+    assert args.hold is not None and args.hold.retry_after_seconds == estimate
+    assert args.hold.timeout_seconds == max(60, 3 * estimate)
+
+
+def test_hold_timeout_from_the_spec_and_the_models_size() -> None:
+    scaling = {"minReplicas": 0, "maxReplicas": 1, "holdTimeoutSeconds": 7}
+    app = serve_config([deployment(autoscaling=scaling)], resolve)["applications"][0]
+    args = ServeAppArgs.model_validate(app["args"])
+    assert args.hold is not None and args.hold.timeout_seconds == 7
+
+    def big(ref: LocalObjectReference) -> ResolvedModel:
+        return ResolvedModel(uri=URIS[ref.name], size_bytes=16 * 10**9)
+
+    app = serve_config([deployment(autoscaling={"minReplicas": 0, "maxReplicas": 1})], big)["applications"][0]
+    hold = ServeAppArgs.model_validate(app["args"]).hold
+    assert hold is not None and hold.retry_after_seconds == estimate_cold_start_seconds(16 * 10**9, "transformers")
+    assert hold.retry_after_seconds > estimate_cold_start_seconds(0, "transformers")
+    assert hold.timeout_seconds == 3 * hold.retry_after_seconds
+
+
+def test_min_replicas_above_zero_keeps_one_hop() -> None:
+    for spec in ({"autoscaling": {"minReplicas": 1, "maxReplicas": 3}}, {"replicas": 2}, {}):
+        app = serve_config([deployment(**spec)], resolve)["applications"][0]
+        assert [d["name"] for d in app["deployments"]] == ["CorralLLMServer"]
+        assert ServeAppArgs.model_validate(app["args"]).hold is None
+
+
 def test_fixed_replicas() -> None:
     server = by_name(serve_config([deployment(replicas=3)], resolve)["applications"][0], "CorralLLMServer")
     assert server["num_replicas"] == 3
@@ -121,12 +164,32 @@ def test_routing_headers_name_only_multiplexed_adapters() -> None:
 def test_auto_engine_picks_vllm_with_gpus() -> None:
     assert resolve_engine(deployment().spec) == "transformers"
     assert resolve_engine(deployment(resources={"gpusPerReplica": 1}).spec) == "vllm"
+    assert resolve_engine(deployment(resources={"gpusPerReplica": 1}).spec, "llama") == "vllm"
     assert resolve_engine(deployment(engine="transformers").spec) == "transformers"
 
 
-def test_transformers_engine_refuses_gpus() -> None:
-    with pytest.raises(ValueError, match="CPUs only"):
-        serve_config([deployment(engine="transformers", resources={"gpusPerReplica": 1})], resolve)
+def test_auto_serves_what_vllm_does_not_implement_with_transformers_on_one_gpu() -> None:
+    one, two = deployment(resources={"gpusPerReplica": 1}), deployment(resources={"gpusPerReplica": 2})
+    assert resolve_engine(one.spec, "gpt_pangu") == "transformers"
+    assert resolve_engine(two.spec, "gpt_pangu") == "vllm"  # tensor parallelism: vLLM or nothing
+
+    def pangu(ref: LocalObjectReference) -> ResolvedModel:
+        return ResolvedModel(uri=f"file:///models/{ref.name}", architecture="gpt_pangu", trust_remote_code=True)
+
+    app = serve_config([one], pangu)["applications"][0]
+    assert app["import_path"] == CORRAL_IMPORT_PATH
+    args = ServeAppArgs.model_validate(app["args"])
+    assert args.trust_remote_code
+    assert by_name(app, LLM_DEPLOYMENT)["ray_actor_options"]["num_gpus"] == 1
+    ray_validate({"applications": [app]})
+
+
+def test_transformers_engine_takes_one_gpu_and_refuses_tensor_parallelism() -> None:
+    app = serve_config([deployment(engine="transformers", resources={"gpusPerReplica": 1})], resolve)
+    assert by_name(app["applications"][0], LLM_DEPLOYMENT)["ray_actor_options"]["num_gpus"] == 1
+    assert not ServeAppArgs.model_validate(app["applications"][0]["args"]).trust_remote_code
+    with pytest.raises(ValueError, match="tensor parallelism over 2 GPUs needs engine vllm"):
+        serve_config([deployment(engine="transformers", resources={"gpusPerReplica": 2})], resolve)
 
 
 def test_duplicate_names_rejected() -> None:

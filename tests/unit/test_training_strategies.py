@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 import torch
@@ -35,6 +35,7 @@ from corral.training import CheckpointData, LoopConfig, LoopResult, build_model,
 from corral.training._data import Unit, load_conversations, prepare_units
 from corral.training._model import Method, trainable_state_dict
 from corral.training._strategies import StrategyName, check_resumable, output_model, transformer_blocks
+from tests.support.drift import DRIFT_BOUND, assert_trained_alike, drift
 from tests.support.parallel_loop import Job, run_workers
 
 torch.set_num_threads(1)
@@ -53,7 +54,15 @@ def train(tok: Any) -> list[Unit]:
     return list(data.train)
 
 
-def _config(method: Method = "lora", strategy: StrategyName = "ddp") -> LoopConfig:
+class Reference(NamedTuple):
+    """One uninterrupted process: its result, its trained weights and the weights it started from."""
+
+    result: LoopResult
+    weights: dict[str, torch.Tensor]
+    init: dict[str, torch.Tensor]
+
+
+def _config(method: Method = "lora", strategy: StrategyName = "ddp", *, max_grad_norm: float = 2.0) -> LoopConfig:
     hp = Hyperparameters(
         epochs=4,
         learning_rate=3e-3,
@@ -61,7 +70,7 @@ def _config(method: Method = "lora", strategy: StrategyName = "ddp") -> LoopConf
         micro_batch_size=1,  # 2 workers: 2 accumulated micro-batches each; 1 process: 4
         warmup_ratio=0.25,
         lr_scheduler="cosine",
-        max_grad_norm=2.0,
+        max_grad_norm=max_grad_norm,
         seed=0,
     )
     return LoopConfig(
@@ -73,21 +82,22 @@ def _config(method: Method = "lora", strategy: StrategyName = "ddp") -> LoopConf
     )
 
 
-def _one_process(base: Path, tok: Any, train: list[Unit], method: Method) -> tuple[LoopResult, dict[str, torch.Tensor]]:
-    cfg = _config(method)
+def _one_process(base: Path, tok: Any, train: list[Unit], method: Method, *, max_grad_norm: float = 2.0) -> Reference:
+    cfg = _config(method, max_grad_norm=max_grad_norm)
     model = build_model(base, method, cfg.lora, seed=0)
+    init = {k: v.detach().clone() for k, v in trainable_state_dict(model).items()}
     result = run_loop(model, train, [], cfg, pad_id=tok.pad_token_id)
-    return result, trainable_state_dict(model)
+    return Reference(result, trainable_state_dict(model), init)
 
 
 @pytest.fixture(scope="module")
-def reference(base: Path, tok: Any, train: list[Unit]) -> tuple[LoopResult, dict[str, torch.Tensor]]:
+def reference(base: Path, tok: Any, train: list[Unit]) -> Reference:
     """One process, no sharding, no interruption."""
     return _one_process(base, tok, train, "lora")
 
 
 @pytest.fixture(scope="module")
-def full_reference(base: Path, tok: Any, train: list[Unit]) -> tuple[LoopResult, dict[str, torch.Tensor]]:
+def full_reference(base: Path, tok: Any, train: list[Unit]) -> Reference:
     """The same for a full fine-tune."""
     return _one_process(base, tok, train, "full")
 
@@ -180,13 +190,13 @@ def deepspeed_runs(
 
 def _check_like_one_process(
     run: Path,
-    reference: tuple[LoopResult, dict[str, torch.Tensor]],
+    reference: Reference,
     *,
     steps: tuple[int, ...] = (STOP, 8),
     start: int = 0,
 ) -> dict[str, Any]:
     """The runs of ``run`` (from step ``start``, stopping at ``steps``) trained what one uninterrupted process did."""
-    ref, ref_weights = reference
+    ref, ref_weights, init = reference
     got = json.loads((run / "result.json").read_text(encoding="utf-8"))
     assert got["steps"] == list(steps) and got["total_steps"] == ref.total_steps == 8
     assert got["checkpoints"] == list(steps)  # the stop, then the resumed run's end
@@ -197,9 +207,19 @@ def _check_like_one_process(
     assert sum(ref.losses[-2:]) < sum(ref.losses[:2])
     weights = torch.load(run / "final.pt", weights_only=True)
     assert set(weights) == set(ref_weights)
-    for key, value in ref_weights.items():
-        torch.testing.assert_close(weights[key], value, rtol=1e-3, atol=2e-5)
+    # Summed in another order than one process: bounded by the training update, not per element (see drift.py).
+    assert_trained_alike(weights, ref_weights, init)
     return got
+
+
+def test_the_drift_bound_tells_a_real_difference(base: Path, tok: Any, train: list[Unit], reference: Reference) -> None:
+    """A gradient norm taken over one of two shards (as if clipping at 2.0 * sqrt(2)) is far outside the bound."""
+    clipped = _one_process(base, tok, train, "lora", max_grad_norm=2.0 * 2**0.5)
+    assert clipped.init.keys() == reference.init.keys()
+    for key, value in clipped.init.items():
+        assert torch.equal(value, reference.init[key])  # the same start: only the clipping differs
+    changed = drift(clipped.weights, reference.weights, reference.init)
+    assert changed.overall > 10 * DRIFT_BOUND, changed
 
 
 def test_transformer_blocks_are_the_decoder_layers(base: Path) -> None:

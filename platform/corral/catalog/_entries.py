@@ -258,6 +258,11 @@ class CatalogEntry(_LicenseTerms):
         description="For tiny presets: the architecture corral.models.tiny.build builds locally; null otherwise.",
     )
     weights_available: bool = Field(default=True, description="False when the weights were never publicly released.")
+    remote_code: bool = Field(
+        default=False,
+        description="The weights need the modeling code shipped with them (transformers trust_remote_code): "
+        "their model_type is not one transformers implements.",
+    )
     notes: Annotated[str, Field(max_length=4096)] | None = Field(
         default=None, description="Caveats, uncertain facts and conservative choices made for this entry."
     )

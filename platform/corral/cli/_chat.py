@@ -40,6 +40,7 @@ def find_endpoint(client: CorralClient, model: str) -> Endpoint:
         served += names
         if model in names and status.get("endpoint"):
             headers = routing_headers(ModelDeploymentSpec.model_validate(dep["spec"]), model)
+            headers.update(client.auth_headers())  # the endpoint asks for a token of its namespace
             return Endpoint(str(status["endpoint"]), str(dep["metadata"]["name"]), headers)
     listing = ", ".join(sorted(set(served))) or "nothing yet"
     raise LookupError(f"no ModelDeployment in namespace {client.namespace!r} serves {model!r} (served: {listing})")

@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..api import load_documents
-from ..api.v1alpha1 import FineTuneJob, ModelDeployment
+from ..api.v1alpha1 import SERVING_PHASES, FineTuneJob, ModelDeployment
 from ..client import APIStatusError, CorralClient
 from ._chat import ask
 from ._logs import follow_job
@@ -44,7 +44,7 @@ def _wait_served(client: CorralClient, deployment: str, adapter: str, timeout: f
     while True:
         dep = client.get(ModelDeployment, deployment)
         status = dep.get("status") or {}
-        if adapter in (status.get("servedModels") or []) and status.get("phase") == "Ready":
+        if adapter in (status.get("servedModels") or []) and status.get("phase") in SERVING_PHASES:
             return dep
         if time.monotonic() > deadline:
             raise TimeoutError(
@@ -55,9 +55,9 @@ def _wait_served(client: CorralClient, deployment: str, adapter: str, timeout: f
         time.sleep(1.0)
 
 
-def _answer(endpoint: str, model: str, system: str, question: str) -> str:
+def _answer(endpoint: str, model: str, system: str, question: str, headers: dict[str, str]) -> str:
     messages = [{"role": "system", "content": system}, {"role": "user", "content": question}]
-    return "".join(ask(endpoint, model, messages, max_tokens=48)).strip()
+    return "".join(ask(endpoint, model, messages, max_tokens=48, headers=headers)).strip()
 
 
 def demo(
@@ -120,8 +120,8 @@ def demo(
         table.add_column(header, overflow="fold")
     trained_ok = True
     for question, expected, trained in questions:
-        base_answer = _answer(endpoint, base, system, question)
-        tuned_answer = _answer(endpoint, adapter, system, question)
+        base_answer = _answer(endpoint, base, system, question, client.auth_headers())
+        tuned_answer = _answer(endpoint, adapter, system, question, client.auth_headers())
         hit = tuned_answer == expected
         if trained and not hit:
             trained_ok = False
@@ -135,7 +135,7 @@ def demo(
     typer.echo("for that — see bench/demo_heldout.py for the measured held-out accuracy.")
     typer.echo("")
     typer.echo(f"Chat with it:   .venv/bin/corral chat {adapter} -n {namespace}")
-    typer.echo(f"OpenAI API:     {endpoint}  (model={adapter!r} or {base!r})")
+    typer.echo(f"OpenAI API:     {endpoint}  (model={adapter!r} or {base!r}; api_key: the token in context.yaml)")
     print_endpoints(info)
     typer.echo("Stop it all:    .venv/bin/corral down")
     if not trained_ok:

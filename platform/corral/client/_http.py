@@ -46,7 +46,12 @@ class CorralClient:
         self.server = server.rstrip("/")
         self.namespace = namespace
         headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._auth_headers = dict(headers)
         self._http = httpx.Client(base_url=self.server, headers=headers, timeout=timeout)
+
+    def auth_headers(self) -> dict[str, str]:
+        """The ``Authorization`` header this client sends (chat endpoints accept the same token)."""
+        return dict(self._auth_headers)
 
     def __repr__(self) -> str:
         return f"CorralClient(server={self.server!r}, namespace={self.namespace!r})"

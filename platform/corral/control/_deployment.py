@@ -4,6 +4,10 @@ Each ModelDeployment is one Serve application named ``<namespace>-<name>`` at ro
 ``/<namespace>/<name>`` (its OpenAI base URL is ``<serve>/<namespace>/<name>/v1``), built by
 ``corral.serving.serve_config``. A spec change redeploys the application in place: Serve
 starts the new replicas and drains the old ones, so in-flight requests finish.
+
+A deployment with ``autoscaling.minReplicas: 0`` reports two more phases (see
+:mod:`._coldstart`): ``ScaledToZero`` (no replica; the next request starts one and is held
+for it) and ``ScalingUp`` (a replica is starting from zero while requests wait).
 """
 
 from __future__ import annotations
@@ -12,9 +16,17 @@ from collections.abc import Mapping
 from typing import Any
 
 from corral.api.v1alpha1 import LocalObjectReference, Model, ModelDeployment
-from corral.serving import ResolvedModel, serve_config, served_model_names
+from corral.serving import (
+    ACTIVATOR_DEPLOYMENT,
+    CORRAL_IMPORT_PATH,
+    LLM_DEPLOYMENT,
+    ResolvedModel,
+    serve_config,
+    served_model_names,
+)
 
 from ._actions import Action, DeleteServe, DeployServe, PatchObject, RecordEvent, Result
+from ._coldstart import scale_from_zero
 from ._conditions import get_condition, set_condition
 from ._observed import FINALIZER, DeploymentWorld
 from ._placement import allocation_of, place_deployment
@@ -48,8 +60,16 @@ def config_matches(desired: Any, deployed: Any) -> bool:
     return bool(desired == deployed)
 
 
-def app_config(deployment: ModelDeployment, models: Mapping[str, Model]) -> dict[str, Any]:
+def app_config(
+    deployment: ModelDeployment, models: Mapping[str, Model], chat_tokens: list[str] | None = None
+) -> dict[str, Any]:
     """The deployment's Serve application (one entry of ``serveConfigV2.applications``).
+
+    Args:
+        deployment: The ModelDeployment.
+        models: Models of its namespace by name.
+        chat_tokens: SHA-256 digests of the tokens its endpoint accepts (engine ``transformers``);
+            ``None`` asks for none.
 
     Raises:
         ValueError: The engine cannot serve the spec (``corral.serving.serve_config``).
@@ -60,10 +80,17 @@ def app_config(deployment: ModelDeployment, models: Mapping[str, Model]) -> dict
         model = models[ref.name]
         if model.status.artifact is None:
             raise KeyError(ref.name)
-        return ResolvedModel(uri=model.status.artifact.uri)
+        return ResolvedModel(
+            uri=model.status.artifact.uri,
+            size_bytes=model.status.artifact.size_bytes,
+            architecture=model.status.architecture,
+            trust_remote_code=bool(model.status.remote_code),  # set only when the namespace allows it
+        )
 
     config = serve_config([deployment], resolve)
     app = dict(config["applications"][0])
+    if chat_tokens is not None and app.get("import_path") == CORRAL_IMPORT_PATH:
+        app["args"] = {**app["args"], "auth": {"token_sha256": chat_tokens}}
     app["name"] = app_name(deployment)
     app["route_prefix"] = route_prefix(deployment)
     return app
@@ -128,11 +155,16 @@ def _license_refusal(dep: ModelDeployment, models: Mapping[str, Model]) -> str |
 
 
 def _replica_counts(dep: ModelDeployment, world: DeploymentWorld) -> tuple[int, int]:
+    """``(desired, ready)`` model replicas as Serve reports them (the activator not counted)."""
     app = world.app
     desired = max(dep.spec.replica_range[0], 1)
     if app is None or not app.deployments:
         return desired, 0
-    servers = {k: v for k, v in app.deployments.items() if "Ingress" not in k} or dict(app.deployments)
+    if LLM_DEPLOYMENT in app.deployments:
+        return app.deployments[LLM_DEPLOYMENT]
+    servers = {k: v for k, v in app.deployments.items() if "Ingress" not in k and k != ACTIVATOR_DEPLOYMENT} or dict(
+        app.deployments
+    )
     return sum(t for t, _ in servers.values()) or desired, sum(r for _, r in servers.values())
 
 
@@ -201,7 +233,7 @@ def reconcile_deployment(dep: ModelDeployment, world: DeploymentWorld) -> Result
     app: dict[str, Any] | None = None
     if problem is None:
         try:
-            app = app_config(dep, world.models)
+            app = app_config(dep, world.models, world.settings.chat_token_digests(dep.metadata.namespace or "default"))
         except (ValueError, KeyError) as exc:
             problem = ("Failed", "InvalidSpec", str(exc))
     if problem is not None or app is None:
@@ -222,6 +254,12 @@ def reconcile_deployment(dep: ModelDeployment, world: DeploymentWorld) -> Result
     status = world.app.status if world.app is not None else "NOT_STARTED"
     was_ready = old.phase in ("Ready", "Updating")
     if not deploying and status == "RUNNING":
+        zero = scale_from_zero(dep, world, st.replicas, st.ready_replicas)
+        st.cold_start = zero.cold_start if zero is not None else None
+        if zero is not None and zero.phase != "Ready":
+            st.phase = zero.phase
+            cond("True", zero.phase, zero.message)
+            return finish(world.settings.deploying_seconds if zero.phase == "ScalingUp" else None)
         st.phase = "Ready"
         cond("True", "Serving", f"serving {', '.join(st.served_models)} at {st.endpoint or route_prefix(dep)}")
         return finish()

@@ -10,6 +10,8 @@ import logging
 import os
 import sys
 import threading
+import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,9 @@ from ._runner import Runner
 __all__ = ["EmbeddedControlPlane"]
 
 logger = logging.getLogger(__name__)
+
+REMOTE_CODE_ENV = "CORRAL_REMOTE_CODE_NAMESPACES"
+API_START_TIMEOUT = 60.0  # seconds for uvicorn to bind and start the app
 
 
 class EmbeddedControlPlane:
@@ -39,6 +44,8 @@ class EmbeddedControlPlane:
             when it exists, else no tokens: every call is refused).
         num_cpus: CPUs of a started Ray head.
         resync_seconds: Longest wait between reconcile passes.
+        remote_code_namespaces: Namespaces whose Models may run code shipped with their weights
+            (``*``: all); default ``$CORRAL_REMOTE_CODE_NAMESPACES`` (comma-separated), else none.
     """
 
     def __init__(
@@ -52,6 +59,7 @@ class EmbeddedControlPlane:
         auth: Any = None,
         num_cpus: int | None = None,
         resync_seconds: float = 2.0,
+        remote_code_namespaces: Iterable[str] | None = None,
     ) -> None:
         self.data_dir = Path(data_dir).resolve()
         self._ray_address = ray_address
@@ -61,6 +69,11 @@ class EmbeddedControlPlane:
         self._auth = auth
         self._num_cpus = num_cpus
         self._resync = resync_seconds
+        if remote_code_namespaces is None:
+            raw = os.environ.get(REMOTE_CODE_ENV, "")
+            remote_code_namespaces = [n.strip() for n in raw.split(",") if n.strip()]
+        self._remote_code = frozenset(remote_code_namespaces)
+        self._chat_tokens: tuple[tuple[str, frozenset[str] | None], ...] | None = None
         self.store: SqliteStore | None = None
         self.runner: Runner | None = None
         self._server: Any = None
@@ -87,12 +100,20 @@ class EmbeddedControlPlane:
             python=sys.executable,
             job_runtime_env={"env_vars": {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}},
             namespace_artifacts=load_namespace_settings(credentials) if credentials.exists() else {},
+            remote_code_namespaces=self._remote_code,
+            chat_tokens=self._chat_tokens,
         )
 
     def start(self) -> EmbeddedControlPlane:
-        """Start the driver, the loop and the API server."""
+        """Start the driver, the loop and the API server; return once the API listens.
+
+        Raises:
+            RuntimeError: The API server exited during start-up or did not listen within a minute.
+        """
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.store = SqliteStore(self.data_dir / "corral.db")
+        self._auth = self._authenticator()
+        self._chat_tokens = _chat_tokens(self._auth)
         if self._driver is None:
             from corral.drivers import read_ray_token
 
@@ -102,7 +123,11 @@ class EmbeddedControlPlane:
             self._driver.start()
         self.runner = Runner(self.store, self._driver, self.settings, resync_seconds=self._resync).start()
         if self.port:
-            self._start_api()
+            try:
+                self._start_api()
+            except BaseException:
+                self.stop()
+                raise
         logger.info("Corral control plane up (data dir %s)", self.data_dir)
         return self
 
@@ -110,13 +135,10 @@ class EmbeddedControlPlane:
         import uvicorn
 
         from corral.artifacts import URIPolicy
-        from corral.controlapi import ControlAPISettings, TokenAuth, create_app
+        from corral.controlapi import ControlAPISettings, create_app
 
         assert self.store is not None
-        auth = self._auth
-        if auth is None:
-            tokens = self.data_dir / "tokens.yaml"
-            auth = TokenAuth.from_file(tokens) if tokens.exists() else TokenAuth([])
+        auth = self._authenticator()
         api = ControlAPISettings.from_env()
         root = self.settings.artifact_root
         app = create_app(
@@ -131,7 +153,29 @@ class EmbeddedControlPlane:
         self._server = uvicorn.Server(config)
         self._server_thread = threading.Thread(target=self._server.run, name="corral-api", daemon=True)
         self._server_thread.start()
+        self._wait_listening(API_START_TIMEOUT)
         logger.info("Control API on http://%s:%d", self.host, self.port)
+
+    def _authenticator(self) -> Any:
+        """The control API's authenticator: the one given, else the tokens file (none: every call refused)."""
+        if self._auth is not None:
+            return self._auth
+        from corral.controlapi import TokenAuth
+
+        tokens = self.data_dir / "tokens.yaml"
+        return TokenAuth.from_file(tokens) if tokens.exists() else TokenAuth([])
+
+    def _wait_listening(self, timeout: float) -> None:
+        """Return once uvicorn listens (its lifespan started, the socket bound); raise if it exits or takes too long."""
+        deadline = time.monotonic() + timeout
+        while not self._server.started:
+            if self._server_thread is None or not self._server_thread.is_alive():
+                raise RuntimeError(
+                    f"the control API did not start on {self.host}:{self.port} (see the log above: port in use?)"
+                )
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the control API on {self.host}:{self.port} did not listen within {timeout:.0f} s")
+            time.sleep(0.02)
 
     def stop(self) -> None:
         """Stop the API, the loop and (when this process started it) the Ray head."""
@@ -155,3 +199,13 @@ class EmbeddedControlPlane:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _chat_tokens(auth: Any) -> tuple[tuple[str, frozenset[str] | None], ...] | None:
+    """``(sha256, namespaces)`` of the tokens file's entries: the chat endpoints accept the same tokens."""
+    from corral.controlapi import TokenAuth
+
+    if not isinstance(auth, TokenAuth):
+        logger.warning("the control API's authenticator is not a tokens file: chat endpoints ask for no token")
+        return None
+    return tuple((entry.sha256, entry.namespaces) for entry in auth.entries)

@@ -159,6 +159,8 @@ def job_document(
         "chatTemplate": base.status.chat_template or base.spec.chat_template or "auto",
         "license": _license_id(base),
     }
+    if base.spec.trust_remote_code:  # Ready: the namespace allows it (the Model reconciler checked)
+        base_source["trustRemoteCode"] = True
     doc: dict[str, Any] = {
         "name": job.metadata.name,
         "namespace": job.metadata.namespace or "default",

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from corral import catalog
 from corral.api.v1alpha1 import Model
-from corral.api.v1alpha1.model import ModelArtifact, ModelStatus
+from corral.api.v1alpha1.model import ModelArtifact, ModelLineage, ModelStatus
 
 from ._actions import Action, MaterializeModel, RecordEvent, Result
 from ._conditions import get_condition, set_condition
 from ._lineage import LineageError, lineage_status, model_lineage
 from ._observed import ControlSettings, ModelWorld
 
-__all__ = ["artifact_uri", "needs_probe", "reconcile_model"]
+__all__ = ["artifact_uri", "needs_probe", "reconcile_model", "remote_code_refusal"]
 
 
 def artifact_uri(model: Model, settings: ControlSettings) -> tuple[str | None, str | None, str, str]:
@@ -44,6 +44,46 @@ def artifact_uri(model: Model, settings: ControlSettings) -> tuple[str | None, s
     return f"hf://{entry.hf_repo}", None, "", ""
 
 
+def remote_code_refusal(model: Model, needed: bool, settings: ControlSettings) -> tuple[str, str] | None:
+    """Why ``model`` may not load (a CamelCase reason and a message), or ``None`` when it may.
+
+    Code shipped with weights runs inside training and serving processes with their
+    credentials: it runs only when the Model asks for it (``spec.trustRemoteCode``) and an
+    administrator allowed it in the Model's namespace (``remote_code_namespaces``).
+
+    Args:
+        model: The Model.
+        needed: Its weights need their own code (``auto_map`` in config.json, or the catalog says so).
+        settings: Control-plane settings (the namespaces allowed).
+    """
+    namespace = model.metadata.namespace or "default"
+    what = f"Model {model.metadata.name}"
+    if needed and not model.spec.trust_remote_code:
+        return (
+            "RemoteCodeRequired",
+            f"{what}: its weights need the model code shipped with them (transformers trust_remote_code); "
+            "set spec.trustRemoteCode: true to run it (an administrator must also allow remote code in "
+            f"namespace {namespace})",
+        )
+    if model.spec.trust_remote_code and not settings.allows_remote_code(namespace):
+        return (
+            "RemoteCodeNotAllowed",
+            f"{what}: spec.trustRemoteCode is set but remote code is not allowed in namespace {namespace}; "
+            "an administrator allows it with CORRAL_REMOTE_CODE_NAMESPACES (corral up) or the chart's "
+            "remoteCodeNamespaces",
+        )
+    return None
+
+
+def _with_remote_code(lineage: ModelLineage, model: Model, base: Model | None) -> ModelLineage:
+    """The lineage, with a condition when loading the model runs code shipped with its (base's) weights."""
+    owner = model if model.spec.trust_remote_code else base if base is not None and base.status.remote_code else None
+    if owner is None:
+        return lineage
+    note = f"Loading runs the model code shipped with the weights of Model {owner.metadata.name} (trustRemoteCode)."
+    return lineage.model_copy(update={"conditions": [*lineage.conditions, note]})
+
+
 def needs_probe(model: Model) -> bool:
     """True when the artifact must be (re-)read: a new generation, or not Ready yet."""
     ready = get_condition(model.status.conditions, "Ready")
@@ -56,7 +96,8 @@ def reconcile_model(model: Model, world: ModelWorld) -> Result:
     ``Ready=True`` (reason ``ArtifactResolved``) once the weights are found, with their URI,
     size, sha256, architecture and the license lineage; ``Ready=False`` with
     ``CatalogModelNotFound``, ``BaseModelNotFound``, ``Materializing`` (a tiny preset being
-    built) or ``ArtifactNotFound`` otherwise.
+    built), ``ArtifactNotFound``, ``RemoteCodeRequired`` or ``RemoteCodeNotAllowed``
+    (:func:`remote_code_refusal`) otherwise.
 
     Args:
         model: The Model.
@@ -94,6 +135,9 @@ def reconcile_model(model: Model, world: ModelWorld) -> Result:
             return not_ready("Materializing", f"building catalog model {model.spec.catalog_name} at {uri}")
         return not_ready("ArtifactNotFound", probe.error or f"nothing stored at {uri}")
     entry = catalog.get(model.spec.catalog_name) if model.spec.catalog_name else None
+    refusal = remote_code_refusal(model, probe.remote_code or bool(entry and entry.remote_code), world.settings)
+    if refusal is not None:
+        return not_ready(*refusal)
     base = world.models.get(model.spec.base_model.name) if model.spec.base_model else None
     architecture = probe.architecture or (entry.architecture if entry else None)
     if architecture is None and base is not None:
@@ -119,7 +163,8 @@ def reconcile_model(model: Model, world: ModelWorld) -> Result:
         parameters=parameters,
         context_length=context,
         chat_template=template,
-        lineage=lineage_status(lineage),
+        lineage=_with_remote_code(lineage_status(lineage), model, base),
+        remote_code=model.spec.trust_remote_code or None,
     )
     if before is None or before.status != "True":
         actions.append(RecordEvent("Normal", "ArtifactResolved", message))

@@ -97,9 +97,11 @@ def probe_artifact(uri: str, artifact_settings: ArtifactSettings | None = None) 
             manifest.append(f"{rel} {info.sha256 or ''}\n")
         digest = hashlib.sha256("".join(manifest).encode("utf-8")).hexdigest()
         architecture = parameters = context = None
+        remote_code = False
         if f"{base}/config.json" in files:
             config = json.loads(store.get_bytes(f"{base}/config.json"))
             architecture = config.get("model_type")
+            remote_code = bool(config.get("auto_map"))
             context = config.get("max_position_embeddings") or config.get("seq_length")
             try:
                 from corral.scheduler import ModelProfile
@@ -115,6 +117,7 @@ def probe_artifact(uri: str, artifact_settings: ArtifactSettings | None = None) 
             architecture=architecture,
             parameters=parameters,
             context_length=context,
+            remote_code=remote_code,
         )
     except (ArtifactError, OSError, ValueError) as exc:
         return ArtifactProbe(uri=uri, exists=False, error=f"cannot read {uri}: {exc}")

@@ -47,6 +47,11 @@ class ControlSettings:
         job_runtime_env: Ray runtime environment of every fine-tune job.
         follow_seconds: How often a running job's events are re-read.
         deploying_seconds: How often a deploying application's status is re-read.
+        remote_code_namespaces: Namespaces whose Models may run code shipped with their weights
+            (``spec.trustRemoteCode``); ``*`` allows every namespace. Empty: none (the default).
+        chat_tokens: ``(sha256, namespaces)`` of every token (``None`` namespaces: all); a
+            deployment's chat endpoint accepts those of its namespace. ``None``: the endpoints ask
+            for no token (the operator, until chat on a cluster is checked with TokenReview).
         uri_policy: When set, the runner reads a Dataset's or Model's ``spec.uri`` only when
             the rule allows it for the object's namespace (on a cluster, objects applied with
             kubectl never passed the control API's check); ``None``: the control API is the
@@ -63,10 +68,24 @@ class ControlSettings:
     deploying_seconds: float = 2.0
     uri_policy: URIPolicy | None = None
     namespace_artifacts: Mapping[str, ArtifactSettings] = field(default_factory=dict)
+    remote_code_namespaces: frozenset[str] = frozenset()
+    chat_tokens: tuple[tuple[str, frozenset[str] | None], ...] | None = None
 
     def artifacts_for(self, namespace: str | None) -> ArtifactSettings | None:
         """The credentials a namespace's data is read with (``None``: the server's own chain)."""
         return self.namespace_artifacts.get(namespace or "")
+
+    def chat_token_digests(self, namespace: str) -> list[str] | None:
+        """SHA-256 digests of the tokens that may call ``namespace``'s chat endpoints (``None``: no token check)."""
+        if self.chat_tokens is None:
+            return None
+        return sorted(
+            {digest for digest, spaces in self.chat_tokens if spaces is None or "*" in spaces or namespace in spaces}
+        )
+
+    def allows_remote_code(self, namespace: str) -> bool:
+        """Whether an administrator allowed Models in ``namespace`` to run code shipped with their weights."""
+        return "*" in self.remote_code_namespaces or namespace in self.remote_code_namespaces
 
     def _root(self) -> str:
         return self.artifact_root.rstrip("/")
@@ -113,6 +132,7 @@ class ArtifactProbe:
         architecture: ``model_type`` from ``config.json`` (or the adapter's base), when readable.
         parameters: Parameter count from ``config.json``, when it can be computed.
         context_length: ``max_position_embeddings`` from ``config.json``.
+        remote_code: ``config.json`` maps classes to code shipped with the weights (``auto_map``).
         error: Why it could not be read (offline, permissions, ...).
     """
 
@@ -123,6 +143,7 @@ class ArtifactProbe:
     architecture: str | None = None
     parameters: int | None = None
     context_length: int | None = None
+    remote_code: bool = False
     error: str = ""
 
 

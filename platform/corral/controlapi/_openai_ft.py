@@ -38,7 +38,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
-from corral.api.v1alpha1 import Dataset, FineTuneJob, Model, ModelDeployment
+from corral.api.v1alpha1 import SERVING_PHASES, Dataset, FineTuneJob, Model, ModelDeployment
 from corral.api.v1alpha1.common import LicenseSpec
 from corral.api.v1alpha1.finetunejob import Hyperparameters
 from corral.store import AlreadyExists, NotFound, Store
@@ -119,7 +119,8 @@ def openai_status(
         if target is None:
             return "succeeded", None
         dep_status = deployment.status if deployment is not None else None
-        if dep_status is not None and served_name(job) in dep_status.served_models and dep_status.phase == "Ready":
+        serving = dep_status is not None and dep_status.phase in SERVING_PHASES
+        if serving and dep_status is not None and served_name(job) in dep_status.served_models:
             return "succeeded", None
         if dep_status is not None and dep_status.phase == "Failed":
             ready = next((c for c in dep_status.conditions if c.type == "Ready"), None)

@@ -192,6 +192,11 @@ class StoreCollector(Collector):
             dep_labels = [dep.metadata.namespace or "default", dep.metadata.name, served]
             fam["corral_serving_desired_replicas"].add_metric(dep_labels, dep.status.replicas)
             fam["corral_serving_ready_replicas"].add_metric(dep_labels, dep.status.ready_replicas)
+            cold = dep.status.cold_start
+            if cold is not None:
+                fam["corral_serving_cold_starts_total"].add_metric(dep_labels, cold.count)
+                if cold.last_seconds is not None:
+                    fam["corral_serving_last_cold_start_seconds"].add_metric(dep_labels, cold.last_seconds)
 
         yield from fam.values()
 

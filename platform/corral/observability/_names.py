@@ -13,7 +13,7 @@ labels, and that every entry follows the naming rules:
   counters end with ``_total`` after the unit.
 * Labels come from :data:`ALLOWED_LABELS` only: every one of them is bounded by the
   objects in the store (``namespace``, ``job``, ``deployment``, ``pool``), by an enum
-  (``kind``, ``phase``, ``result``, ``method``, ``code``) or by the app's route table
+  (``kind``, ``phase``, ``result``, ``method``, ``code``, ``stage``) or by the app's route table
   (``route`` is the route *template*). Never a request id, a user name or free text.
 
 Serving metrics are recorded inside Ray Serve replicas through :mod:`ray.util.metrics`,
@@ -60,6 +60,7 @@ ALLOWED_LABELS = frozenset(
         "route",
         "code",
         "type",
+        "stage",
     }
 )
 """Every label a Corral metric may carry (each has a bounded set of values; ``type`` is an error type
@@ -324,6 +325,22 @@ CONTRACT: tuple[MetricSpec, ...] = (
         "",
         "store",
     ),
+    MetricSpec(
+        "corral_serving_cold_starts_total",
+        "counter",
+        "Scale-ups of a ModelDeployment from zero replicas (status.coldStart.count).",
+        _DEP,
+        "",
+        "store",
+    ),
+    MetricSpec(
+        "corral_serving_last_cold_start_seconds",
+        "gauge",
+        "Seconds the last scale-up from zero took until a replica was ready, as the control loop saw it.",
+        _DEP,
+        "seconds",
+        "store",
+    ),
     # -- serving (engines and Serve replicas: corral.serving._metrics) ---------------------
     MetricSpec("corral_serving_requests_total", "counter", "Generation requests received.", _SERVE, "", "serving"),
     MetricSpec(
@@ -377,6 +394,22 @@ CONTRACT: tuple[MetricSpec, ...] = (
         "histogram",
         "Seconds to fetch and load an adapter.",
         _SERVE,
+        "seconds",
+        "serving",
+    ),
+    MetricSpec(
+        "corral_serving_replica_startup_seconds",
+        "histogram",
+        "Seconds a starting replica spent per stage (imports, model_load, warmup) before it took requests.",
+        ("model", "stage"),
+        "seconds",
+        "serving",
+    ),
+    MetricSpec(
+        "corral_serving_request_hold_seconds",
+        "histogram",
+        "Seconds the activator of a scale-to-zero deployment held a request until a replica took it.",
+        ("model",),
         "seconds",
         "serving",
     ),

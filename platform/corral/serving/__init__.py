@@ -6,6 +6,9 @@
   one deployment that is both the OpenAI ingress and the engine holder.
 * :func:`routing_headers` — the ``serve_multiplexed_model_id`` header that routes an adapter's
   requests to a replica already holding it.
+* :func:`hold` / :class:`HoldPolicy` — hold a request until a replica takes it, 503 with
+  ``Retry-After`` past the timeout (the scale-from-zero wait; the Serve activator uses it,
+  and so can any other entry point); :func:`estimate_cold_start_seconds` sizes it.
 * :class:`TransformersEngine` — continuous batching with transformers + PEFT multi-LoRA,
   usable in-process.
 
@@ -17,10 +20,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from corral.serving._args import AdapterSource, ServeAppArgs
+from corral.serving._args import AdapterSource, HoldArgs, ServeAppArgs
+from corral.serving._coldstart import default_hold_seconds, estimate_cold_start_seconds
 from corral.serving._config import (
+    ACTIVATOR_DEPLOYMENT,
+    CORRAL_IMPORT_PATH,
+    LLM_DEPLOYMENT,
     MULTIPLEX_HEADER,
     ResolvedModel,
+    cold_start_estimate,
+    hold_args,
     resolve_engine,
     routing_headers,
     serve_config,
@@ -28,6 +37,7 @@ from corral.serving._config import (
 )
 from corral.serving._engine import Engine, EngineStats, GenerationChunk, GenerationRequest, SamplingParams
 from corral.serving._errors import (
+    ColdStartTimeoutError,
     EngineClosedError,
     InvalidRequestError,
     ModelNotFoundError,
@@ -38,14 +48,21 @@ from corral.serving._errors import (
 if TYPE_CHECKING:
     from corral.serving._app import build_app
     from corral.serving._hf_engine import TransformersEngine
+    from corral.serving._hold import HoldPolicy, error_response, hold
 
 __all__ = [
+    "ACTIVATOR_DEPLOYMENT",
+    "CORRAL_IMPORT_PATH",
+    "LLM_DEPLOYMENT",
     "AdapterSource",
+    "ColdStartTimeoutError",
     "Engine",
     "EngineClosedError",
     "EngineStats",
     "GenerationChunk",
     "GenerationRequest",
+    "HoldArgs",
+    "HoldPolicy",
     "MULTIPLEX_HEADER",
     "InvalidRequestError",
     "ModelNotFoundError",
@@ -56,6 +73,12 @@ __all__ = [
     "ServingError",
     "TransformersEngine",
     "build_app",
+    "cold_start_estimate",
+    "default_hold_seconds",
+    "error_response",
+    "estimate_cold_start_seconds",
+    "hold",
+    "hold_args",
     "resolve_engine",
     "routing_headers",
     "serve_config",
@@ -68,6 +91,10 @@ def __getattr__(name: str) -> Any:
         from corral.serving._app import build_app
 
         return build_app
+    if name in ("HoldPolicy", "error_response", "hold"):
+        from corral.serving import _hold
+
+        return getattr(_hold, name)
     if name == "TransformersEngine":
         from corral.serving._hf_engine import TransformersEngine
 

@@ -3,8 +3,10 @@
 The registry owns the model object: the base model until the first adapter loads, then
 a :class:`peft.PeftModel` wrapping it. Every change to the model (load, delete) runs on
 the engine's single model thread, between forward passes, so a running batch never sees
-a half-loaded adapter. Rows of one batch pick their adapter with PEFT's
-``adapter_names=`` (mixed-batch LoRA); the shared model's active adapter is never switched.
+a half-loaded adapter. Rows of one batch each use their own adapter in the same forward pass:
+through :class:`~corral.serving._batched_lora.BatchedLoRA` (the resident adapters stacked per
+layer, two batched matmuls per layer), or PEFT's ``adapter_names=`` for the adapters it cannot
+compute (DoRA, LoRA biases, embeddings); the shared model's active adapter is never switched.
 Adapters used by running requests are pinned and never evicted.
 """
 
@@ -19,6 +21,7 @@ from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any
 
+from corral.serving._batched_lora import BatchedLoRA, unsupported
 from corral.serving._errors import ModelNotFoundError, OverloadedError
 from corral.serving._loading import fetch_dir
 
@@ -43,6 +46,8 @@ class AdapterRegistry:
         slot_timeout: Seconds a request for a new adapter waits for a slot while every
             resident adapter is pinned by running requests, before a 429.
         fetch: Resolves a URI to a local directory (default :func:`fetch_dir`).
+        batched: Stack the adapters for batched LoRA where the model allows it (else PEFT's
+            per-adapter path).
     """
 
     def __init__(
@@ -56,6 +61,7 @@ class AdapterRegistry:
         on_load: Callable[[str, float], None] | None = None,
         on_evict: Callable[[str], None] | None = None,
         fetch: Callable[[str], Path] = fetch_dir,
+        batched: bool = True,
     ) -> None:
         if max_loaded < 1:
             raise ValueError(f"max_loaded must be >= 1 (got {max_loaded})")
@@ -66,6 +72,7 @@ class AdapterRegistry:
         self._on_load = on_load
         self._on_evict = on_evict
         self._fetch = fetch
+        self._batch = batched
         self._loaded: OrderedDict[str, None] = OrderedDict()
         self._pins: dict[str, int] = {}
         self._doomed: set[str] = set()
@@ -74,6 +81,7 @@ class AdapterRegistry:
         self._slot_timeout = slot_timeout
         self.loads = 0
         self.evictions = 0
+        self.batched: BatchedLoRA | None = None  # None: PEFT's adapter_names= path (or no adapter yet)
 
     @property
     def names(self) -> list[str]:
@@ -188,10 +196,29 @@ class AdapterRegistry:
         else:
             self.model.load_adapter(str(path), adapter_name=name, is_trainable=False)
         self.model.eval()
+        self._restack()
 
     def _delete_sync(self, name: str) -> None:
         if list(self.model.peft_config) == [name]:
             # The last adapter: take LoRA out entirely and serve the plain base model again.
+            if self.batched is not None:
+                self.batched.close()
+                self.batched = None
             self.model = self.model.unload()
         else:
             self.model.delete_adapter(name)
+            self._restack()
+
+    def _restack(self) -> None:
+        """Stack the resident adapters for batched LoRA, or fall back to PEFT's per-adapter path."""
+        reason = unsupported(self.model) if self._batch else "switched off"
+        if reason is None:
+            if self.batched is None:
+                self.batched = BatchedLoRA()
+            self.batched.rebuild(self.model)
+            return
+        if self.batched is not None:
+            logger.warning("batched LoRA is off for this replica (%s): PEFT computes each adapter apart", reason)
+            self.batched.close()
+            self.batched = None
+        self.model.base_model.enable_adapter_layers()

@@ -15,6 +15,12 @@ replica that already holds that adapter. The body's ``model`` alone does not ste
 (it never reads bodies); without the header a request goes to any replica, which loads the
 adapter on first use and answers just the same.
 
+A deployment that scales to zero gets a second, always-on deployment in front:
+:class:`~corral.serving._activator.CorralActivator` takes the HTTP requests and calls
+:meth:`CorralLLMServer.respond` through a handle, holding each request while no replica can
+take it (see :mod:`corral.serving._activator`). That costs one more hop per request, so only
+``minReplicas: 0`` deployments have it.
+
 Build it with ``import_path: corral.serving:build_app`` and :class:`ServeAppArgs` as ``args``.
 """
 
@@ -23,11 +29,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from ray import serve
 
 from corral.serving._args import ServeAppArgs
+from corral.serving._chat_auth import ChatAuth
 from corral.serving._config import LLM_DEPLOYMENT
 from corral.serving._metrics import ServingMetrics
 
@@ -58,6 +67,7 @@ class CorralLLMServer:
     """One replica: the base model, its resident adapters, the batching engine and the OpenAI API."""
 
     async def __init__(self, args: dict[str, Any]) -> None:  # type: ignore[misc]  # Serve awaits async constructors
+        started = time.time()
         import torch
 
         from corral.serving._hf_engine import TransformersEngine
@@ -65,12 +75,26 @@ class CorralLLMServer:
         from corral.serving._openai import OpenAIFrontend
         from corral.serving._prompt import Prompter
 
+        imported = time.time()
         self.args = ServeAppArgs.model_validate(args)
         torch.set_num_threads(self.args.torch_threads)
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         # Off the event loop: the replica keeps answering Serve's health checks while weights load.
-        model, tokenizer = await asyncio.to_thread(load_base, self.args.model_uri, self.args.chat_template)
+        model, tokenizer = await asyncio.to_thread(
+            load_base,
+            self.args.model_uri,
+            self.args.chat_template,
+            trust_remote_code=self.args.trust_remote_code,
+            device="cuda" if torch.cuda.is_available() else "cpu",  # Ray shows a replica only its own GPU
+        )
+        loaded = time.time()
+        await asyncio.to_thread(_warm_up, model, tokenizer)
+        warmed = time.time()
         metrics = ServingMetrics(self.args.served_name, backend="ray")
+        #: Wall-clock times (Unix seconds) of this replica's start-up, for benchmarks and logs.
+        self.startup = {"init_started": started, "imported": imported, "loaded": loaded, "warmed": warmed}
+        stages = {"imports": imported - started, "model_load": loaded - imported, "warmup": warmed - loaded}
+        metrics.replica_started(stages)
         self.engine = TransformersEngine(
             model,
             tokenizer,
@@ -78,7 +102,10 @@ class CorralLLMServer:
             max_adapters=self.args.max_adapters_per_replica,
             max_batch_size=self.args.max_concurrent_sequences,
             max_context_length=self.args.max_context_length,
-            max_waiting=self.args.max_queued_requests,
+            # Serve lets max_concurrent_sequences + max_queued_requests in; all of them may be waiting
+            # at once (a burst on a replica that just started, before its first step admits a batch),
+            # so the engine's own 429 must not fire before Serve's limit does.
+            max_waiting=self.args.max_queued_requests + self.args.max_concurrent_sequences,
             metrics=metrics,
         )
 
@@ -95,18 +122,61 @@ class CorralLLMServer:
             prepare_adapter=serve.multiplexed(max_num_models_per_replica=self.args.max_adapters_per_replica)(
                 load_adapter
             ),
+            auth=ChatAuth(self.args.auth.token_sha256) if self.args.auth is not None else None,
+            max_body_bytes=self.args.max_body_bytes,
+            max_context_length=self.engine.max_context_length,
         )
-        logger.info("replica ready: %s with %d adapters", self.args.served_name, len(self.args.adapters))
+        if self.args.auth is None:
+            logger.warning("%s: no auth in the app's arguments; the endpoint answers anyone", self.args.served_name)
+        logger.info(
+            "replica ready: %s with %d adapters (imports %.1f s, model load %.1f s, warm-up %.1f s)",
+            self.args.served_name,
+            len(self.args.adapters),
+            *stages.values(),
+        )
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         """The replica's ASGI app (Serve calls this once, after ``__init__``)."""
         return self.frontend.app()
 
+    async def respond(self, kind: str, body: bytes) -> AsyncIterator[Any]:
+        """One OpenAI request through a handle (the activator's path), streamed back in pieces.
+
+        Yields ``None`` first, the moment this replica has the request (the activator's hold
+        ends there), then ``{"status", "media_type"}``, then the body as ``bytes`` pieces: one
+        for a JSON answer, one per server-sent event for a stream.
+        """
+        from starlette.responses import StreamingResponse
+
+        yield None
+        response = await self.frontend.respond("chat" if kind == "chat" else "completion", body)
+        yield {"status": response.status_code, "media_type": response.media_type}
+        if isinstance(response, StreamingResponse):
+            async for piece in response.body_iterator:
+                yield piece if isinstance(piece, bytes) else str(piece).encode()
+        else:
+            yield bytes(response.body)
+
     async def stats(self) -> dict[str, Any]:
-        """The engine's :class:`~corral.serving.EngineStats` as a dict, with the ``replica`` id (through a handle)."""
+        """The engine's :class:`~corral.serving.EngineStats` as a dict, with the ``replica`` id and its
+        ``startup`` times (through a handle).
+        """
         from dataclasses import asdict
 
-        return {"replica": serve.get_replica_context().replica_id.unique_id, **asdict(self.engine.stats())}
+        return {
+            "replica": serve.get_replica_context().replica_id.unique_id,
+            "startup": dict(self.startup),
+            **asdict(self.engine.stats()),
+        }
+
+
+def _warm_up(model: Any, tokenizer: Any) -> None:
+    """One forward pass on a short prompt, so the first request does not pay for lazy initialisation."""
+    import torch
+
+    ids = tokenizer("Hello", return_tensors="pt")["input_ids"]
+    with torch.inference_mode():
+        model(input_ids=ids)
 
 
 def build_app(args: dict[str, Any]) -> serve.Application:
@@ -116,11 +186,20 @@ def build_app(args: dict[str, Any]) -> serve.Application:
         args: A :class:`ServeAppArgs` as plain JSON (the application's ``args``).
 
     Returns:
-        The bound application: one ``CorralLLMServer`` deployment, ingress and engine in one.
+        The bound application: one ``CorralLLMServer`` deployment, ingress and engine in one; with
+        ``args.hold`` set (a deployment that scales to zero), a ``CorralActivator`` ingress in front
+        that holds requests until a replica takes them.
     """
     parsed = ServeAppArgs.model_validate(args)
     server: Any = CorralLLMServer
-    app: serve.Application = server.options(
-        max_ongoing_requests=parsed.max_concurrent_sequences + parsed.max_queued_requests
-    ).bind(parsed.model_dump(mode="json"))
-    return app
+    bound = server.options(max_ongoing_requests=parsed.max_concurrent_sequences + parsed.max_queued_requests).bind(
+        parsed.model_dump(mode="json")
+    )
+    if parsed.hold is None:
+        app: serve.Application = bound
+        return app
+    from corral.serving._activator import CorralActivator
+
+    activator: Any = CorralActivator
+    held: serve.Application = activator.bind(parsed.model_dump(mode="json"), bound)
+    return held

@@ -7,9 +7,11 @@ must survive a round trip through YAML (a ``RayService``'s ``serveConfigV2``).
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["AdapterSource", "ServeAppArgs"]
+__all__ = ["AdapterSource", "HoldArgs", "ServeAppArgs"]
 
 
 class AdapterSource(BaseModel):
@@ -19,6 +21,27 @@ class AdapterSource(BaseModel):
 
     name: str = Field(min_length=1, description="Name clients pass as model to reach the adapter.")
     uri: str = Field(min_length=1, description="Artifact URI of the adapter directory (file://, s3://, hf://).")
+
+
+class HoldArgs(BaseModel):
+    """How the activator in front of a scale-to-zero deployment holds requests."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    timeout_seconds: int = Field(ge=1, le=3600, description="Longest wait for a replica before answering 503.")
+    retry_after_seconds: int = Field(ge=0, le=3600, description="Retry-After of that 503: the estimated cold start.")
+
+
+class ChatAuthArgs(BaseModel):
+    """Who may call the endpoint: bearer tokens of the deployment's namespace, as SHA-256 digests."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    token_sha256: list[Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]] = Field(
+        default_factory=list,
+        description="Hex SHA-256 digests of the accepted tokens (the namespace's tenants and the admins); empty: "
+        "every call is refused.",
+    )
 
 
 class ServeAppArgs(BaseModel):
@@ -41,6 +64,26 @@ class ServeAppArgs(BaseModel):
         default=None, description="Jinja chat template overriding the tokenizer's (the one the model was trained with)."
     )
     torch_threads: int = Field(default=1, ge=1, description="torch.set_num_threads in each replica.")
+    trust_remote_code: bool = Field(
+        default=False,
+        description="Load the base with the model code shipped with its weights (a Model with trustRemoteCode, allowed "
+        "in its namespace).",
+    )
+    auth: ChatAuthArgs | None = Field(
+        default=None,
+        description="Bearer tokens the endpoint accepts. The control plane always sets it; unset (a test serving an "
+        "app by hand) leaves the endpoint open.",
+    )
+    max_body_bytes: int = Field(
+        default=4 * 2**20, ge=1024, le=256 * 2**20, description="Largest request body read (413 beyond it)."
+    )
+    hold: HoldArgs | None = Field(
+        default=None,
+        description=(
+            "Set for a deployment that scales to zero: an activator deployment takes the HTTP requests and holds "
+            "each until a replica takes it (starting one from zero), or answers 503 with Retry-After past the timeout."
+        ),
+    )
 
     def served_names(self) -> list[str]:
         """The base name followed by the adapter names."""

@@ -13,6 +13,10 @@ Each ModelDeployment becomes one application named after it, served under
   both the OpenAI HTTP ingress and the batching engine (multiplexed by adapter), whose
   options carry the replicas, autoscaling and resources. Clients reach a replica that
   already holds an adapter by sending :data:`MULTIPLEX_HEADER` (see :func:`routing_headers`).
+  With ``autoscaling.minReplicas: 0`` a second deployment, ``CorralActivator`` (always one
+  replica, no CPU reserved), is the ingress: it holds requests while the model scales up
+  from zero, for ``holdTimeoutSeconds`` (default from :func:`cold_start_estimate`), then
+  answers 503 with ``Retry-After``.
 * engine ``vllm`` (GPUs): ``import_path: ray.serve.llm:build_openai_app`` with one
   ``LLMConfig`` in ``args.llm_configs``. Ray Serve LLM names LoRA models
   ``<base>:<adapter>`` and loads them from one remote prefix
@@ -33,14 +37,18 @@ from corral.api.v1alpha1.common import LocalObjectReference
 from corral.api.v1alpha1.modeldeployment import ModelDeployment, ModelDeploymentSpec
 from corral.artifacts import parse_uri
 from corral.scheduler import ray_accelerator_type
-from corral.serving._args import AdapterSource, ServeAppArgs
+from corral.serving._args import AdapterSource, HoldArgs, ServeAppArgs
+from corral.serving._coldstart import default_hold_seconds, estimate_cold_start_seconds
 
 __all__ = [
+    "ACTIVATOR_DEPLOYMENT",
     "CORRAL_IMPORT_PATH",
     "LLM_DEPLOYMENT",
     "MULTIPLEX_HEADER",
     "VLLM_IMPORT_PATH",
     "ResolvedModel",
+    "cold_start_estimate",
+    "hold_args",
     "resolve_engine",
     "routing_headers",
     "serve_config",
@@ -51,6 +59,8 @@ CORRAL_IMPORT_PATH = "corral.serving:build_app"
 VLLM_IMPORT_PATH = "ray.serve.llm:build_openai_app"
 #: The one deployment of an engine-``transformers`` application: OpenAI ingress and engine.
 LLM_DEPLOYMENT = "CorralLLMServer"
+#: The ingress of an engine-``transformers`` application that scales to zero: holds requests.
+ACTIVATOR_DEPLOYMENT = "CorralActivator"
 #: The request header Serve's proxy routes on to a replica holding that multiplexed model.
 MULTIPLEX_HEADER = "serve_multiplexed_model_id"
 Engine = Literal["vllm", "transformers"]
@@ -65,15 +75,37 @@ class ResolvedModel(BaseModel):
     chat_template: str | None = Field(
         default=None, description="Jinja chat template the model was trained with; unset uses the tokenizer's."
     )
+    size_bytes: int = Field(default=0, ge=0, description="Size of the artifact in bytes; 0 when unknown.")
+    architecture: str | None = Field(default=None, description="transformers model_type of the weights, when known.")
+    trust_remote_code: bool = Field(
+        default=False, description="Load with the model code shipped with the weights (an allowed trustRemoteCode)."
+    )
+
+
+#: transformers ``model_type`` values vLLM implements (its supported-models list: decoder-only text
+#: generation). ``auto`` serves other architectures with engine ``transformers`` on one GPU.
+VLLM_ARCHITECTURES = frozenset({
+    "aquila", "baichuan", "bloom", "chatglm", "cohere", "deepseek_v2", "deepseek_v3", "falcon", "gemma", "gemma2",
+    "gemma3", "gpt2", "gpt_bigcode", "gpt_neox", "gptj", "internlm2", "llama", "mistral", "mixtral", "mpt", "olmo",
+    "opt", "phi", "phi3", "qwen", "qwen2", "qwen2_moe", "qwen3", "stablelm", "starcoder2",
+})  # fmt: skip
 
 
 Resolver = Callable[[LocalObjectReference], ResolvedModel]
 
 
-def resolve_engine(spec: ModelDeploymentSpec) -> Engine:
-    """The engine a spec runs on: ``auto`` is ``vllm`` with GPUs, else ``transformers``."""
+def resolve_engine(spec: ModelDeploymentSpec, architecture: str | None = None) -> Engine:
+    """The engine a spec runs on.
+
+    ``auto`` is ``vllm`` with GPUs, else ``transformers``; with one GPU per replica and a base
+    architecture vLLM does not implement (``architecture`` given and not in
+    :data:`VLLM_ARCHITECTURES`, e.g. PanGu-alpha), ``auto`` is ``transformers`` on that GPU.
+    """
     if spec.engine == "auto":
-        return "vllm" if spec.resources.gpus_per_replica > 0 else "transformers"
+        gpus = spec.resources.gpus_per_replica
+        if gpus == 0 or (gpus == 1 and architecture is not None and architecture not in VLLM_ARCHITECTURES):
+            return "transformers"
+        return "vllm"
     return spec.engine
 
 
@@ -84,6 +116,30 @@ def served_model_names(deployment: ModelDeployment) -> list[str]:
     if resolve_engine(spec) == "vllm":
         return [base, *(f"{base}:{a.name}" for a in spec.adapters)]
     return [base, *(a.name for a in spec.adapters)]
+
+
+def cold_start_estimate(spec: ModelDeploymentSpec, sizes_bytes: Sequence[int]) -> int:
+    """Seconds a replica of ``spec`` is estimated to need from zero, given its weights' sizes (base, adapters)."""
+    return estimate_cold_start_seconds(sum(sizes_bytes), resolve_engine(spec))
+
+
+def hold_args(spec: ModelDeploymentSpec, sizes_bytes: Sequence[int]) -> HoldArgs | None:
+    """How the activator holds requests for ``spec``; None unless it may scale to zero.
+
+    Args:
+        spec: The deployment's spec.
+        sizes_bytes: Sizes of the weights it serves (base, adapters), for the estimated cold start.
+
+    Returns:
+        The hold timeout (``autoscaling.holdTimeoutSeconds``, else :func:`default_hold_seconds`
+        of the estimate) and the ``Retry-After`` past it (the estimate), or None with
+        ``minReplicas`` above zero.
+    """
+    if spec.autoscaling is None or spec.autoscaling.min_replicas > 0:
+        return None
+    estimate = cold_start_estimate(spec, sizes_bytes)
+    timeout = spec.autoscaling.hold_timeout_seconds or default_hold_seconds(estimate)
+    return HoldArgs(timeout_seconds=timeout, retry_after_seconds=min(estimate, 3600))
 
 
 def routing_headers(spec: ModelDeploymentSpec, model: str) -> dict[str, str]:
@@ -118,7 +174,8 @@ def serve_config(
 
     Raises:
         ValueError: Two deployments share a name, or a deployment asks for something its
-            engine cannot do (GPUs on ``transformers``; non-``s3://`` adapters on ``vllm``).
+            engine cannot do (more than one GPU per replica on ``transformers``; non-``s3://``
+            adapters on ``vllm``).
     """
     names = [d.metadata.name for d in deployments]
     dupes = sorted({n for n in names if names.count(n) > 1})
@@ -126,7 +183,7 @@ def serve_config(
         raise ValueError(f"deployment names must be unique (repeated: {', '.join(dupes)})")
     apps = []
     for dep in deployments:
-        engine = resolve_engine(dep.spec)
+        engine = resolve_engine(dep.spec, resolve(dep.spec.model).architecture)
         app = _vllm_app(dep, resolve) if engine == "vllm" else _corral_app(dep, resolve)
         apps.append(app)
     config: dict[str, Any] = {"applications": apps}
@@ -170,13 +227,16 @@ def _clean(d: dict[str, Any]) -> dict[str, Any]:
 
 def _corral_app(dep: ModelDeployment, resolve: Resolver) -> dict[str, Any]:
     spec = dep.spec
-    if spec.resources.gpus_per_replica > 0:
+    gpus = spec.resources.gpus_per_replica
+    if gpus > 1:
         raise ValueError(
-            f"deployment {dep.metadata.name}: engine transformers serves on CPUs only "
-            f"(gpusPerReplica={spec.resources.gpus_per_replica}); use engine vllm or auto for GPUs"
+            f"deployment {dep.metadata.name}: engine transformers runs a replica on one GPU at most "
+            f"(gpusPerReplica={gpus}); tensor parallelism over {gpus} GPUs needs engine vllm"
         )
     base = resolve(spec.model)
-    adapters = [AdapterSource(name=a.name, uri=resolve(a.model).uri) for a in spec.adapters]
+    resolved = [(a.name, resolve(a.model)) for a in spec.adapters]
+    adapters = [AdapterSource(name=name, uri=r.uri) for name, r in resolved]
+    hold = hold_args(spec, [base.size_bytes, *(r.size_bytes for _, r in resolved)])
     cpus = _cpus(spec)
     threads = max(1, math.floor(cpus))
     queued = 4 * spec.max_concurrent_sequences
@@ -189,33 +249,51 @@ def _corral_app(dep: ModelDeployment, resolve: Resolver) -> dict[str, Any]:
         max_queued_requests=queued,
         max_context_length=spec.max_context_length,
         chat_template=base.chat_template,
+        trust_remote_code=base.trust_remote_code,
         torch_threads=threads,
+        hold=hold,
     )
     _, max_replicas = spec.replica_range
     actor_options = _clean(
         {
             "num_cpus": cpus,
+            "num_gpus": gpus or None,
             "memory": _memory_bytes(spec),
             "accelerator_type": ray_accelerator_type(spec.resources.accelerator_type),
         }
     )
+    max_ongoing = spec.max_concurrent_sequences + queued
+    max_queued = 8 * spec.max_concurrent_sequences * max(max_replicas, 1)
+    deployments: list[dict[str, Any]] = [
+        {
+            "name": LLM_DEPLOYMENT,
+            **_clean(_scaling(spec)),
+            # A replica takes a batch plus its engine's queue, so a slot that frees is
+            # refilled at the next step; beyond that Serve's proxy (or the activator's
+            # handle) queues, and answers 503 (the activator: 429) when that is full too.
+            "max_ongoing_requests": max_ongoing,
+            "max_queued_requests": max_queued,
+            "ray_actor_options": actor_options,
+        },
+    ]
+    if hold is not None:
+        deployments.insert(
+            0,
+            {
+                "name": ACTIVATOR_DEPLOYMENT,
+                "num_replicas": 1,
+                # Everything the model replicas hold plus everything held for them.
+                "max_ongoing_requests": max_ongoing * max(max_replicas, 1) + max_queued,
+                "ray_actor_options": {"num_cpus": 0.0},
+            },
+        )
     return {
         "name": dep.metadata.name,
         "route_prefix": f"/{dep.metadata.name}",
         "import_path": CORRAL_IMPORT_PATH,
         "args": args.model_dump(mode="json"),
         "runtime_env": {"env_vars": {"OMP_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false"}},
-        "deployments": [
-            {
-                "name": LLM_DEPLOYMENT,
-                **_clean(_scaling(spec)),
-                # A replica takes a batch plus its engine's queue, so a slot that frees is
-                # refilled at the next step; beyond that Serve's proxy queues (503 when full).
-                "max_ongoing_requests": spec.max_concurrent_sequences + queued,
-                "max_queued_requests": 8 * spec.max_concurrent_sequences * max(max_replicas, 1),
-                "ray_actor_options": actor_options,
-            },
-        ],
+        "deployments": deployments,
     }
 
 

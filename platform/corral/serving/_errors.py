@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "ColdStartTimeoutError",
     "EngineClosedError",
     "InvalidRequestError",
     "ModelNotFoundError",
@@ -86,3 +87,22 @@ class EngineClosedError(ServingError):
     status = 503
     type = "server_error"
     code = "unavailable"
+
+
+class ColdStartTimeoutError(ServingError):
+    """No replica took the request within the hold timeout (503); retry after ``retry_after`` seconds.
+
+    Raised where a request is held while a deployment scales up from zero (or every replica
+    is full) and the wait outlasts the hold timeout.
+
+    Attributes:
+        retry_after: Seconds a client should wait before retrying (the ``Retry-After`` header).
+    """
+
+    status = 503
+    type = "server_error"
+    code = "cold_start_timeout"
+
+    def __init__(self, message: str, *, retry_after: int, param: str | None = None) -> None:
+        super().__init__(message, param=param)
+        self.retry_after = retry_after

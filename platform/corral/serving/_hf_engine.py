@@ -12,7 +12,8 @@ runs on a single worker thread so the event loop stays free to accept requests. 
 So requests that arrive while a batch runs join it at the next step (continuous
 batching) instead of waiting for it to finish. Finished rows leave the batch at once
 (``DynamicCache.batch_select_indices``), and left padding no live row needs is trimmed.
-Rows use different adapters in the same forward pass through PEFT's ``adapter_names=``.
+Rows use different adapters in the same forward pass (batched LoRA: two batched matmuls
+per layer for all rows, :mod:`corral.serving._batched_lora`).
 Tokens are detokenized and streamed as they are produced; stop strings are held back
 until they can no longer match.
 """
@@ -75,6 +76,8 @@ class TransformersEngine(Engine):
         max_context_length: Longest prompt + answer; default the model's ``max_position_embeddings``.
         max_waiting: Requests queued beyond the batch before new ones get a 429.
         metrics: Where to record ``corral_serving_*``; ``None`` records nothing.
+        batched_lora: Compute mixed-adapter batches with stacked adapters (two batched matmuls
+            per layer); ``False`` uses PEFT's per-adapter loop (for comparison).
     """
 
     def __init__(
@@ -88,6 +91,7 @@ class TransformersEngine(Engine):
         max_context_length: int | None = None,
         max_waiting: int = 256,
         metrics: ServingMetrics | None = None,
+        batched_lora: bool = True,
     ) -> None:
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1 (got {max_batch_size})")
@@ -101,6 +105,7 @@ class TransformersEngine(Engine):
             self._executor,
             on_load=metrics.adapter_loaded if metrics else None,
             on_evict=metrics.adapter_evicted if metrics else None,
+            batched=batched_lora,
         )
         model_ctx = int(getattr(model.config, "max_position_embeddings", 0) or 0)
         self.max_context_length = max_context_length or model_ctx
@@ -110,6 +115,8 @@ class TransformersEngine(Engine):
             raise ValueError(f"max_context_length {self.max_context_length} exceeds the model's {model_ctx} positions")
         self.max_batch_size = max_batch_size
         self.max_waiting = max_waiting
+        # Every tensor the engine makes goes where the model is (a GPU's, not torch's default device).
+        self._device: torch.device = next(iter(model.parameters())).device
         self._eos = self._eos_ids(model, tokenizer)
         self._pad = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(self._eos))
         self._waiting: collections.deque[_Seq] = collections.deque()
@@ -225,7 +232,7 @@ class TransformersEngine(Engine):
             await self.adapters.acquire(request.adapter)
         gen = None
         if params.temperature > 0:
-            gen = torch.Generator()
+            gen = torch.Generator(device=self._device)
             if params.seed is not None:
                 gen.manual_seed(params.seed)
             else:
@@ -323,9 +330,14 @@ class TransformersEngine(Engine):
 
     def _forward(self, kind: str, rows: list[_Seq], **inputs: Any) -> Any:
         model = self.adapters.model
-        if self.adapters.is_peft:
-            inputs["adapter_names"] = [s.adapter or BASE_ADAPTER for s in rows]
-        out = model(use_cache=True, **inputs)
+        batched = self.adapters.batched
+        if batched is not None:
+            with batched.rows([s.adapter for s in rows], self._device):
+                out = model(use_cache=True, **inputs)
+        else:
+            if self.adapters.is_peft:
+                inputs["adapter_names"] = [s.adapter or BASE_ADAPTER for s in rows]
+            out = model(use_cache=True, **inputs)
         self._steps += 1
         self._rows += len(rows)
         self._max_seen = max(self._max_seen, len(rows))
@@ -334,13 +346,15 @@ class TransformersEngine(Engine):
 
     def _prefill(self, admit: list[_Seq]) -> None:
         longest = max(len(s.request.prompt_ids) for s in admit)
-        ids = torch.full((len(admit), longest), self._pad, dtype=torch.long)
-        mask = torch.zeros((len(admit), longest), dtype=torch.long)
-        for i, s in enumerate(admit):
-            p = s.request.prompt_ids
-            ids[i, longest - len(p) :] = torch.tensor(p, dtype=torch.long)
-            mask[i, longest - len(p) :] = 1
+        rows_ids: list[list[int]] = []
+        rows_mask: list[list[int]] = []
+        for s in admit:
+            p = list(s.request.prompt_ids)
+            rows_ids.append([self._pad] * (longest - len(p)) + p)
+            rows_mask.append([0] * (longest - len(p)) + [1] * len(p))
             s.pos = len(p)
+        ids = torch.tensor(rows_ids, dtype=torch.long, device=self._device)
+        mask = torch.tensor(rows_mask, dtype=torch.long, device=self._device)
         position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
         out = self._forward("prefill", admit, input_ids=ids, attention_mask=mask, position_ids=position_ids)
         logits = out.logits[:, -1, :].float()
@@ -352,9 +366,9 @@ class TransformersEngine(Engine):
     def _decode(self) -> None:
         rows = self._running
         assert self._mask is not None
-        ids = torch.tensor([[s.generated[-1]] for s in rows], dtype=torch.long)
-        self._mask = torch.cat([self._mask, torch.ones((len(rows), 1), dtype=torch.long)], dim=1)
-        position_ids = torch.tensor([[s.pos] for s in rows], dtype=torch.long)
+        ids = torch.tensor([[s.generated[-1]] for s in rows], dtype=torch.long, device=self._device)
+        self._mask = torch.cat([self._mask, self._mask.new_ones((len(rows), 1))], dim=1)
+        position_ids = torch.tensor([[s.pos] for s in rows], dtype=torch.long, device=self._device)
         out = self._forward(
             "decode",
             rows,
@@ -391,7 +405,7 @@ class TransformersEngine(Engine):
             self._cache, self._mask = None, None
             return left
         assert self._mask is not None
-        index = torch.tensor(keep, dtype=torch.long)
+        index = torch.tensor(keep, dtype=torch.long, device=self._device)
         self._cache.batch_select_indices(index)
         self._mask = self._mask[index]
         first = int(torch.nonzero(self._mask.sum(dim=0))[0])

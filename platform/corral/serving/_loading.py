@@ -48,12 +48,20 @@ def fetch_dir(uri: str, cache_root: Path | None = None) -> Path:
     return local
 
 
-def load_base(uri: str, chat_template: str | None = None) -> tuple[Any, Any]:
-    """Load a causal LM and its tokenizer from ``uri`` for CPU inference (float32, eval mode).
+def load_base(
+    uri: str, chat_template: str | None = None, *, trust_remote_code: bool = False, device: str = "cpu"
+) -> tuple[Any, Any]:
+    """Load a causal LM and its tokenizer from ``uri`` for inference (eval mode).
+
+    On the CPU the weights are float32; on a GPU (``device="cuda"``) bf16, or fp16 where the GPU
+    has no bf16, on that device.
 
     Args:
         uri: Where the model is (``file://``, ``s3://``, ``hf://``).
         chat_template: A Jinja chat template that overrides the tokenizer's own.
+        trust_remote_code: Run the model code shipped with the weights (a Model with
+            ``spec.trustRemoteCode`` in a namespace that allows it).
+        device: ``cpu`` or ``cuda`` (the replica's one GPU).
 
     Returns:
         ``(model, tokenizer)``.
@@ -62,9 +70,13 @@ def load_base(uri: str, chat_template: str | None = None) -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = fetch_dir(uri)
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     if chat_template:
         tokenizer.chat_template = chat_template
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-    model.eval()  # type: ignore[no-untyped-call]
+    dtype = torch.float32
+    if device != "cpu":
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    model: Any = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code)
+    model = model.to(device)
+    model.eval()
     return model, tokenizer

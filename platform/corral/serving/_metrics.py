@@ -13,7 +13,9 @@ Two backends record the same series:
   why replicas use this backend.
 
 Labels: ``model`` (the served base name) and ``adapter`` (adapter name, empty for the
-base); errors add ``code`` (HTTP status).
+base); errors add ``code`` (HTTP status). Two families are per model only: a replica's
+start-up by ``stage`` (``imports``, ``model_load``, ``warmup``) and the time the activator
+of a scale-to-zero deployment held a request until a replica took it.
 """
 
 from __future__ import annotations
@@ -22,10 +24,23 @@ from typing import Any, Literal
 
 from prometheus_client import CollectorRegistry
 
-__all__ = ["LATENCY_BUCKETS", "METRIC_NAMES", "ServingMetrics"]
+__all__ = ["LATENCY_BUCKETS", "METRIC_NAMES", "STARTUP_BUCKETS", "STARTUP_STAGES", "ServingMetrics"]
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+#: Buckets of waits that can be a cold start: held requests and replica start-up stages.
+STARTUP_BUCKETS = (0.01, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0)
+#: The stages of a replica's start-up that the replica itself can time.
+STARTUP_STAGES = ("imports", "model_load", "warmup")
 _LABELS = ("model", "adapter")
+_OWN_LABELS = {
+    "corral_serving_replica_startup_seconds": ("model", "stage"),
+    "corral_serving_request_hold_seconds": ("model",),
+    "corral_serving_errors_total": (*_LABELS, "code", "type"),
+}
+_OWN_BUCKETS = {
+    "corral_serving_replica_startup_seconds": STARTUP_BUCKETS,
+    "corral_serving_request_hold_seconds": STARTUP_BUCKETS,
+}
 
 #: name -> (kind, description)
 METRIC_NAMES: dict[str, tuple[str, str]] = {
@@ -40,6 +55,14 @@ METRIC_NAMES: dict[str, tuple[str, str]] = {
     "corral_serving_adapter_loads_total": ("counter", "Adapter loads into a replica."),
     "corral_serving_adapter_evictions_total": ("counter", "Adapter evictions from a replica."),
     "corral_serving_adapter_load_seconds": ("histogram", "Seconds to fetch and load an adapter."),
+    "corral_serving_replica_startup_seconds": (
+        "histogram",
+        "Seconds a starting replica spent per stage (imports, model_load, warmup) before it took requests.",
+    ),
+    "corral_serving_request_hold_seconds": (
+        "histogram",
+        "Seconds the activator of a scale-to-zero deployment held a request until a replica took it.",
+    ),
 }
 
 
@@ -73,10 +96,10 @@ class ServingMetrics:
         self._ongoing: dict[str, int] = {}
         self._m: dict[str, Any] = {}
         for name, (kind, doc) in METRIC_NAMES.items():
-            labels = (*_LABELS, "code", "type") if name == "corral_serving_errors_total" else _LABELS
-            self._m[name] = self._make(kind, name, doc, labels, registry)
+            self._m[name] = self._make(kind, name, doc, _OWN_LABELS.get(name, _LABELS), registry)
 
     def _make(self, kind: str, name: str, doc: str, labels: tuple[str, ...], registry: CollectorRegistry | None) -> Any:
+        buckets = _OWN_BUCKETS.get(name, LATENCY_BUCKETS)
         if self.backend == "ray":
             from ray.util import metrics as rm
 
@@ -84,7 +107,7 @@ class ServingMetrics:
                 return rm.Counter(name, description=doc, tag_keys=labels)
             if kind == "gauge":
                 return rm.Gauge(name, description=doc, tag_keys=labels)
-            return rm.Histogram(name, description=doc, boundaries=list(LATENCY_BUCKETS), tag_keys=labels)
+            return rm.Histogram(name, description=doc, boundaries=list(buckets), tag_keys=labels)
         from corral import observability as obs
 
         reg = registry if registry is not None else obs.REGISTRY
@@ -92,7 +115,7 @@ class ServingMetrics:
             return obs.counter(name.removesuffix("_total"), doc, labels, registry=reg)
         if kind == "gauge":
             return obs.gauge(name, doc, labels, registry=reg)
-        return obs.histogram(name, doc, labels, registry=reg, buckets=LATENCY_BUCKETS)
+        return obs.histogram(name, doc, labels, registry=reg, buckets=buckets)
 
     def _tags(self, adapter: str | None, **extra: str) -> dict[str, str]:
         return {"model": self.model, "adapter": adapter or "", **extra}
@@ -162,3 +185,12 @@ class ServingMetrics:
     def adapter_evicted(self, adapter: str) -> None:
         """An adapter was evicted."""
         self._inc("corral_serving_adapter_evictions_total", self._tags(adapter))
+
+    def replica_started(self, stages: dict[str, float]) -> None:
+        """A replica finished starting: seconds per stage of :data:`STARTUP_STAGES`."""
+        for stage, seconds in stages.items():
+            self._observe("corral_serving_replica_startup_seconds", {"model": self.model, "stage": stage}, seconds)
+
+    def request_held(self, seconds: float) -> None:
+        """The activator held a request ``seconds`` until a replica took it."""
+        self._observe("corral_serving_request_hold_seconds", {"model": self.model}, seconds)

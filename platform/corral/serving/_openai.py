@@ -12,6 +12,7 @@ mount the same app in-process.
 # No ``from __future__ import annotations``: FastAPI reads the route methods' annotations at
 # runtime and must see the real ``Request`` class, not a string.
 
+import asyncio
 import json
 import logging
 import time
@@ -23,6 +24,7 @@ from typing import Any, Literal
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
+from corral.serving._chat_auth import DEFAULT_MAX_BODY_BYTES, ChatAuth, read_capped
 from corral.serving._engine import Engine, GenerationChunk, GenerationRequest, SamplingParams
 from corral.serving._errors import InvalidRequestError, ModelNotFoundError, ServingError
 from corral.serving._metrics import ServingMetrics
@@ -86,6 +88,10 @@ class OpenAIFrontend:
         metrics: Where errors are counted (the engine records the rest); ``None`` records nothing.
         prepare_adapter: Awaited with the adapter name before a request for it reaches the engine
             (Serve's ``@serve.multiplexed`` loader, so the replica reports which adapters it holds).
+        auth: The bearer tokens the HTTP routes accept; ``None`` leaves them open (tests).
+        max_body_bytes: Largest request body the HTTP routes read.
+        max_context_length: Longest prompt in tokens; a prompt with more characters than that many
+            of the tokenizer's longest tokens is refused before it is tokenized.
     """
 
     def __init__(
@@ -97,9 +103,15 @@ class OpenAIFrontend:
         adapters: Sequence[str] = (),
         metrics: ServingMetrics | None = None,
         prepare_adapter: Callable[[str], Awaitable[object]] | None = None,
+        auth: ChatAuth | None = None,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        max_context_length: int | None = None,
     ) -> None:
         self.engine = engine
         self.prompter = prompter
+        self.auth = auth
+        self.max_body_bytes = max_body_bytes
+        self._max_prompt_chars = (max_context_length or 0) * max(prompter.longest_token_chars(), 1)
         self.served_name = served_name
         self.adapters = tuple(adapters)
         self.metrics = metrics
@@ -116,8 +128,16 @@ class OpenAIFrontend:
 
     # ---------------------------------------------------------------- routes
 
-    async def models(self) -> dict[str, Any]:
+    async def models(self, request: Request) -> Response:
         """``GET /v1/models``: the base model and its adapters."""
+        try:
+            self._authorize(request)
+        except ServingError as exc:
+            return self._error(exc, None)
+        return JSONResponse(self.model_list())
+
+    def model_list(self) -> dict[str, Any]:
+        """The ``/v1/models`` body."""
         cards = [ModelCard(id=self.served_name)] + [ModelCard(id=a, parent=self.served_name) for a in self.adapters]
         return ModelList(data=cards).model_dump()
 
@@ -127,19 +147,40 @@ class OpenAIFrontend:
 
     async def chat_completions(self, request: Request) -> Response:
         """``POST /v1/chat/completions`` (streamed and not)."""
-        return await self._serve(request, "chat")
+        return await self._route(request, "chat")
 
     async def completions(self, request: Request) -> Response:
         """``POST /v1/completions`` (streamed and not)."""
-        return await self._serve(request, "completion")
+        return await self._route(request, "completion")
+
+    def _authorize(self, request: Request) -> None:
+        if self.auth is not None:
+            self.auth.check(request.headers.get("authorization"))
+
+    async def _route(self, request: Request, kind: Kind) -> Response:
+        try:
+            self._authorize(request)  # before the body is read
+            raw = await read_capped(request, self.max_body_bytes)
+        except ServingError as exc:
+            return self._error(exc, None)
+        return await self.respond(kind, raw)
 
     # ---------------------------------------------------------------- one request
 
-    async def _serve(self, request: Request, kind: Kind) -> Response:
+    async def respond(self, kind: Kind, raw: bytes) -> Response:
+        """Answer one OpenAI request body of ``kind`` (what the routes do, callable without HTTP).
+
+        Args:
+            kind: ``chat`` (``/v1/chat/completions``) or ``completion`` (``/v1/completions``).
+            raw: The request body.
+
+        Returns:
+            A JSON response, a server-sent-events :class:`StreamingResponse`, or OpenAI's error.
+        """
         adapter: str | None = None
         try:
             try:
-                body = json.loads(await request.body())
+                body = json.loads(raw)
             except ValueError:
                 raise InvalidRequestError("the request body is not valid JSON", param=None) from None
             req: OpenAIRequest
@@ -148,9 +189,12 @@ class OpenAIFrontend:
             else:
                 req = parse_request(CompletionRequest, body)
             adapter = self._adapter_for(req.model)
+            self._check_prompt_size(req)
             if adapter is not None and self._prepare_adapter is not None:
                 await self._prepare_adapter(adapter)
-            chunks = self.engine.generate(self._generation_request(req, adapter))
+            # Tokenizing a long prompt takes a while: off the event loop, which keeps serving others.
+            generation = await asyncio.to_thread(self._generation_request, req, adapter)
+            chunks = self.engine.generate(generation)
             first = await self._first(chunks)
         except ServingError as exc:
             if exc.param == "prompt" and kind == "chat":
@@ -160,6 +204,21 @@ class OpenAIFrontend:
         if req.stream:
             return StreamingResponse(self._events(answer, first, chunks), media_type="text/event-stream")
         return await self._whole(answer, first, chunks)
+
+    def _check_prompt_size(self, req: OpenAIRequest) -> None:
+        """Refuse, before tokenizing, a prompt that cannot fit: more characters than the context's tokens can hold."""
+        if not self._max_prompt_chars:
+            return
+        if isinstance(req, ChatCompletionRequest):
+            chars = sum(len(m.text()) for m in req.messages)
+        else:
+            chars = len(req.prompt_text())
+        if chars > self._max_prompt_chars:
+            raise InvalidRequestError(
+                f"the prompt has {chars} characters; the model's context of {self._max_prompt_chars} characters at "
+                "most cannot hold it",
+                param="prompt",
+            )
 
     def _adapter_for(self, model: str) -> str | None:
         if model == self.served_name:

@@ -18,6 +18,14 @@ class Prompter:
 
     def __init__(self, tokenizer: Any) -> None:
         self.tokenizer = tokenizer
+        self._longest: int | None = None
+
+    def longest_token_chars(self) -> int:
+        """Characters in the vocabulary's longest token (an upper bound of text per token)."""
+        if self._longest is None:
+            vocab = self.tokenizer.get_vocab()
+            self._longest = max((len(token) for token in vocab), default=1)
+        return self._longest
 
     def chat(self, messages: list[dict[str, str]]) -> list[int]:
         """Token ids of ``messages`` followed by the assistant's generation prompt.

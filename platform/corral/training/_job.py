@@ -45,6 +45,11 @@ class BaseModelSource(CorralModel):
     license: Annotated[str, Field(min_length=1, max_length=64)] = Field(
         description="SPDX id (or catalog license id) of the base model's license."
     )
+    trust_remote_code: bool = Field(
+        default=False,
+        description="Load the base with the model code shipped with its weights (transformers trust_remote_code); "
+        "set by the control plane only for a Model with spec.trustRemoteCode in a namespace that allows it.",
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> BaseModelSource:

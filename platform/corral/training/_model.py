@@ -9,7 +9,7 @@ import torch
 
 from corral.api.v1alpha1.finetunejob import LoRASpec
 
-__all__ = ["Method", "autocast_dtype", "build_model", "load_trainable", "trainable_state_dict"]
+__all__ = ["Method", "autocast_dtype", "base_dtype", "build_model", "load_trainable", "trainable_state_dict"]
 
 Method = Literal["lora", "qlora", "full"]
 
@@ -31,6 +31,21 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     if device.type != "cuda":
         raise ValueError(f"precision fp16 needs a CUDA device (device={device.type}); use bf16 or fp32")
     return torch.float16
+
+
+def base_dtype(method: str, precision: str, device: torch.device) -> torch.dtype:
+    """The dtype the base model's weights load in.
+
+    LoRA on a GPU keeps the frozen base in 16 bits — bf16, or fp16 where the GPU has no bf16 —
+    and the adapter in fp32 (PEFT upcasts half-precision adapters), as PEFT and LLaMA-Factory
+    recipes do and as the estimator counts (2 bytes per base parameter). A full fine-tune keeps
+    fp32 master weights under autocast; CPUs train in fp32.
+    """
+    if method != "lora" or device.type != "cuda" or precision == "fp32":
+        return torch.float32
+    if precision == "fp16" or not torch.cuda.is_bf16_supported():
+        return torch.float16
+    return torch.bfloat16
 
 
 def _target_modules(lora: LoRASpec) -> str | list[str]:
@@ -56,6 +71,8 @@ def build_model(
     gradient_checkpointing: bool = False,
     device: torch.device | None = None,
     zero3_config: dict[str, Any] | None = None,
+    trust_remote_code: bool = False,
+    precision: str = "fp32",
 ) -> torch.nn.Module:
     """Load the base model and make it trainable by ``method``.
 
@@ -74,6 +91,10 @@ def build_model(
         seed: Seeds the adapter initialisation.
         gradient_checkpointing: Recompute activations in the backward pass.
         device: Where to put the model (default CPU).
+        trust_remote_code: Run the model code shipped with the weights (transformers'
+            ``trust_remote_code``): only for Models that opted in, in namespaces that allow it.
+        precision: The job's precision; LoRA on a GPU loads the frozen base in 16 bits
+            (:func:`base_dtype`). Sharded strategies pass ``fp32`` (one dtype per flat group).
         zero3_config: The ZeRO-3 DeepSpeed config to load partitioned under
             (:func:`corral.training._deepspeed.zero3_load_config`); the same dict must reach
             ``deepspeed.initialize``. ``None``: load the whole model.
@@ -86,6 +107,8 @@ def build_model(
             missing; ``zero3_config`` not a stage 3 config.
         RuntimeError: No ``zero3_config`` while another model's ZeRO-3 loading is still alive
             (this model would load partitioned).
+        ValueError: From transformers, when the weights need their own code and
+            ``trust_remote_code`` is False.
     """
     from transformers import AutoModelForCausalLM
     from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
@@ -103,7 +126,7 @@ def build_model(
             "a ZeRO-3 loading (transformers' HfDeepSpeedConfig) is still alive: this model would load partitioned; "
             "let deepspeed.initialize take it from its model first"
         )
-    kwargs: dict[str, Any] = {"dtype": torch.float32}
+    kwargs: dict[str, Any] = {"dtype": base_dtype(method, precision, device)}
     if method == "qlora":
         from corral.training._preflight import qlora_refusal
 
@@ -122,7 +145,7 @@ def build_model(
             "device_map": {"": device},
             "dtype": torch.bfloat16,
         }
-    model: Any = AutoModelForCausalLM.from_pretrained(str(model_path), **kwargs)
+    model: Any = AutoModelForCausalLM.from_pretrained(str(model_path), trust_remote_code=trust_remote_code, **kwargs)
     model.config.use_cache = False
     if method != "qlora" and loading is None:  # zero.Init placed the partitions on the device already
         model.to(device)

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -27,6 +28,7 @@ from corral.training._data import PreparedData, load_conversations, prepare_unit
 from corral.training._events import CheckpointEvent, EventWriter, ProgressEvent, StartedEvent
 from corral.training._job import BaseModelSource, TrainingJob
 from corral.training._loop import LoopCallbacks, LoopConfig, LoopResult
+from corral.training._memory_fit import memory_fit
 from corral.training._model import build_model
 from corral.training._sampling import steps_per_epoch
 
@@ -195,19 +197,33 @@ def train_worker(config: dict[str, Any]) -> None:
                 f"rank {rank}: the base model was not materialised at {base} (no config.json); a builtin tiny model "
                 "is written by transformers on global rank 0 only, so builtin bases need a single node"
             )
-        tokenizer = AutoTokenizer.from_pretrained(base)
+        remote_code = job.base_model.trust_remote_code
+        tokenizer = AutoTokenizer.from_pretrained(base, trust_remote_code=remote_code)
         data, template_name, template = prepare_job_data(job, tokenizer)
         cfg = loop_config(job)
         hp = job.spec.hyperparameters
+        checkpointing = hp.gradient_checkpointing
+        if device.type == "cuda" and not checkpointing:
+            fit = memory_fit(
+                json.loads((base / "config.json").read_text(encoding="utf-8")),
+                job.spec,
+                torch.cuda.get_device_properties(device).total_memory,
+            )
+            checkpointing = fit.gradient_checkpointing
+            if checkpointing:
+                logger.warning("rank %d: gradient checkpointing on: %s", rank, fit.reason)
         model = build_model(
             base,
             job.spec.method,
             job.spec.effective_lora,
             seed=hp.seed,
-            gradient_checkpointing=hp.gradient_checkpointing,
+            gradient_checkpointing=checkpointing,
+            # LoRA under ddp on a GPU: the frozen base in 16 bits; sharded strategies keep one dtype
+            precision=hp.precision if cfg.strategy == "ddp" else "fp32",
             device=device,
             # deepspeed-zero3: each rank loads only its partition; initialize gets the same config dict
             zero3_config=zero3_load_config(cfg.strategy, hp, world_size=world, device=device),
+            trust_remote_code=remote_code,
         )
         _barrier(world)
         # resume: never gives each submission its own run name, so only in-run restarts find checkpoints here.

@@ -29,7 +29,15 @@ from .finetunejob import (
 )
 from .gpupool import GPUPool, GPUPoolSpec, GPUPoolStatus, NamespaceQuota
 from .model import Model, ModelSpec, ModelStatus
-from .modeldeployment import AdapterSpec, AutoscalingSpec, ModelDeployment, ModelDeploymentSpec, ModelDeploymentStatus
+from .modeldeployment import (
+    SERVING_PHASES,
+    AdapterSpec,
+    AutoscalingSpec,
+    ColdStartStatus,
+    ModelDeployment,
+    ModelDeploymentSpec,
+    ModelDeploymentStatus,
+)
 
 __all__ = [
     "API_GROUP",
@@ -38,6 +46,7 @@ __all__ = [
     "KINDS",
     "AdapterSpec",
     "AutoscalingSpec",
+    "ColdStartStatus",
     "Condition",
     "CorralModel",
     "Dataset",
@@ -58,6 +67,7 @@ __all__ = [
     "ModelDeployment",
     "ModelDeploymentSpec",
     "ModelDeploymentStatus",
+    "SERVING_PHASES",
     "ModelSpec",
     "ModelStatus",
     "NamespaceQuota",

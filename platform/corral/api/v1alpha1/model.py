@@ -56,6 +56,12 @@ class ModelSpec(CorralModel):
         default="auto",
         description="Prompt format: auto uses the tokenizer's own template, or the catalog's for catalog models.",
     )
+    trust_remote_code: bool = Field(
+        default=False,
+        description="Run the Python code shipped with the weights (transformers trust_remote_code) when training "
+        "and serving: needed for model types transformers does not implement (ChatGLM, PanGu-alpha conversions). "
+        "Off by default; an administrator must also allow remote code in the namespace.",
+    )
     display_name: Annotated[str, Field(max_length=256)] | None = Field(
         default=None, description="Human-friendly name shown in listings."
     )
@@ -139,6 +145,10 @@ class ModelStatus(CorralModel):
     context_length: int | None = Field(default=None, ge=0, description="Maximum context length in tokens.")
     chat_template: str | None = Field(default=None, description="The prompt format the model expects.")
     lineage: ModelLineage | None = Field(default=None, description="License lineage of the model.")
+    remote_code: bool | None = Field(
+        default=None,
+        description="True when loading runs code shipped with the weights (trustRemoteCode, allowed in the namespace).",
+    )
 
 
 class Model(Resource):

@@ -4,6 +4,7 @@ replicas as one OpenAI-compatible endpoint on Ray Serve.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import ConfigDict, Field, model_validator
@@ -22,11 +23,16 @@ from .common import (
 __all__ = [
     "AdapterSpec",
     "AutoscalingSpec",
+    "ColdStartStatus",
     "ModelDeployment",
     "ModelDeploymentSpec",
     "ModelDeploymentStatus",
+    "SERVING_PHASES",
     "ServingResources",
 ]
+
+SERVING_PHASES = frozenset({"Ready", "ScaledToZero", "ScalingUp"})
+"""Phases in which the endpoint answers (at zero replicas a request waits for a replica to start)."""
 
 ServedName = Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$")]
 
@@ -49,6 +55,15 @@ class AutoscalingSpec(CorralModel):
     upscale_delay_seconds: int = Field(default=30, ge=0, le=3600, description="Load must last this long to scale up.")
     downscale_delay_seconds: int = Field(
         default=600, ge=0, le=86400, description="Load must stay low this long to scale down."
+    )
+    hold_timeout_seconds: int | None = Field(
+        default=None,
+        ge=1,
+        le=3600,
+        description=(
+            "With minReplicas 0: how long a request waits for a replica (while one starts from zero) before it "
+            "is answered 503 with Retry-After; unset: three estimated cold starts, at least 60."
+        ),
     )
 
     model_config = ConfigDict(
@@ -149,12 +164,40 @@ class ModelDeploymentSpec(CorralModel):
         return fixed, fixed
 
 
+class ColdStartStatus(CorralModel):
+    """Scale-from-zero facts of a deployment with autoscaling.minReplicas 0."""
+
+    last_active_time: datetime | None = Field(
+        default=None,
+        description="Last time a ready replica was seen before the deployment scaled to zero; unset before that.",
+    )
+    scaling_up_since: datetime | None = Field(
+        default=None, description="When the scale-up from zero under way was first seen; unset otherwise."
+    )
+    count: int = Field(default=0, ge=0, description="Scale-ups from zero seen so far.")
+    last_seconds: int | None = Field(
+        default=None,
+        ge=0,
+        description="Seconds the last scale-up from zero took until a replica was ready (seen by the control loop).",
+    )
+    estimated_seconds: int = Field(
+        default=0, ge=0, description="Seconds the next cold start should take: the last one seen, else an estimate."
+    )
+    hold_timeout_seconds: int = Field(
+        default=0, ge=0, description="Seconds a request waits for a replica before it is answered 503 with Retry-After."
+    )
+
+
 class ModelDeploymentStatus(CorralModel):
     """What Corral observed about a ModelDeployment."""
 
     observed_generation: int | None = Field(default=None, ge=0, description="Generation last reconciled.")
-    phase: Literal["Pending", "Deploying", "Ready", "Updating", "Failed"] | None = Field(
-        default=None, description="Pending, Deploying, Ready, Updating or Failed."
+    phase: Literal["Pending", "Deploying", "Ready", "ScaledToZero", "ScalingUp", "Updating", "Failed"] | None = Field(
+        default=None,
+        description=(
+            "Pending, Deploying, Ready, ScaledToZero (no replica; the next request starts one and waits for it), "
+            "ScalingUp (a replica is starting from zero; requests wait), Updating or Failed."
+        ),
     )
     conditions: list[Condition] = Field(default_factory=list, description="Ready and other conditions.")
     replicas: int = Field(default=0, ge=0, description="Desired replicas right now.")
@@ -162,6 +205,9 @@ class ModelDeploymentStatus(CorralModel):
     endpoint: str | None = Field(default=None, description="Base URL of the OpenAI-compatible endpoint.")
     served_models: list[str] = Field(default_factory=list, description="Names the endpoint answers to.")
     placement: Placement | None = Field(default=None, description="Where the scheduler placed the replicas.")
+    cold_start: ColdStartStatus | None = Field(
+        default=None, description="Scale-from-zero facts; set when autoscaling.minReplicas is 0."
+    )
 
 
 class ModelDeployment(Resource):
@@ -177,6 +223,8 @@ class ModelDeployment(Resource):
         {"name": "Desired", "type": "integer", "jsonPath": ".status.replicas"},
         {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
         {"name": "Endpoint", "type": "string", "jsonPath": ".status.endpoint", "priority": 1},
+        {"name": "Last-Active", "type": "date", "jsonPath": ".status.coldStart.lastActiveTime", "priority": 1},
+        {"name": "Cold-Start", "type": "integer", "jsonPath": ".status.coldStart.estimatedSeconds", "priority": 1},
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     )
     SCALE: ClassVar[dict[str, str] | None] = {
