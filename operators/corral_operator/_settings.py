@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from corral.artifacts import URIPolicy
+from corral.artifacts import URIPolicy, load_namespace_settings
 from corral.control import ControlSettings
 from corral.drivers.kuberay import KubeRaySettings
 
@@ -49,6 +49,12 @@ class OperatorSettings(BaseModel):
     watch_client_timeout: float = Field(default=330.0, gt=0, description="Client-side timeout of each watch request.")
     health_port: int = Field(default=8080, ge=1, le=65535, description="Port of the /healthz liveness endpoint.")
     kuberay: KubeRaySettings = Field(default_factory=KubeRaySettings, description="RayJob / RayService settings.")
+    namespace_artifacts_file: str | None = Field(
+        default=None,
+        description="YAML file (a mounted Secret) of per-namespace artifact settings: the S3 credentials each "
+        "namespace's Datasets and Models are read with (corral.artifacts.load_namespace_settings); unset: the "
+        "operator's own.",
+    )
     allowed_uri_prefixes: dict[str, list[str]] = Field(
         default_factory=lambda: {"*": ["hf://"]},
         description="Namespace (or '*') -> URI prefixes its Datasets and Models may read besides its own artifacts "
@@ -83,6 +89,9 @@ class OperatorSettings(BaseModel):
             deploying_seconds=self.resync_seconds,
             remote_code_namespaces=frozenset(self.remote_code_namespaces),
             uri_policy=URIPolicy.from_mapping(self.artifact_root, self.allowed_uri_prefixes, "allowed_uri_prefixes"),
+            namespace_artifacts=(
+                load_namespace_settings(self.namespace_artifacts_file) if self.namespace_artifacts_file else {}
+            ),
         )
 
 

@@ -242,7 +242,7 @@ def test_s3_uri_is_read_through_corral_artifacts(monkeypatch: pytest.MonkeyPatch
             calls.append((uri, Path(local)))
             shutil.copy(DATA / "dolly.jsonl", local)
 
-    monkeypatch.setattr(corral.artifacts, "open_store", lambda uri: FakeStore())
+    monkeypatch.setattr(corral.artifacts, "open_store", lambda uri, settings=None: FakeStore())
     report = check_dataset("s3://bucket/data/dolly.jsonl")
     assert report.format == "dolly" and report.train.examples == 2
     assert calls[0][0] == "s3://bucket/data/dolly.jsonl" and calls[0][1].name == "dolly.jsonl"

@@ -255,3 +255,19 @@ def test_the_uri_rule_holds_in_the_reconcilers_too(env: Any, tmp_path: Path) -> 
     assert ready.status == "False" and ready.reason == "ArtifactNotFound"
     assert "may reference" in ready.message and model.status.artifact is None
     assert driver.submitted == []
+
+
+def test_datasets_are_checked_out_of_process(env: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Structure, not memory: the runner's process never runs the check (it holds every example)."""
+    import corral.data
+
+    def in_process(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("check_dataset ran in the control plane's process")
+
+    monkeypatch.setattr(corral.data, "check_dataset", in_process)
+    monkeypatch.setattr("corral.data._report.check_dataset", in_process)
+    store, driver, settings = env
+    passes(Runner(store, driver, settings), 1)
+    dataset = store.get(Dataset, NS, "support")
+    ready = next(c for c in dataset.status.conditions if c.type == "Ready")
+    assert ready.status == "True" and dataset.status.report is not None and dataset.status.report.examples > 0

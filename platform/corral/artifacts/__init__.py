@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from corral.artifacts._base import ArtifactError, ArtifactInfo, ArtifactNotFound, ArtifactStore
 from corral.artifacts._policy import URIPolicy, URIRefused, spec_uris
-from corral.artifacts._settings import ArtifactSettings
+from corral.artifacts._settings import ArtifactSettings, load_namespace_settings
 from corral.artifacts._uri import ArtifactURI, parse_uri
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
     "ArtifactURI",
     "URIPolicy",
     "URIRefused",
+    "load_namespace_settings",
     "open_store",
     "parse_uri",
     "spec_uris",

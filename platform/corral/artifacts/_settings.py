@@ -102,3 +102,34 @@ class ArtifactSettings(BaseModel):
             ``{"s3_endpoint_url": "CORRAL_S3_ENDPOINT_URL", ...}``.
         """
         return {name: ENV_PREFIX + name.upper() for name in cls.model_fields}
+
+
+def load_namespace_settings(path: str | os.PathLike[str]) -> dict[str, ArtifactSettings]:
+    """Read per-namespace artifact settings: the credentials each tenant's data is read with.
+
+    The file (YAML, keep it 0600: it holds secrets)::
+
+        namespaces:
+          team-a:
+            s3_endpoint_url: https://s3.example.com
+            s3_access_key_id: AKIA...
+            s3_secret_access_key: ...
+
+    Raises:
+        ValueError: Not that shape, or an unknown field (the message never shows a value).
+    """
+    import yaml
+
+    data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    namespaces = data.get("namespaces") if isinstance(data, dict) else None
+    if not isinstance(namespaces, dict):
+        raise ValueError(f"{path}: expected a top-level 'namespaces' mapping of namespace -> artifact settings")
+    out: dict[str, ArtifactSettings] = {}
+    for namespace, fields in namespaces.items():
+        if not isinstance(fields, dict):
+            raise ValueError(f"{path}: the settings of namespace {namespace!r} must be a mapping")
+        try:
+            out[str(namespace)] = ArtifactSettings.model_validate(fields)
+        except ValueError as exc:
+            raise ValueError(f"{path}: namespace {namespace!r}: {exc}") from None
+    return out

@@ -21,6 +21,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from corral.artifacts import load_namespace_settings
 from corral.drivers import Driver, LocalRayDriver
 from corral.store import SqliteStore
 
@@ -97,11 +98,18 @@ class EmbeddedControlPlane:
 
     @property
     def settings(self) -> ControlSettings:
-        """Settings handed to the reconcilers."""
+        """Settings handed to the reconcilers.
+
+        ``data_dir/namespace-artifacts.yaml``, when present, gives each namespace the S3
+        credentials its Datasets and Models are read with (see
+        :func:`corral.artifacts.load_namespace_settings`).
+        """
+        credentials = self.data_dir / "namespace-artifacts.yaml"
         return ControlSettings(
             artifact_root=(self.data_dir / "artifacts").as_uri(),
             python=sys.executable,
             job_runtime_env={"env_vars": {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}},
+            namespace_artifacts=load_namespace_settings(credentials) if credentials.exists() else {},
             remote_code_namespaces=self._remote_code,
             chat_tokens=self._chat_tokens,
         )

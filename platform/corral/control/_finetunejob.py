@@ -13,7 +13,7 @@ seconds the steps paused) and ``Running`` reason ``Resumed``; a control plane re
 finds the Ray job running is a ``Reattached`` event and reason; a Ray job the current Ray
 does not know is ``Resubmitted`` (event and reason).
 
-Crash safety: the submission id is deterministic (``corral-<ns>-<name>-<generation>``) and
+Crash safety: the submission id is deterministic (``corral-<ns>.<name>-<generation>``) and
 written to ``status.submissionId`` *before* the job is submitted (the runner stores the
 status first); a restart finds the id in the status and either sees the job or submits the
 same id again (an existing id is success). Nothing is submitted twice.

@@ -11,11 +11,14 @@ import hashlib
 import json
 import logging
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from corral.api.v1alpha1 import Dataset
-from corral.artifacts import ArtifactError, open_store, parse_uri
+from corral.api.v1alpha1.dataset import DatasetReport
+from corral.artifacts import ArtifactError, ArtifactSettings, open_store, parse_uri
 
 from ._observed import ArtifactProbe, DatasetCheck, TrainingObservation, TrainingRestart
 
@@ -34,33 +37,45 @@ logger = logging.getLogger(__name__)
 _MAX_SUMMARY_ERRORS = 3
 
 
-def check_dataset_data(dataset: Dataset) -> DatasetCheck:
-    """Read and validate a Dataset's data with ``corral.data.check_dataset``.
+def check_dataset_data(dataset: Dataset, artifact_settings: ArtifactSettings | None = None) -> DatasetCheck:
+    """Read and validate a Dataset's data with ``corral.data.check_dataset``, in a capped child process.
+
+    The check holds every example while it measures them; run in the control plane's
+    process, a large file would grow the server by several times its size. The data is
+    fetched here (``s3://`` with the namespace's credentials) and checked by
+    :func:`corral.data._isolated.check_dataset_isolated`, so the server's memory stays flat.
+
+    Args:
+        dataset: The Dataset.
+        artifact_settings: The credentials of the Dataset's namespace (``None``: the server's).
 
     Returns:
         The check; ``error`` is set when the data cannot be read at all.
     """
-    from corral.data import check_dataset
+    from corral.data._isolated import DataCheckFailed, check_dataset_isolated
 
     spec = dataset.spec
     try:
-        report = check_dataset(spec.uri, format=spec.format, max_seq_len=spec.max_seq_len, over_length=spec.over_length)
-    except (OSError, ValueError, ArtifactError) as exc:  # FormatDetectionError and TemplateError are ValueErrors
+        with _local_copy(spec.uri, artifact_settings) as local:
+            checked = check_dataset_isolated(
+                local, format=spec.format, max_seq_len=spec.max_seq_len, over_length=spec.over_length
+            )
+    except (DataCheckFailed, OSError, ValueError, ArtifactError) as exc:
         return DatasetCheck(ok=False, error=f"cannot read {spec.uri}: {exc}")
-    status = report.to_status()
-    if report.ok:
+    status = DatasetReport.model_validate(checked.status)
+    if checked.ok:
         summary = (
-            f"{status.examples} examples ({report.format}); {status.duplicates} duplicates, "
+            f"{status.examples} examples ({checked.format}); {status.duplicates} duplicates, "
             f"{status.over_max_seq_len} over maxSeqLen {spec.max_seq_len}"
         )
     else:
-        errors = report.errors
-        first = "; ".join(f"line {e.line}: {e.message}" for e in errors[:_MAX_SUMMARY_ERRORS])
-        more = f" (and {len(errors) - _MAX_SUMMARY_ERRORS} more)" if len(errors) > _MAX_SUMMARY_ERRORS else ""
-        summary = f"{status.invalid} invalid records, {status.examples} valid examples ({report.format})" + (
+        first = "; ".join(f"line {line}: {message}" for line, message in checked.first_errors[:_MAX_SUMMARY_ERRORS])
+        extra = checked.error_count - _MAX_SUMMARY_ERRORS
+        more = f" (and {extra} more)" if extra > 0 else ""
+        summary = f"{status.invalid} invalid records, {status.examples} valid examples ({checked.format})" + (
             f": {first}{more}" if first else ""
         )
-    return DatasetCheck(ok=report.ok, format=report.format, sha256=report.train.sha256, report=status, summary=summary)
+    return DatasetCheck(ok=checked.ok, format=checked.format, sha256=checked.sha256, report=status, summary=summary)
 
 
 def data_file_stat(uri: str) -> str | None:
@@ -82,10 +97,22 @@ def data_file_stat(uri: str) -> str | None:
     return f"{st.st_size}:{st.st_mtime_ns}"
 
 
-def probe_artifact(uri: str) -> ArtifactProbe:
-    """Size, manifest sha256 and ``config.json`` facts of the folder at ``uri``."""
+@contextmanager
+def _local_copy(uri: str, artifact_settings: ArtifactSettings | None) -> Iterator[str]:
+    """A local path of a Dataset's data: the file itself, or an ``s3://`` object fetched to a temp dir."""
+    if not uri.startswith("s3://"):
+        yield uri
+        return
+    with tempfile.TemporaryDirectory(prefix="corral-data-") as tmp:
+        local = Path(tmp) / (uri.rstrip("/").rsplit("/", 1)[-1] or "data.jsonl")
+        open_store(uri, artifact_settings).get_file(uri, local)
+        yield str(local)
+
+
+def probe_artifact(uri: str, artifact_settings: ArtifactSettings | None = None) -> ArtifactProbe:
+    """Size, manifest sha256 and ``config.json`` facts of the folder at ``uri`` (read with ``artifact_settings``)."""
     try:
-        store = open_store(uri)
+        store = open_store(uri, artifact_settings)
         files = store.list(uri)
         if not files:
             return ArtifactProbe(uri=uri, exists=False, error=f"nothing stored at {uri}")

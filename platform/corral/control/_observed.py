@@ -15,7 +15,7 @@ from typing import Any
 from corral.api.v1alpha1 import Dataset, GPUPool, Model, ModelDeployment
 from corral.api.v1alpha1.dataset import DatasetReport
 from corral.api.v1alpha1.finetunejob import CheckpointInfo, JobCost, JobMetrics, JobProgress
-from corral.artifacts import URIPolicy
+from corral.artifacts import ArtifactSettings, URIPolicy
 from corral.drivers import JobState, ServeAppState
 from corral.scheduler import Allocation, PlacementRequest
 
@@ -57,6 +57,9 @@ class ControlSettings:
             the rule allows it for the object's namespace (on a cluster, objects applied with
             kubectl never passed the control API's check); ``None``: the control API is the
             only way in (the embedded default) and checked it already.
+        namespace_artifacts: Namespace -> the artifact settings (S3 endpoint and credentials)
+            its Datasets and Models are read with; a namespace without an entry is read with
+            the server's own.
     """
 
     artifact_root: str
@@ -65,8 +68,13 @@ class ControlSettings:
     follow_seconds: float = 2.0
     deploying_seconds: float = 2.0
     uri_policy: URIPolicy | None = None
+    namespace_artifacts: Mapping[str, ArtifactSettings] = field(default_factory=dict)
     remote_code_namespaces: frozenset[str] = frozenset()
     chat_tokens: tuple[tuple[str, frozenset[str] | None], ...] | None = None
+
+    def artifacts_for(self, namespace: str | None) -> ArtifactSettings | None:
+        """The credentials a namespace's data is read with (``None``: the server's own chain)."""
+        return self.namespace_artifacts.get(namespace or "")
 
     def chat_token_digests(self, namespace: str) -> list[str] | None:
         """SHA-256 digests of the tokens that may call ``namespace``'s chat endpoints (``None``: no token check)."""

@@ -244,7 +244,11 @@ class Runner:
             file_stat = None if refused else _observe.data_file_stat(obj.spec.uri)  # no stat of a refused path
             check = None
             if needs_check(obj, file_stat):
-                check = DatasetCheck(ok=False, error=refused) if refused else _observe.check_dataset_data(obj)
+                check = (
+                    DatasetCheck(ok=False, error=refused)
+                    if refused
+                    else _observe.check_dataset_data(obj, self.settings.artifacts_for(ns))
+                )
             return reconcile_dataset(obj, DatasetWorld(now=now, check=check, file_stat=file_stat))
         if isinstance(obj, Model):
             probe = None
@@ -254,7 +258,8 @@ class Runner:
                 if refused and uri is not None:
                     probe = ArtifactProbe(uri=uri, exists=False, error=refused)
                 else:
-                    probe = _observe.probe_artifact(uri) if uri is not None else None
+                    credentials = self.settings.artifacts_for(ns) if obj.spec.uri else None
+                    probe = _observe.probe_artifact(uri, credentials) if uri is not None else None
             world = ModelWorld(
                 now=now,
                 settings=self.settings,

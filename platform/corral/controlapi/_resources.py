@@ -11,35 +11,32 @@ Bodies are validated by :func:`corral.api.parse_document`; errors are Kubernetes
 
 from __future__ import annotations
 
-import asyncio
-import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from enum import Enum
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from corral.api import DocumentError, parse_document
 from corral.api.v1alpha1 import GROUP_VERSION, KINDS, Resource
 from corral.artifacts import URIPolicy, URIRefused, spec_uris
-from corral.store import Expired, Store, StoreError, Watch, WatchEvent
+from corral.store import Store, StoreError
 
-from ._access import Caller, WatchQuota, authorize, authorize_status_write, get_principal, visible
+from ._access import Caller, authorize, authorize_status_write, get_principal, visible
 from ._auth import Principal
-from ._limits import InputError, check_finite, decode_json
+from ._limits import InputError, decode_json
 from ._resources_openapi import MERGE_PATCH, operation_openapi
-from ._status import APIError, status_body
+from ._resources_watch import watch_response
+from ._status import APIError
 
 __all__ = ["API_PREFIX", "get_principal", "resource_router"]
 
 log = logging.getLogger(__name__)
 
 API_PREFIX = f"/apis/{GROUP_VERSION}"
-_IDLE_POLL = (0.05, 0.5)
-"""A watch stream checks its watch every 50 ms after an event, backing off to 500 ms when idle."""
 
 Handler = Callable[..., Awaitable[Response]]
 
@@ -188,75 +185,13 @@ class _KindRoutes:
         authorize(principal, verb, self.cls, namespace)
         selector = query.get("labelSelector") or None
         if verb == "watch":
-            return await self._watch(request, principal, namespace, selector)
+            return await watch_response(
+                request, principal, self.cls, namespace=namespace, selector=selector, watch_timeout=self.watch_timeout
+            )
         listed = await self._call(self._store(request).list, self.cls, namespace, selector)
         body = listed.to_dict()
         body["items"] = [item.to_dict() for item in listed.items if visible(principal, item)]
         return JSONResponse(body)
-
-    async def _watch(
-        self, request: Request, principal: Principal, namespace: str | None, selector: str | None
-    ) -> Response:
-        query = request.query_params
-        since = query.get("resourceVersion") or None
-        timeout = self.watch_timeout
-        if "timeoutSeconds" in query:
-            try:
-                timeout = min(check_finite("timeoutSeconds", query["timeoutSeconds"]), timeout)
-            except InputError as exc:
-                raise APIError(400, "BadRequest", str(exc)) from None
-        quota: WatchQuota = request.app.state.watch_quota
-        quota.open(principal)
-        store = self._store(request)
-        try:
-            watch: Watch | None = await run_in_threadpool(
-                lambda: store.watch(self.cls, namespace, since, label_selector=selector, timeout=timeout)
-            )
-            expired: Expired | None = None
-        except Expired as exc:
-            watch, expired = None, exc
-        except StoreError as exc:
-            quota.close(principal)
-            raise APIError.from_store(exc) from None
-        except BaseException:
-            quota.close(principal)
-            raise
-        log.debug(
-            "Watch %s in %s from %s for %s", self.cls.PLURAL, namespace or "all namespaces", since, principal.name
-        )
-        return StreamingResponse(self._events(principal, watch, expired, quota), media_type="application/json")
-
-    async def _events(
-        self, principal: Principal, watch: Watch | None, expired: Expired | None, quota: WatchQuota
-    ) -> AsyncIterator[str]:
-        """Stream a watch without holding a thread: ``poll(0)`` in the pool, asyncio sleeps in between."""
-        try:
-            if watch is None:
-                assert expired is not None
-                status = status_body(410, "Expired", expired.message, kind=self.cls.KIND)
-                yield json.dumps({"type": "ERROR", "object": status}) + "\n"
-                return
-            delay = _IDLE_POLL[0]
-            while True:
-                try:
-                    event: WatchEvent | None = await run_in_threadpool(watch.poll, 0.0)
-                except Expired as exc:
-                    status = status_body(410, "Expired", exc.message, kind=self.cls.KIND)
-                    yield json.dumps({"type": "ERROR", "object": status}) + "\n"
-                    return
-                if event is None:
-                    if watch.done:
-                        return
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, _IDLE_POLL[1])
-                    continue
-                delay = _IDLE_POLL[0]
-                if visible(principal, event.object):
-                    yield json.dumps(event.to_dict()) + "\n"
-        finally:
-            if watch is not None:
-                watch.stop()
-            quota.close(principal)
 
     async def create(self, request: Request, principal: Caller) -> Response:
         namespace = self._namespace(request)

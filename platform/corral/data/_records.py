@@ -89,9 +89,12 @@ class RecordReader:
         blank_lines: Number of blank JSONL lines (not records, reported for completeness).
         records: Number of records yielded (valid JSON or not).
         sha256: Hex SHA-256 of the file, once iteration has started.
+        settings: :class:`~corral.artifacts.ArtifactSettings` for an ``s3://`` source (the
+            credentials to read it with; ``None``: the server's own chain).
     """
 
     source: str | os.PathLike[str]
+    settings: Any = None
     layout: Literal["jsonl", "json", ""] = ""
     blank_lines: int = 0
     records: int = 0
@@ -99,7 +102,7 @@ class RecordReader:
     _tmp: list[tempfile.TemporaryDirectory[str]] = field(default_factory=list, repr=False)
 
     def __iter__(self) -> Iterator[tuple[int, Any]]:
-        path = _local_path(self.source, self._tmp)
+        path = _local_path(self.source, self._tmp, self.settings)
         try:
             yield from self._iter_file(path)
         finally:
@@ -149,8 +152,9 @@ class RecordReader:
                 except UnicodeDecodeError as exc:
                     yield number, RecordError("invalid_json", "", f"line is not UTF-8 (byte {exc.start})", number)
                 except json.JSONDecodeError as exc:
-                    yield number, RecordError(
-                        "invalid_json", "", f"not valid JSON: {exc.msg} at column {exc.colno}", number
+                    yield (
+                        number,
+                        RecordError("invalid_json", "", f"not valid JSON: {exc.msg} at column {exc.colno}", number),
                     )
 
 
@@ -278,7 +282,9 @@ def read_records(source: str | os.PathLike[str]) -> Iterator[tuple[int, Any]]:
     return iter(RecordReader(source))
 
 
-def _local_path(source: str | os.PathLike[str], tmp: list[tempfile.TemporaryDirectory[str]]) -> Path:
+def _local_path(
+    source: str | os.PathLike[str], tmp: list[tempfile.TemporaryDirectory[str]], settings: Any = None
+) -> Path:
     text = os.fspath(source)
     if text.startswith("s3://"):
         from corral.artifacts import open_store  # lazy: boto3 only when needed
@@ -286,7 +292,7 @@ def _local_path(source: str | os.PathLike[str], tmp: list[tempfile.TemporaryDire
         directory = tempfile.TemporaryDirectory(prefix="corral-data-")
         tmp.append(directory)
         local = Path(directory.name) / (text.rstrip("/").rsplit("/", 1)[-1] or "data.jsonl")
-        open_store(text).get_file(text, local)
+        open_store(text, settings).get_file(text, local)
         return local
     if text.startswith("file://"):
         text = text[len("file://") :]

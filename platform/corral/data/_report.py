@@ -117,10 +117,10 @@ class FileReport:
         return len(self.conversations)
 
 
-def _read_file(source: str | os.PathLike[str], fmt: str) -> FileReport:
+def _read_file(source: str | os.PathLike[str], fmt: str, settings: Any = None) -> FileReport:
     if fmt != "auto" and fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; allowed: auto, {', '.join(FORMATS)}")
-    reader = RecordReader(source)
+    reader = RecordReader(source, settings)
     items = list(reader)
     if fmt == "auto":
         chosen, reason = detect_format(r for _, r in items if not isinstance(r, RecordError))
@@ -332,6 +332,7 @@ def check_dataset(
     validation_source: str | os.PathLike[str] | None = None,
     chat_template: str | None = None,
     loss_on: LossOn = "assistant",
+    artifact_settings: Any = None,
 ) -> DataReport:
     """Read and validate a dataset.
 
@@ -347,6 +348,8 @@ def check_dataset(
             (the tokenizer's if it has one). With a tokenizer and a template, the ``all``
             statistics and the length checks use the fully rendered example.
         loss_on: Loss masking used to find examples left without supervised tokens.
+        artifact_settings: How to reach ``s3://`` sources (the namespace's credentials);
+            ``None``: the standard chain.
 
     Returns:
         The report; ``report.ok`` tells whether training may use the data.
@@ -359,7 +362,7 @@ def check_dataset(
     if over_length not in ("drop", "truncate"):
         raise ValueError(f"over_length must be drop or truncate, got {over_length!r}")
     template = _resolve_template(tokenizer, chat_template)
-    train = _read_file(source, format)
+    train = _read_file(source, format, artifact_settings)
     report = DataReport(
         train=train,
         token_unit="words" if tokenizer is None else "tokens",
@@ -376,7 +379,9 @@ def check_dataset(
         else:
             first[key] = conv.source_line
     if validation_source is not None:
-        report.validation = _read_file(validation_source, train.format if format == "auto" else format)
+        report.validation = _read_file(
+            validation_source, train.format if format == "auto" else format, artifact_settings
+        )
         for conv in report.validation.conversations:
             key = conv.content_key()
             if key in first:

@@ -177,7 +177,7 @@ def child_name(base: str, max_length: int = MAX_NAME_LENGTH) -> str:
 
 
 def rayjob_name(submission_id: str) -> str:
-    """Name of the RayJob of a submission id (``corral-<ns>-<name>-<generation>``)."""
+    """Name of the RayJob of a submission id: ``corral-<ns>.<name>-<gen>`` becomes ``corral-<ns>-<name>-<gen>``."""
     return child_name(submission_id)
 
 
