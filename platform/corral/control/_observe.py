@@ -109,6 +109,7 @@ def read_training(events_uri: str, keep: int | None = None) -> TrainingObservati
         failed_reason=summary.failed.reason if summary.failed else None,
         failed_message=summary.failed.message if summary.failed else None,
         resumed_from_step=started[-1].resumed_from_step if started else None,
+        evaluation=summary.evaluation,
     )
 
 

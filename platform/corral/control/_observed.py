@@ -14,7 +14,7 @@ from typing import Any
 
 from corral.api.v1alpha1 import Dataset, GPUPool, Model, ModelDeployment
 from corral.api.v1alpha1.dataset import DatasetReport
-from corral.api.v1alpha1.finetunejob import CheckpointInfo, JobCost, JobMetrics, JobProgress
+from corral.api.v1alpha1.finetunejob import CheckpointInfo, Evaluation, JobCost, JobMetrics, JobProgress
 from corral.drivers import JobState, ServeAppState
 from corral.scheduler import Allocation, PlacementRequest
 
@@ -125,6 +125,7 @@ class TrainingObservation:
         failed_reason: CamelCase reason of the last ``failed`` event.
         failed_message: Its message.
         resumed_from_step: Checkpoint step the latest run started from (0: fresh; None: no run started yet).
+        evaluation: Scores of the finished model and its base (None: not evaluated yet).
     """
 
     progress: JobProgress | None = None
@@ -135,6 +136,7 @@ class TrainingObservation:
     failed_reason: str | None = None
     failed_message: str | None = None
     resumed_from_step: int | None = None
+    evaluation: Evaluation | None = None
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,11 @@
   ``servedName`` ``ft:<model>:<suffix or corral>:<job id>``: the ``fine_tuned_model``.
 
 Hyper-parameters: ``n_epochs`` -> ``epochs``, ``batch_size`` -> ``globalBatchSize``,
-``learning_rate_multiplier`` x Corral's learning rate (2e-4 or ``corral.hyperparameters.learningRate``),
-``seed`` -> ``seed``; ``auto`` keeps Corral's value. Only ``method.type=supervised``.
+``learning_rate_multiplier`` x the base model's recipe learning rate (``corral.catalog`` recipes; or
+``corral.hyperparameters.learningRate``), ``seed`` -> ``seed``; ``auto`` (or leaving one out) leaves
+the field unset, so the control plane chooses it from the data size and the base's recipe
+(``corral.catalog.choose_hyperparameters``); the job object reports the chosen numbers once the job
+is admitted, and an event says why. Only ``method.type=supervised``.
 
 Statuses: no status yet -> ``validating_files``; waiting on a Dataset -> ``validating_files``
 (an invalid one -> ``failed``, ``invalid_training_file``); Pending/Admitted/Suspended ->
@@ -78,7 +81,6 @@ A_SUFFIX = "corral.dev/openai-suffix"
 A_METADATA = "corral.dev/openai-metadata"
 LABEL_API = "corral.dev/api"
 LABEL_FILE = "corral.dev/openai-file"
-BASE_LEARNING_RATE = Hyperparameters().learning_rate
 DEFAULT_LICENSE = LicenseSpec(
     name="proprietary",
     commercial_use="allowed",
@@ -140,11 +142,25 @@ def openai_status(
     return "queued", None
 
 
-def _hyperparameters(hp: Hyperparameters) -> JobHyperparameters:
+def _recipe_rate(job: FineTuneJob) -> float:
+    """The learning rate ``learning_rate_multiplier`` multiplies: the base model's recipe rate."""
+    from corral import catalog
+
+    model = job.metadata.annotations.get(A_MODEL, job.spec.base_model.name)
+    return catalog.load_catalog().recipe_for_model(model).learning_rate(job.spec.method)
+
+
+def _hyperparameters(job: FineTuneJob) -> JobHyperparameters:
+    """The job's hyper-parameters: the chosen numbers once admitted, else its own values or ``auto``."""
+    hp, chosen = job.spec.hyperparameters, job.status.hyperparameters
+    rate = _recipe_rate(job)
+    epochs: int | None = chosen.epochs if chosen is not None else hp.epochs
+    batch: int | None = chosen.global_batch_size if chosen is not None else hp.global_batch_size
+    lr: float | None = chosen.learning_rate if chosen is not None else hp.learning_rate
     return JobHyperparameters(
-        n_epochs=hp.epochs,
-        batch_size=hp.global_batch_size,
-        learning_rate_multiplier=round(hp.learning_rate / BASE_LEARNING_RATE, 6),
+        n_epochs=epochs if epochs is not None else "auto",
+        batch_size=batch if batch is not None else "auto",
+        learning_rate_multiplier=round(lr / rate, 6) if lr is not None else "auto",
     )
 
 
@@ -158,7 +174,7 @@ def job_object(
     now = now or datetime.now(UTC)
     meta, st = job.metadata, job.status
     status, error = openai_status(job, deployment, datasets)
-    hp = _hyperparameters(job.spec.hyperparameters)
+    hp = _hyperparameters(job)
     estimated = None
     if status == "running" and st.progress is not None and st.progress.eta_seconds is not None:
         estimated = int(now.timestamp()) + st.progress.eta_seconds
@@ -277,6 +293,7 @@ def _job_id(namespace: str, idempotency_key: str | None) -> str:
 
 
 def _merge_hyperparameters(req: FineTuningJobCreate) -> Hyperparameters:
+    """OpenAI's hyper-parameters onto ``corral.hyperparameters``; ``auto`` leaves a field to the control plane."""
     ext = req.corral
     base = dict(ext.hyperparameters or {}) if ext is not None else {}
     try:
@@ -296,7 +313,10 @@ def _merge_hyperparameters(req: FineTuningJobCreate) -> Hyperparameters:
         update["micro_batch_size"] = min(hp.micro_batch_size, chosen.batch_size)
     multiplier = chosen.learning_rate_multiplier
     if isinstance(multiplier, float | int) and not isinstance(multiplier, bool):
-        update["learning_rate"] = hp.learning_rate * float(multiplier)
+        from corral import catalog
+
+        rate = hp.learning_rate or catalog.load_catalog().recipe_for_model(req.model).learning_rate("lora")
+        update["learning_rate"] = rate * float(multiplier)
     if req.seed is not None:
         update["seed"] = req.seed
     try:
