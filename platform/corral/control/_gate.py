@@ -40,7 +40,7 @@ def _describe(split: EvaluationSplit, metric: str) -> str:
 
 def evaluation_summary(evaluation: Evaluation, metric: str = "similarity") -> str:
     """One line: each split's score of the fine-tune and of the base."""
-    return "; ".join(_describe(s, metric) for s in evaluation.splits) or "nothing was scored"
+    return evaluation.summary(metric)
 
 
 def gate_decision(gate: EvaluationGate, evaluation: Evaluation | None) -> GateDecision:

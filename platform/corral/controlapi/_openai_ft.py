@@ -44,6 +44,7 @@ from fastapi.responses import JSONResponse
 from corral.api.v1alpha1 import Dataset, FineTuneJob, Model, ModelDeployment
 from corral.api.v1alpha1.common import LicenseSpec
 from corral.api.v1alpha1.finetunejob import Hyperparameters
+from corral.artifacts import ArtifactNotFound
 from corral.store import AlreadyExists, NotFound, Store
 
 from ._openai_common import Namespace, call_store, json_body, parse_model
@@ -87,6 +88,8 @@ DEFAULT_LICENSE = LicenseSpec(
     conditions=["Uploaded through the OpenAI-style files API: the uploader's own data."],
 )
 _DATA_WAIT = ("DatasetNotFound", "DatasetNotReady")
+_NOT_PROMOTED = ("EvaluationBelowThreshold", "EvaluationMissing")
+RESULTS_FILENAME = "step_metrics.csv"
 Limit = Annotated[int, Query(ge=1, le=1000)]
 _INVALID_NAME = re.compile(r"[^a-z0-9.-]+")
 
@@ -118,8 +121,9 @@ def openai_status(
         return "failed", JobError(code=reason, message=message)
     if phase == "Succeeded":
         target = job.spec.deploy_on_success
-        if target is None:
-            return "succeeded", None
+        promoted = _condition(job, "Promoted")
+        if target is None or (promoted is not None and promoted[0] in _NOT_PROMOTED):
+            return "succeeded", None  # the gate refused promotion: the job's events say why
         dep_status = deployment.status if deployment is not None else None
         if dep_status is not None and served_name(job) in dep_status.served_models and dep_status.phase == "Ready":
             return "succeeded", None
@@ -164,13 +168,20 @@ def _hyperparameters(job: FineTuneJob) -> JobHyperparameters:
     )
 
 
+def results_file_id(job: FineTuneJob) -> str:
+    """The id of a job's step-metrics CSV in the files API (deterministic)."""
+    seed = f"{job.metadata.namespace}\0{job.metadata.name}\0results"
+    return "file-" + hashlib.sha256(seed.encode()).hexdigest()[:24]
+
+
 def job_object(
     job: FineTuneJob,
     deployment: ModelDeployment | None,
     datasets: dict[str, Dataset],
     now: datetime | None = None,
+    result_files: list[str] | None = None,
 ) -> FineTuningJobObject:
-    """The ``fine_tuning.job`` object of a FineTuneJob."""
+    """The ``fine_tuning.job`` object of a FineTuneJob (``result_files``: ids of its registered results)."""
     now = now or datetime.now(UTC)
     meta, st = job.metadata, job.status
     status, error = openai_status(job, deployment, datasets)
@@ -191,6 +202,7 @@ def job_object(
         training_file=meta.annotations.get(A_TRAINING, job.spec.datasets[0].name),
         validation_file=meta.annotations.get(A_VALIDATION, validation.name if validation else None),
         hyperparameters=hp,
+        result_files=list(result_files or []),
         method=JobMethod.supervised_with(hp),
         seed=job.spec.hyperparameters.seed,
         trained_tokens=None,
@@ -384,6 +396,8 @@ def create_job(
         spec["resources"] = ext.resources.model_dump(mode="json", by_alias=True, exclude_none=True)
     if ext is not None and ext.intended_use is not None:
         spec["intendedUse"] = ext.intended_use
+    if ext is not None and ext.gate is not None:
+        spec["deployOnSuccess"]["gate"] = ext.gate.model_dump(mode="json", by_alias=True, exclude_none=True)
     try:
         job = FineTuneJob.model_validate(
             {
@@ -437,18 +451,38 @@ def _get_job(store: Store, namespace: str, job_id: str) -> FineTuneJob:
         raise OpenAIError(404, message, code="fine_tuning_job_not_found", param="id") from None
 
 
-def _render(store: Store, job: FineTuneJob) -> dict[str, Any]:
+def _results(store: Store, files: FileStore | None, job: FineTuneJob) -> list[str]:
+    """Register the job's ``results.csv`` (written next to its output Model) as a file; its id, once it exists."""
+    if files is None or job.status.phase != "Succeeded" or not job.status.output_model:
+        return []
+    try:
+        model = store.get(Model, job.metadata.namespace, job.status.output_model)
+    except NotFound:
+        return []
+    uri = model.spec.uri or ""
+    if not uri:
+        return []
+    file_id = results_file_id(job)
+    try:
+        namespace = job.metadata.namespace or "default"
+        files.register(namespace, file_id, RESULTS_FILENAME, f"{uri}/results.csv", "fine-tune-results")
+    except (ArtifactNotFound, OSError):
+        return []
+    return [file_id]
+
+
+def _render(store: Store, job: FineTuneJob, files: FileStore | None = None) -> dict[str, Any]:
     deployment, datasets = _related(store, job)
-    return job_object(job, deployment, datasets).model_dump(mode="json")
+    return job_object(job, deployment, datasets, result_files=_results(store, files, job)).model_dump(mode="json")
 
 
-def _retrieve(store: Store, namespace: str, job_id: str) -> dict[str, Any]:
-    return _render(store, _get_job(store, namespace, job_id))
+def _retrieve(store: Store, namespace: str, job_id: str, files: FileStore | None = None) -> dict[str, Any]:
+    return _render(store, _get_job(store, namespace, job_id), files)
 
 
-def _list(store: Store, namespace: str) -> list[dict[str, Any]]:
+def _list(store: Store, namespace: str, files: FileStore | None = None) -> list[dict[str, Any]]:
     jobs = store.list(FineTuneJob, namespace).items
-    objects = [_render(store, job) for job in jobs]
+    objects = [_render(store, job, files) for job in jobs]
     return sorted(objects, key=lambda o: (-o["created_at"], o["id"]))
 
 
@@ -494,6 +528,7 @@ def _events(store: Store, namespace: str, job_id: str) -> list[dict[str, Any]]:
                 data={"reason": record.reason, "count": record.count},
             )
         )
+    out.extend(_corral_events(job, created, out))
     progress, metrics = job.status.progress, job.status.metrics
     if progress is not None and progress.step:
         data: dict[str, Any] = {"step": progress.step, "total_steps": progress.total_steps, "epoch": progress.epoch}
@@ -515,6 +550,45 @@ def _events(store: Store, namespace: str, job_id: str) -> list[dict[str, Any]]:
         )
     ordered = sorted(enumerate(out), key=lambda pair: (-pair[1].created_at, -pair[0]))
     return [event.model_dump(mode="json") for _, event in ordered]
+
+
+def _corral_events(job: FineTuneJob, created: int, earlier: list[FineTuningJobEvent]) -> list[FineTuningJobEvent]:
+    """The chosen hyper-parameters (a message) and the evaluation (a ``metrics`` event), when known."""
+    job_id, st = job.metadata.name, job.status
+    out: list[FineTuningJobEvent] = []
+    if st.hyperparameters is not None:
+        chosen = st.hyperparameters
+        out.append(
+            FineTuningJobEvent(
+                id=_event_id(job_id, "hyperparameters", chosen.total_steps),
+                created_at=created,
+                level="info",
+                message=f"Hyper-parameters: {chosen.epochs} epochs, batch {chosen.global_batch_size}, learning rate "
+                f"{chosen.learning_rate:g}, {chosen.total_steps} steps. " + "; ".join(chosen.reasons),
+                data=chosen.model_dump(mode="json", by_alias=False),
+            )
+        )
+    if st.evaluation is not None:
+        data: dict[str, Any] = {"evaluation": st.evaluation.model_dump(mode="json", by_alias=False)}
+        for split in st.evaluation.splits:
+            key = "valid" if split.name == "heldOut" else "train"
+            data[f"{key}_similarity"] = split.fine_tuned.similarity_percent
+            data[f"{key}_exact_match"] = split.fine_tuned.exact_match_percent
+            data[f"{key}_base_similarity"] = split.base.similarity_percent
+            data[f"{key}_base_exact_match"] = split.base.exact_match_percent
+            data[f"{key}_eval_loss"] = split.fine_tuned.loss
+        stamp = max([created] + [e.created_at for e in earlier])
+        out.append(
+            FineTuningJobEvent(
+                id=_event_id(job_id, "evaluation"),
+                created_at=stamp,
+                level="info",
+                message="Evaluation: " + st.evaluation.summary(),
+                type="metrics",
+                data=data,
+            )
+        )
+    return out
 
 
 def _checkpoints(store: Store, namespace: str, job_id: str) -> list[dict[str, Any]]:
@@ -562,18 +636,19 @@ def fine_tuning_router() -> APIRouter:
         store, files = _store(request), _file_store(request)
         key = request.headers.get("idempotency-key")
         job = await call_store(create_job, store, files, namespace, req, key)
-        return JSONResponse(await call_store(_render, store, job))
+        return JSONResponse(await call_store(_render, store, job, files))
 
     @router.get("", operation_id="listFineTuningJobs", summary="List fine-tuning jobs, newest first")
     async def list_jobs(
         request: Request, namespace: Namespace, after: str | None = None, limit: Limit = 20
     ) -> JSONResponse:
-        items = await call_store(_list, _store(request), namespace)
+        items = await call_store(_list, _store(request), namespace, getattr(request.app.state, "files", None))
         return JSONResponse(ListPage.of(items, after, limit).model_dump(mode="json"))
 
     @router.get("/{job_id}", operation_id="retrieveFineTuningJob", summary="Retrieve a fine-tuning job")
     async def retrieve(request: Request, namespace: Namespace, job_id: str) -> JSONResponse:
-        return JSONResponse(await call_store(_retrieve, _store(request), namespace, job_id))
+        files = getattr(request.app.state, "files", None)
+        return JSONResponse(await call_store(_retrieve, _store(request), namespace, job_id, files))
 
     @router.post("/{job_id}/cancel", operation_id="cancelFineTuningJob", summary="Cancel a fine-tuning job")
     async def cancel(request: Request, namespace: Namespace, job_id: str) -> JSONResponse:

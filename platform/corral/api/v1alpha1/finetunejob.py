@@ -443,6 +443,25 @@ class Evaluation(CorralModel):
         """The split called ``name``, if evaluated."""
         return next((s for s in self.splits if s.name == name), None)
 
+    def summary(self, metric: str = "similarity") -> str:
+        """One line: each split's score (``similarity`` or ``exactMatch``) for the fine-tune and the base."""
+        parts = []
+        for s in self.splits:
+            label = "held-out" if s.name == "heldOut" else "trained"
+            tuned, base = s.fine_tuned, s.base
+            if metric == "exactMatch":
+                parts.append(
+                    f"{label} exact match {tuned.exact_match_percent:.1f}% (base {base.exact_match_percent:.1f}%, "
+                    f"{s.examples} questions)"
+                )
+            else:
+                parts.append(
+                    f"{label} similarity {tuned.similarity_percent:.1f}% (base {base.similarity_percent:.1f}%), "
+                    f"exact match {tuned.exact_match_percent:.1f}% (base {base.exact_match_percent:.1f}%), "
+                    f"{s.examples} questions"
+                )
+        return "; ".join(parts) or "nothing was scored"
+
 
 class FineTuneJobStatus(CorralModel):
     """What Corral observed about a FineTuneJob."""
