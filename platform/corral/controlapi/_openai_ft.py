@@ -19,10 +19,14 @@ the field unset, so the control plane chooses it from the data size and the base
 (``corral.catalog.choose_hyperparameters``); the job object reports the chosen numbers once the job
 is admitted, and an event says why. Only ``method.type=supervised``.
 
+``corral.gate`` sets ``deployOnSuccess.gate`` (the evaluation thresholds for promotion); the chosen
+hyper-parameters, the evaluation and ``result_files`` come from :mod:`._openai_ft_results`.
+
 Statuses: no status yet -> ``validating_files``; waiting on a Dataset -> ``validating_files``
 (an invalid one -> ``failed``, ``invalid_training_file``); Pending/Admitted/Suspended ->
 ``queued``; Running -> ``running``; Succeeded -> ``running`` until the deployment serves the
-adapter, then ``succeeded`` (a failed deployment -> ``failed``); Failed -> ``failed``;
+adapter, then ``succeeded`` (a failed deployment -> ``failed``; not promoted by the evaluation gate ->
+``succeeded`` at once, its events saying which score missed which threshold); Failed -> ``failed``;
 Cancelled, or the ``corral.dev/cancelled`` annotation -> ``cancelled``. Cancel sets
 ``spec.suspend`` (the Ray job stops, the object and its checkpoints stay) and that annotation.
 Every FineTuneJob of the namespace is listed, also those applied as YAML.
@@ -44,18 +48,17 @@ from fastapi.responses import JSONResponse
 from corral.api.v1alpha1 import Dataset, FineTuneJob, Model, ModelDeployment
 from corral.api.v1alpha1.common import LicenseSpec
 from corral.api.v1alpha1.finetunejob import Hyperparameters
-from corral.artifacts import ArtifactNotFound
 from corral.store import AlreadyExists, NotFound, Store
 
 from ._openai_common import Namespace, call_store, json_body, parse_model
 from ._openai_files import FileStore
+from ._openai_ft_results import corral_events, hyperparameters_of, result_files
 from ._openai_schemas import (
     FineTuningJobCheckpoint,
     FineTuningJobCreate,
     FineTuningJobEvent,
     FineTuningJobObject,
     JobError,
-    JobHyperparameters,
     JobMethod,
     ListPage,
     OpenAIError,
@@ -89,7 +92,6 @@ DEFAULT_LICENSE = LicenseSpec(
 )
 _DATA_WAIT = ("DatasetNotFound", "DatasetNotReady")
 _NOT_PROMOTED = ("EvaluationBelowThreshold", "EvaluationMissing")
-RESULTS_FILENAME = "step_metrics.csv"
 Limit = Annotated[int, Query(ge=1, le=1000)]
 _INVALID_NAME = re.compile(r"[^a-z0-9.-]+")
 
@@ -146,34 +148,6 @@ def openai_status(
     return "queued", None
 
 
-def _recipe_rate(job: FineTuneJob) -> float:
-    """The learning rate ``learning_rate_multiplier`` multiplies: the base model's recipe rate."""
-    from corral import catalog
-
-    model = job.metadata.annotations.get(A_MODEL, job.spec.base_model.name)
-    return catalog.load_catalog().recipe_for_model(model).learning_rate(job.spec.method)
-
-
-def _hyperparameters(job: FineTuneJob) -> JobHyperparameters:
-    """The job's hyper-parameters: the chosen numbers once admitted, else its own values or ``auto``."""
-    hp, chosen = job.spec.hyperparameters, job.status.hyperparameters
-    rate = _recipe_rate(job)
-    epochs: int | None = chosen.epochs if chosen is not None else hp.epochs
-    batch: int | None = chosen.global_batch_size if chosen is not None else hp.global_batch_size
-    lr: float | None = chosen.learning_rate if chosen is not None else hp.learning_rate
-    return JobHyperparameters(
-        n_epochs=epochs if epochs is not None else "auto",
-        batch_size=batch if batch is not None else "auto",
-        learning_rate_multiplier=round(lr / rate, 6) if lr is not None else "auto",
-    )
-
-
-def results_file_id(job: FineTuneJob) -> str:
-    """The id of a job's step-metrics CSV in the files API (deterministic)."""
-    seed = f"{job.metadata.namespace}\0{job.metadata.name}\0results"
-    return "file-" + hashlib.sha256(seed.encode()).hexdigest()[:24]
-
-
 def job_object(
     job: FineTuneJob,
     deployment: ModelDeployment | None,
@@ -185,7 +159,7 @@ def job_object(
     now = now or datetime.now(UTC)
     meta, st = job.metadata, job.status
     status, error = openai_status(job, deployment, datasets)
-    hp = _hyperparameters(job)
+    hp = hyperparameters_of(job)
     estimated = None
     if status == "running" and st.progress is not None and st.progress.eta_seconds is not None:
         estimated = int(now.timestamp()) + st.progress.eta_seconds
@@ -451,29 +425,9 @@ def _get_job(store: Store, namespace: str, job_id: str) -> FineTuneJob:
         raise OpenAIError(404, message, code="fine_tuning_job_not_found", param="id") from None
 
 
-def _results(store: Store, files: FileStore | None, job: FineTuneJob) -> list[str]:
-    """Register the job's ``results.csv`` (written next to its output Model) as a file; its id, once it exists."""
-    if files is None or job.status.phase != "Succeeded" or not job.status.output_model:
-        return []
-    try:
-        model = store.get(Model, job.metadata.namespace, job.status.output_model)
-    except NotFound:
-        return []
-    uri = model.spec.uri or ""
-    if not uri:
-        return []
-    file_id = results_file_id(job)
-    try:
-        namespace = job.metadata.namespace or "default"
-        files.register(namespace, file_id, RESULTS_FILENAME, f"{uri}/results.csv", "fine-tune-results")
-    except (ArtifactNotFound, OSError):
-        return []
-    return [file_id]
-
-
 def _render(store: Store, job: FineTuneJob, files: FileStore | None = None) -> dict[str, Any]:
     deployment, datasets = _related(store, job)
-    return job_object(job, deployment, datasets, result_files=_results(store, files, job)).model_dump(mode="json")
+    return job_object(job, deployment, datasets, result_files=result_files(store, files, job)).model_dump(mode="json")
 
 
 def _retrieve(store: Store, namespace: str, job_id: str, files: FileStore | None = None) -> dict[str, Any]:
@@ -528,7 +482,7 @@ def _events(store: Store, namespace: str, job_id: str) -> list[dict[str, Any]]:
                 data={"reason": record.reason, "count": record.count},
             )
         )
-    out.extend(_corral_events(job, created, out))
+    out.extend(corral_events(job, created, out))
     progress, metrics = job.status.progress, job.status.metrics
     if progress is not None and progress.step:
         data: dict[str, Any] = {"step": progress.step, "total_steps": progress.total_steps, "epoch": progress.epoch}
@@ -550,45 +504,6 @@ def _events(store: Store, namespace: str, job_id: str) -> list[dict[str, Any]]:
         )
     ordered = sorted(enumerate(out), key=lambda pair: (-pair[1].created_at, -pair[0]))
     return [event.model_dump(mode="json") for _, event in ordered]
-
-
-def _corral_events(job: FineTuneJob, created: int, earlier: list[FineTuningJobEvent]) -> list[FineTuningJobEvent]:
-    """The chosen hyper-parameters (a message) and the evaluation (a ``metrics`` event), when known."""
-    job_id, st = job.metadata.name, job.status
-    out: list[FineTuningJobEvent] = []
-    if st.hyperparameters is not None:
-        chosen = st.hyperparameters
-        out.append(
-            FineTuningJobEvent(
-                id=_event_id(job_id, "hyperparameters", chosen.total_steps),
-                created_at=created,
-                level="info",
-                message=f"Hyper-parameters: {chosen.epochs} epochs, batch {chosen.global_batch_size}, learning rate "
-                f"{chosen.learning_rate:g}, {chosen.total_steps} steps. " + "; ".join(chosen.reasons),
-                data=chosen.model_dump(mode="json", by_alias=False),
-            )
-        )
-    if st.evaluation is not None:
-        data: dict[str, Any] = {"evaluation": st.evaluation.model_dump(mode="json", by_alias=False)}
-        for split in st.evaluation.splits:
-            key = "valid" if split.name == "heldOut" else "train"
-            data[f"{key}_similarity"] = split.fine_tuned.similarity_percent
-            data[f"{key}_exact_match"] = split.fine_tuned.exact_match_percent
-            data[f"{key}_base_similarity"] = split.base.similarity_percent
-            data[f"{key}_base_exact_match"] = split.base.exact_match_percent
-            data[f"{key}_eval_loss"] = split.fine_tuned.loss
-        stamp = max([created] + [e.created_at for e in earlier])
-        out.append(
-            FineTuningJobEvent(
-                id=_event_id(job_id, "evaluation"),
-                created_at=stamp,
-                level="info",
-                message="Evaluation: " + st.evaluation.summary(),
-                type="metrics",
-                data=data,
-            )
-        )
-    return out
 
 
 def _checkpoints(store: Store, namespace: str, job_id: str) -> list[dict[str, Any]]:
