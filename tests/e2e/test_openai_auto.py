@@ -188,6 +188,7 @@ def test_gate_refuses_an_under_trained_job(plane: Plane, upload: Any, auto_job: 
     )
     final = _finished(plane.client, job.id)
     ftj = plane.corral.get(FineTuneJob, job.id)
+    print("\none-epoch evaluation:", json.dumps(ftj["status"]["evaluation"]))
     promoted = next(c for c in ftj["status"]["conditions"] if c["type"] == "Promoted")
     assert promoted["status"] == "False" and promoted["reason"] == "EvaluationBelowThreshold", promoted
     assert (
