@@ -114,7 +114,10 @@ def _admit(job: FineTuneJob, world: FineTuneJobWorld) -> _Refusal | tuple[_Admis
     decision_policy = check_policy(lineage, job.spec.intended_use)
     if not decision_policy.allowed:
         return _Refusal("Failed", decision_policy.reason, decision_policy.message)
-    decision = place_job(job, base, datasets, world.pools, world.allocations, queue=world.queue)
+    chosen = job.status.model_copy(update={"hyperparameters": choose(job, base, datasets).status})
+    decision = place_job(
+        job.model_copy(update={"status": chosen}), base, datasets, world.pools, world.allocations, queue=world.queue
+    )
     if not decision.admitted:
         return _Refusal("Pending", decision.reason, decision.message)
     if decision.preempt:  # admitted once the victims' Ray jobs have stopped and their GPUs are free
