@@ -89,7 +89,7 @@ async def _side(url: str, headers: dict[str, str], concurrency: int, total: int)
     }
     latencies: list[float] = []
     tokens = 0
-    queue = list(range(total))
+    queue = [0]  # one warm-up request per side and level (the connection is set up)
     async with httpx.AsyncClient(timeout=120.0, headers=headers) as client:
 
         async def worker() -> None:
@@ -103,7 +103,7 @@ async def _side(url: str, headers: dict[str, str], concurrency: int, total: int)
                 latencies.append(time.perf_counter() - t0)
                 tokens += n
 
-        await worker()  # one warm-up request per side and level (connection set up)
+        await worker()
         latencies.clear()
         tokens = 0
         queue[:] = list(range(total))
@@ -117,6 +117,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5, help="(direct, proxy) pairs per level")
     parser.add_argument("--requests", type=int, default=40, help="requests per side and round")
+    parser.add_argument("--levels", type=int, nargs="+", default=list(LEVELS), help="concurrency levels")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="corral-bench-proxy-") as tmp:
         root = Path(tmp)
@@ -125,7 +126,7 @@ def main() -> None:
         direct = f"{serve_url}/{MODEL}/v1"
         proxy, server = start_control_api(root, direct)
         results: dict[str, Any] = {}
-        for level in LEVELS:
+        for level in args.levels:
             rounds = []
             for _ in range(args.rounds):
                 a = asyncio.run(_side(direct, {}, level, args.requests))
