@@ -18,7 +18,7 @@ where a "hold the request while the deployment scales up from zero" wait plugs i
 and override it, or set ``app.state.chat_router``).
 
 Direct Serve endpoints stay for in-cluster clients; the extra hop's cost is measured by
-``bench/serving.py`` (``--via-control-api``).
+``bench/chat_proxy.py`` (the same requests straight to Serve as baseline).
 """
 
 from __future__ import annotations
