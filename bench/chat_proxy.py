@@ -2,12 +2,13 @@
 
 The ~60M-parameter llama of ``bench/serving.py`` is deployed on Ray Serve (the same builder,
 ``serve_config``); a control API (``corral.controlapi.create_app``, a SQLite store holding a
-Ready ModelDeployment whose endpoint is that Serve application, a token) runs in uvicorn on
-loopback. At concurrency 1 (and 4), ``--rounds`` x (direct to Serve, through the control API)
-back to back, each side the same number of ``/v1/chat/completions`` requests generating
-exactly 32 tokens (``ignore_eos``). Reported: p50/p99 latency and throughput per side, and
-the median over rounds of the per-round ratios proxy/direct (each pair ran under the same
-load). Goal: p50 latency ratio at most 1.05 at concurrency 1 for the ~60M model.
+Ready ModelDeployment whose endpoint is that Serve application, a token) runs in uvicorn in
+its own process on loopback, as ``corral up`` runs it. At concurrency 1 (and 4), ``--rounds``
+x (direct to Serve, through the control API) back to back, each side the same number of
+``/v1/chat/completions`` requests generating exactly 32 tokens (``ignore_eos``). Reported:
+p50/p99 latency and throughput per side, and the median over rounds of the per-round ratios
+proxy/direct (each pair ran under the same load). Goal: p50 latency ratio at most 1.05 at
+concurrency 1 for the ~60M model.
 
 Usage::
 
@@ -26,7 +27,6 @@ import socket
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -46,16 +46,31 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+_SERVER = """
+import sys, uvicorn
+from corral.controlapi import create_app
+from corral.controlapi._auth import TokenAuth
+from corral.store import SqliteStore
+db, token, port, root = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+auth = TokenAuth.from_mapping({"tokens": [{"name": "bench", "token": token, "namespaces": ["default"]}]})
+app = create_app(SqliteStore(db), auth, artifact_root=root)
+uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+"""
+
+
 def start_control_api(data: Path, endpoint: str) -> tuple[str, Any]:
-    """A control API whose store holds a Ready ModelDeployment served at ``endpoint``; its base URL."""
-    import uvicorn
+    """A control API in its own process (as ``corral up`` runs it) whose store holds a Ready
+    ModelDeployment served at ``endpoint``; its base URL and the process."""
+    import os
+    import subprocess
+
+    import httpx
 
     from corral.api.v1alpha1 import ModelDeployment
-    from corral.controlapi import create_app
-    from corral.controlapi._auth import TokenAuth
     from corral.store import SqliteStore
 
-    store = SqliteStore(data / "corral.db")
+    db = data / "corral.db"
+    store = SqliteStore(db)
     dep = ModelDeployment.model_validate(
         {"metadata": {"name": MODEL, "namespace": "default"}, "spec": {"model": {"name": MODEL}}}
     )
@@ -63,18 +78,23 @@ def start_control_api(data: Path, endpoint: str) -> tuple[str, Any]:
     store.patch_status(
         ModelDeployment, "default", MODEL, {"phase": "Ready", "endpoint": endpoint, "servedModels": [MODEL]}
     )
-    auth = TokenAuth.from_mapping({"tokens": [{"name": "bench", "token": TOKEN, "namespaces": ["default"]}]})
-    app = create_app(store, auth, artifact_root=(data / "artifacts").as_uri())
     port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        if time.monotonic() > deadline:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "platform"), os.environ.get("PYTHONPATH", "")])}
+    args = [sys.executable, "-c", _SERVER, str(db), TOKEN, str(port), (data / "artifacts").as_uri()]
+    proc = subprocess.Popen(args, env=env)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=2.0).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline or proc.poll() is not None:
+            proc.kill()
             raise TimeoutError("the control API did not start")
-        time.sleep(0.05)
-    return f"http://127.0.0.1:{port}/v1", server
+        time.sleep(0.2)
+    return f"{url}/v1", proc
 
 
 async def _side(url: str, headers: dict[str, str], concurrency: int, total: int) -> dict[str, float]:
@@ -142,7 +162,8 @@ def main() -> None:
                 "p50_latency_ratio": round(statistics.median(r["p50_ratio"] for r in rounds), 3),
                 "rounds": rounds,
             }
-        server.should_exit = True
+        server.terminate()
+        server.wait(timeout=30)
     print(f"{'c':>3} {'direct p50 ms':>14} {'proxy p50 ms':>13} {'ratio':>6} {'direct req/s':>13} {'proxy req/s':>12}")
     for level, r in results.items():
         print(
