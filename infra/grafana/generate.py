@@ -298,6 +298,34 @@ def finetuning() -> dict[str, Any]:
     )
     b.panel("timeseries", "Optimizer step", [(f"corral_training_step{{{sel}}}", "{{namespace}}/{{job}}")])
     b.panel("timeseries", "Learning rate", [(f"corral_training_learning_rate{{{sel}}}", "{{namespace}}/{{job}}")])
+    b.row("Evaluation before promotion")
+    b.panel(
+        "bargauge",
+        "Score: fine-tune vs base (similarity)",
+        [
+            (
+                f'corral_training_evaluation_score_ratio{{{sel},metric="similarity"}}',
+                "{{namespace}}/{{job}} {{split}} {{variant}}",
+            )
+        ],
+        unit="percentunit",
+        instant=True,
+        description="Mean normalized similarity of the answers to the references, on the held-out split and a "
+        "sample of the training data, for the fine-tune and its base on the same questions.",
+    )
+    b.panel(
+        "bargauge",
+        "Exact match: fine-tune vs base",
+        [
+            (
+                f'corral_training_evaluation_score_ratio{{{sel},metric="exact_match"}}',
+                "{{namespace}}/{{job}} {{split}} {{variant}}",
+            )
+        ],
+        unit="percentunit",
+        instant=True,
+        description="Share of answers equal to the reference after normalization.",
+    )
     b.row("Time, checkpoints and restarts")
     b.panel("timeseries", "ETA", [(f"corral_training_eta_seconds{{{sel}}}", "{{namespace}}/{{job}}")], unit="s")
     b.panel(

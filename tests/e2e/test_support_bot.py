@@ -163,7 +163,7 @@ def test_openai_style_fine_tune_serves_fine_tuned_model(plane: Plane, support_bo
         seed=42,
         method={
             "type": "supervised",
-            "supervised": {"hyperparameters": {"n_epochs": 30, "batch_size": 8, "learning_rate_multiplier": 10}},
+            "supervised": {"hyperparameters": {"n_epochs": 30, "batch_size": 8, "learning_rate_multiplier": 1}},
         },
         extra_body={"corral": {"lora": {"rank": 16}, "hyperparameters": {"maxSeqLen": 256}}},
     )

@@ -184,8 +184,9 @@ def test_learning_rate_multiplier_and_license_extension(server: Server, training
         extra_body={"corral": {"hyperparameters": {"maxSeqLen": 256}, "deployment": "support-bot"}},
     )
     spec = server.store.get(FineTuneJob, "team-a", job.id).spec
-    assert spec.hyperparameters.learning_rate == pytest.approx(2e-3)
-    assert spec.hyperparameters.epochs == 3 and spec.hyperparameters.max_seq_len == 256
+    assert spec.hyperparameters.learning_rate == pytest.approx(2e-2)  # 10 x the tiny recipe's 2e-3
+    assert spec.hyperparameters.epochs is None and spec.hyperparameters.max_seq_len == 256  # auto: chosen at submission
+    assert job.hyperparameters.n_epochs == "auto" and job.hyperparameters.batch_size == "auto"
     assert spec.deploy_on_success is not None and spec.deploy_on_success.deployment == "support-bot"
     assert spec.deploy_on_success.served_name == f"ft:tiny-llama:corral:{job.id}"
     assert job.hyperparameters.learning_rate_multiplier == pytest.approx(10)
@@ -260,6 +261,16 @@ def test_status_mapping(server: Server, training_file: str) -> None:
     got = retrieve(failed.id)
     assert got.status == "failed" and got.error is not None
     assert got.error.code == "OutOfMemory" and "out of memory" in got.error.message
+
+    refused = _create_job(server, training_file)
+    message = "trained similarity score 41.2% is below minTrainedScorePercent 60%"
+    _set_status(
+        server,
+        refused.id,
+        {"phase": "Succeeded", "conditions": [_cond("Promoted", "False", "EvaluationBelowThreshold", message)]},
+    )
+    gated = retrieve(refused.id)
+    assert gated.status == "succeeded" and gated.error is None  # not promoted: succeeded, the events say why
 
 
 def test_events_and_checkpoints(server: Server, training_file: str) -> None:

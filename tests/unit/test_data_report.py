@@ -192,3 +192,27 @@ def test_cli_format_override_detection_failure_and_missing_file(tmp_path: Path) 
     assert result.exit_code == 1 and "cannot detect the format" in result.output
     missing = runner.invoke(_app(), ["dataset", "check", str(tmp_path / "none.jsonl")])
     assert missing.exit_code == 2 and "not found" in missing.output
+
+
+def test_cli_outside_a_terminal_prints_one_plain_line_per_problem() -> None:
+    source = str(DATA / "errors.jsonl")
+    result = CliRunner(env={"COLUMNS": "40"}).invoke(_app(), ["dataset", "check", source, "--max-seq-len", "64"])
+    assert result.exit_code == 1
+    lines = result.output.splitlines()
+    assert f"{source}:2: record: invalid_json: not valid JSON: Expecting ',' delimiter at column 91" in lines
+    assert (
+        f"{source}:5: messages[1].role: unrecognized_role: unrecognized role 'bot'; allowed: assistant, system, user"
+        in lines
+    )
+    problems = [line for line in lines if line.startswith(f"{source}:") and line.split(":")[1].isdigit()]
+    assert len(problems) == 7  # every error, none cut to the 40-column width
+    assert lines[-1] == "INVALID: 7 error(s); training would refuse this dataset"
+    assert "┃" not in result.output and "│" not in result.output  # no table
+
+
+def test_cli_table_on_request() -> None:
+    result = CliRunner(env={"COLUMNS": "200"}).invoke(
+        _app(), ["dataset", "check", str(DATA / "errors.jsonl"), "--table"]
+    )
+    assert result.exit_code == 1
+    assert "errors (7)" in result.output and "┃" in result.output

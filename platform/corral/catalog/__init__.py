@@ -41,11 +41,13 @@ from ._lineage import (
     enforce_policy,
     lineage,
 )
+from ._recipes import Choice, Recipe, choose_hyperparameters
 
 __all__ = [
     "Catalog",
     "CatalogEntry",
     "CatalogError",
+    "Choice",
     "DatasetEntry",
     "DatasetSource",
     "LicenseEntry",
@@ -55,10 +57,12 @@ __all__ = [
     "LineageLink",
     "ModelSource",
     "PolicyDecision",
+    "Recipe",
     "UnknownDatasetError",
     "UnknownLicenseError",
     "UnknownModelError",
     "check_policy",
+    "choose_hyperparameters",
     "enforce_policy",
     "entries",
     "get",

@@ -21,6 +21,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
+from ._recipes import Recipe
+
 __all__ = [
     "Architecture",
     "Builtin",
@@ -315,6 +317,9 @@ class Catalog(_Strict):
     licenses: list[LicenseEntry] = Field(default_factory=list, description="Well-known licenses by id.")
     models: list[CatalogEntry] = Field(description="Base models.")
     datasets: list[DatasetEntry] = Field(default_factory=list, description="Public datasets.")
+    recipes: list[Recipe] = Field(
+        default_factory=list, description="Fine-tuning recipes by model family (default: any other family)."
+    )
 
     _models: dict[str, CatalogEntry] = PrivateAttr(default_factory=dict)
     _datasets: dict[str, DatasetEntry] = PrivateAttr(default_factory=dict)
@@ -325,6 +330,7 @@ class Catalog(_Strict):
         _no_duplicates("license", [lic.id.lower() for lic in self.licenses])
         _no_duplicates("model", [m.name for m in self.models])
         _no_duplicates("dataset", [d.name for d in self.datasets])
+        _no_duplicates("recipe", [r.family for r in self.recipes])
         names = {m.name for m in self.models}
         for model in self.models:
             if model.derived_from is not None and model.derived_from not in names:
@@ -402,6 +408,23 @@ class Catalog(_Strict):
         while chain[-1].derived_from is not None:
             chain.append(self._models[chain[-1].derived_from])
         return chain[::-1]
+
+    def recipe(self, family: str | None) -> Recipe:
+        """The fine-tuning recipe of ``family``, else the ``default`` one.
+
+        Raises:
+            CatalogError: Neither the family nor ``default`` has a recipe.
+        """
+        by_family = {r.family: r for r in self.recipes}
+        found = by_family.get(family or "default") or by_family.get("default")
+        if found is None:
+            raise CatalogError(f"no fine-tuning recipe for family {family!r} and no default recipe")
+        return found
+
+    def recipe_for_model(self, name: str | None) -> Recipe:
+        """The recipe of catalog model ``name`` (its family's), or the default for any other model."""
+        family = self._models[name].family if name in self._models else None
+        return self.recipe(family)
 
     def dataset(self, name: str) -> DatasetEntry:
         """Return the dataset entry called ``name``.

@@ -1,8 +1,14 @@
-"""``corral dataset check``: the validation report of a dataset file, before any training."""
+"""``corral dataset check``: the validation report of a dataset file, before any training.
+
+At a terminal the report is tables; anywhere else (a pipe, a CI log) it is plain lines, one per
+problem, ``FILE:LINE: FIELD: CODE: message`` like compilers and ruff, then the summary, so that
+no column is squeezed to the terminal width. ``--json`` prints the full report either way.
+"""
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -69,6 +75,53 @@ def _print(report: Any, console: Console) -> None:
     console.print("[green]OK[/]" if report.ok else "[red]INVALID[/]: training would refuse this dataset")
 
 
+def _summary_lines(report: Any) -> list[str]:
+    train = report.train
+    lines = [
+        f"{train.source}: {train.layout}, format {train.format} ({train.format_reason}); records {train.records}, "
+        f"examples {train.examples}, invalid {train.invalid}, blank lines {train.blank_lines}, "
+        f"duplicates {len(report.duplicate_lines)}"
+    ]
+    for s in report.token_stats:
+        lines.append(
+            f"{train.source}: {report.token_unit} per example, {s.role}: n={s.count} min={s.min} p5={s.p5} "
+            f"median={s.median} p95={s.p95} max={s.max}"
+        )
+    action = "dropped" if report.over_length == "drop" else "truncated"
+    lines.append(
+        f"{train.source}: over maxSeqLen {report.max_seq_len}: {len(report.over_length_lines)} example(s), will be "
+        f"{action}"
+    )
+    if report.validation is not None:
+        v = report.validation
+        lines.append(
+            f"{v.source}: validation examples {v.examples}, invalid {v.invalid}, leaked {len(report.leaked_lines)}"
+        )
+    return lines
+
+
+def _print_plain(report: Any) -> None:
+    """One line per problem (``FILE:LINE: FIELD: CODE: message``), then the summary; no width limit."""
+    train = report.train
+    files = [train] + ([report.validation] if report.validation is not None else [])
+    for f in files:
+        for e in f.errors:
+            typer.echo(f"{f.source}:{e.line}: {e.field or 'record'}: {e.code}: {e.message}")
+    for line in report.no_loss_lines:
+        typer.echo(
+            f"{train.source}:{line}: messages: no_loss_tokens: left without supervised tokens (dropped in training)"
+        )
+    for a, b in report.duplicate_lines:
+        typer.echo(f"{train.source}:{a}: record: duplicate: the same example as line {b}")
+    if report.validation is not None:
+        for a, b in report.leaked_lines:
+            typer.echo(f"{report.validation.source}:{a}: record: leaked: also in the training data (line {b})")
+    for line in _summary_lines(report):
+        typer.echo(line)
+    errors = sum(len(f.errors) for f in files)
+    typer.echo("OK" if report.ok else f"INVALID: {errors} error(s); training would refuse this dataset")
+
+
 @dataset_app.command("check")
 def check(
     file: Annotated[str, typer.Argument(help="JSON or JSONL file: path, file:// or s3:// URI.")],
@@ -88,6 +141,13 @@ def check(
     ] = None,
     validation: Annotated[
         str | None, typer.Option("--validation", help="Validation file, checked for errors and leakage.")
+    ] = None,
+    plain: Annotated[
+        bool | None,
+        typer.Option(
+            "--plain/--table",
+            help="Plain lines (FILE:LINE: FIELD: CODE: message) or tables; default: tables at a terminal only.",
+        ),
     ] = None,
 ) -> None:
     """Validate a dataset file: examples, token statistics, over-length, duplicates, leakage, errors.
@@ -119,6 +179,8 @@ def check(
         raise typer.Exit(2) from exc
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
+    elif plain if plain is not None else not sys.stdout.isatty():
+        _print_plain(report)
     else:
         _print(report, Console())
     if not report.ok:

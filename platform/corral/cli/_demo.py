@@ -107,6 +107,12 @@ def demo(
                     err=True,
                 )
                 raise typer.Exit(1)
+            promoted = next((c for c in status.get("conditions", []) if c.get("type") == "Promoted"), None)
+            if promoted is not None:
+                typer.echo(f"    evaluation (fine-tune vs base, same questions): {promoted.get('message', '')}")
+                if promoted.get("status") != "True":
+                    typer.echo(f"error: the adapter was not promoted ({promoted.get('reason')})", err=True)
+                    raise typer.Exit(1)
             typer.echo(f"4/4 Waiting until {dep.metadata.name} serves the adapter {adapter} on Ray Serve ...")
             served = _wait_served(client, dep.metadata.name, adapter, timeout)
         except (APIStatusError, TimeoutError) as exc:

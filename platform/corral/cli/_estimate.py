@@ -81,6 +81,51 @@ def _dataset_tokens(job: Resource, datasets: dict[str, Resource]) -> int | None:
     return total
 
 
+def _dataset_examples(job: Resource, datasets: dict[str, Resource]) -> int | None:
+    """Examples of the job's datasets: their reports, else the local files read."""
+    from corral.artifacts import parse_uri
+    from corral.data import load_dataset
+
+    total = 0
+    for ref in job.spec.datasets:  # type: ignore[attr-defined]
+        ds = datasets.get(ref.name)
+        if ds is None:
+            return None
+        report = getattr(getattr(ds, "status", None), "report", None)
+        if report is not None and report.examples:
+            total += report.examples
+            continue
+        uri = ds.spec.uri  # type: ignore[attr-defined]
+        if parse_uri(uri).scheme != "file":
+            return None
+        try:
+            total += len(load_dataset(uri, format=ds.spec.format).train)  # type: ignore[attr-defined]
+        except (OSError, ValueError):
+            return None
+    return total
+
+
+def _chosen(job: Resource, models: dict[str, Resource], examples: int | None) -> Any:
+    """The hyper-parameters the control plane would choose (``corral.catalog.choose_hyperparameters``)."""
+    from corral.catalog import choose_hyperparameters, load_catalog
+
+    if examples is None:
+        return None
+    spec = job.spec  # type: ignore[attr-defined]
+    base = models.get(spec.base_model.name)
+    catalog_name = spec.base_model.name
+    if base is not None:
+        catalog_name = getattr(getattr(base, "spec", None), "catalog_name", None)
+    return choose_hyperparameters(
+        spec.hyperparameters,
+        method=spec.method,
+        recipe=load_catalog().recipe_for_model(catalog_name),
+        examples=examples,
+        workers=spec.resources.workers,
+        has_validation_dataset=spec.validation_dataset is not None,
+    )
+
+
 def _gb(value: int | float | None) -> str:
     return "-" if value is None else f"{value / _GB:.1f}"
 
@@ -108,6 +153,15 @@ def _render_job(console: Console, result: dict[str, Any]) -> None:
         f"trained tokens: {tokens:,}" if tokens else "trained tokens: unknown (pass --tokens or --examples)",
         f"| {est['tokens_per_second']:,.0f} tokens/s on {est['accelerator']}",
     )
+    chosen = result.get("hyperparameters")
+    if chosen:
+        console.print(
+            f"hyper-parameters: {chosen['epochs']} epochs x {chosen['stepsPerEpoch']} steps = {chosen['totalSteps']} "
+            f"steps, batch {chosen['globalBatchSize']}, learning rate {chosen['learningRate']:g}, "
+            f"{chosen['validationSplitPercent']}% held out ({chosen['trainExamples']} training examples)"
+        )
+        for reason in chosen["reasons"]:
+            console.print(f"  - {reason}", soft_wrap=True)
     if result["options"]:
         console.print("Options per pool:")
         table = Table()
@@ -233,13 +287,19 @@ def estimate(
         spec = job.spec  # type: ignore[attr-defined]
         profile = _resolve_profile(spec.base_model.name, models, params, arch)
         hp = spec.hyperparameters
+        n_examples = examples if examples is not None else _dataset_examples(job, by_kind.get("Dataset", {}))
+        chosen = _chosen(job, models, n_examples)
         per_epoch: int | None = tokens
         if per_epoch is None and examples is not None:
             per_epoch = examples * (tokens_per_example or hp.max_seq_len)
         if per_epoch is None:
             per_epoch = _dataset_tokens(job, by_kind.get("Dataset", {}))
-        train_tokens = None if per_epoch is None else per_epoch * hp.epochs
-        results.append(dry_run_job(job, profile, pool_states, train_tokens=train_tokens))  # type: ignore[arg-type]
+        epochs = chosen.hyperparameters.epochs if chosen is not None else hp.resolved().epochs
+        train_tokens = None if per_epoch is None else per_epoch * epochs
+        result = dry_run_job(job, profile, pool_states, train_tokens=train_tokens)  # type: ignore[arg-type]
+        if chosen is not None:
+            result["hyperparameters"] = chosen.status.model_dump(mode="json", by_alias=True)
+        results.append(result)
     for dep in deployments:
         profile = _resolve_profile(dep.spec.model.name, models, params, arch)  # type: ignore[attr-defined]
         results.append(dry_run_deployment(dep, profile, pool_states))  # type: ignore[arg-type]

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Literal
 
 from corral.api.v1alpha1 import Dataset, FineTuneJob, Model
 from corral.api.v1alpha1.finetunejob import FineTuneJobStatus, JobCost
@@ -30,7 +31,9 @@ from corral.catalog import check_policy
 
 from ._actions import Action, CreateObject, PatchObject, RecordEvent, Result, StopJob, SubmitJob, WriteFile
 from ._conditions import set_condition
+from ._gate import evaluation_summary, gate_decision
 from ._jobspec import (
+    choose,
     deployment_actions,
     entrypoint,
     job_document,
@@ -118,7 +121,10 @@ def _admit(job: FineTuneJob, world: FineTuneJobWorld) -> _Refusal | tuple[_Admis
     decision_policy = check_policy(lineage, job.spec.intended_use)
     if not decision_policy.allowed:
         return _Refusal("Failed", decision_policy.reason, decision_policy.message)
-    decision = place_job(job, base, datasets, world.pools, world.allocations, queue=world.queue)
+    chosen = job.status.model_copy(update={"hyperparameters": choose(job, base, datasets).status})
+    decision = place_job(
+        job.model_copy(update={"status": chosen}), base, datasets, world.pools, world.allocations, queue=world.queue
+    )
     if not decision.admitted:
         return _Refusal("Pending", decision.reason, decision.message)
     if decision.preempt:  # admitted once the victims' Ray jobs have stopped and their GPUs are free
@@ -235,6 +241,8 @@ def reconcile_finetunejob(job: FineTuneJob, world: FineTuneJobWorld) -> Result:
             resumed_note = _restart_message(restart)
             actions.append(RecordEvent("Warning", "TrainingResumed", resumed_note))
         st.restarts = len(training.restarts)
+        if training.evaluation is not None:
+            st.evaluation = training.evaluation
 
     # Done: keep the children in place (a crash may have cut the last pass short).
     if st.phase == "Succeeded":
@@ -291,6 +299,7 @@ def reconcile_finetunejob(job: FineTuneJob, world: FineTuneJobWorld) -> Result:
             reason = "Resubmitted"
             note = f" (run {st.preemptions + 1}, after {st.preemptions} preemption(s); {resume_note(job, st)})"
         st.phase = "Admitted"
+        st.hyperparameters = choose(job, admission.base, admission.datasets).status
         st.conditions = [c for c in st.conditions if c.type != "Failed"]
         cond(
             "Admitted",
@@ -396,7 +405,38 @@ def _success_children(job: FineTuneJob, world: FineTuneJobWorld, st: FineTuneJob
         actions.append(CreateObject(output_model(job, base, uri)))
     target = job.spec.deploy_on_success
     if target is not None:
-        actions.extend(deployment_actions(job, world.deployments.get(target.deployment)))
+        decision = gate_decision(target.gate, st.evaluation)
+        old = next((c for c in st.conditions if c.type == "Promoted"), None)
+        st.conditions = set_condition(
+            st.conditions,
+            "Promoted",
+            "True" if decision.promote else "False",
+            decision.reason,
+            decision.message,
+            generation=job.metadata.generation,
+            now=world.now,
+        )
+        if old is None or old.reason != decision.reason:
+            kind: Literal["Normal", "Warning"] = "Normal" if decision.reason == "EvaluationPassed" else "Warning"
+            verb = "Promoting" if decision.promote else "Not promoting"
+            actions.append(
+                RecordEvent(
+                    kind, decision.reason, f"{verb} {name} to ModelDeployment {target.deployment}: {decision.message}"
+                )
+            )
+        if decision.promote:
+            actions.extend(deployment_actions(job, world.deployments.get(target.deployment)))
+    elif st.evaluation is not None and not any(c.type == "Evaluated" for c in st.conditions):
+        actions.append(RecordEvent("Normal", "Evaluated", evaluation_summary(st.evaluation)))
+        st.conditions = set_condition(
+            st.conditions,
+            "Evaluated",
+            "True",
+            "Evaluated",
+            evaluation_summary(st.evaluation),
+            generation=job.metadata.generation,
+            now=world.now,
+        )
     return actions
 
 

@@ -23,6 +23,7 @@ from corral.api.v1alpha1 import (
 )
 from corral.api.v1alpha1.modeldeployment import AdapterSpec
 from corral.artifacts import parse_uri
+from corral.catalog import Choice, choose_hyperparameters, load_catalog
 
 from ._actions import Action, CreateObject, PatchObject, RecordEvent
 from ._lineage import DATASETS_ANNOTATION, SOURCE_JOB_ANNOTATION
@@ -31,6 +32,7 @@ from ._observed import ControlSettings
 __all__ = [
     "JOB_LABEL",
     "JobFiles",
+    "choose",
     "deployment_actions",
     "entrypoint",
     "job_file_bytes",
@@ -132,6 +134,29 @@ def _dataset_entry(dataset: Dataset) -> dict[str, Any]:
     }
 
 
+def choose(job: FineTuneJob, base: Model, datasets: Mapping[str, Dataset]) -> Choice:
+    """The hyper-parameters ``job`` trains with: its own, ``auto`` ones from the base's recipe and the data size.
+
+    Args:
+        job: The job.
+        base: Its base Model (``spec.catalogName`` picks the recipe; other bases get the default one).
+        datasets: Its Datasets by name (their validated example counts size the run).
+    """
+    examples = 0
+    for ref in job.spec.datasets:
+        report = datasets[ref.name].status.report if ref.name in datasets else None
+        examples += report.examples if report is not None else 0
+    recipe = load_catalog().recipe_for_model(base.spec.catalog_name)
+    return choose_hyperparameters(
+        job.spec.hyperparameters,
+        method=job.spec.method,
+        recipe=recipe,
+        examples=examples,
+        workers=job.spec.resources.workers,
+        has_validation_dataset=job.spec.validation_dataset is not None,
+    )
+
+
 def job_document(
     job: FineTuneJob,
     base: Model,
@@ -152,6 +177,10 @@ def job_document(
         A JSON-able dict.
     """
     files = job_files(job, settings)
+    spec = job.spec.model_dump(mode="json", by_alias=True, exclude_none=True)
+    spec["hyperparameters"] = choose(job, base, datasets).hyperparameters.model_dump(
+        mode="json", by_alias=True, exclude_none=True
+    )
     artifact = base.status.artifact
     base_source: dict[str, Any] = {
         "name": base.metadata.name,
@@ -166,7 +195,7 @@ def job_document(
         "namespace": job.metadata.namespace or "default",
         "baseModel": base_source,
         "datasets": [_dataset_entry(datasets[d.name]) for d in job.spec.datasets],
-        "spec": job.spec.model_dump(mode="json", by_alias=True, exclude_none=True),
+        "spec": spec,
         "outputUri": files.output,
         "outputModelName": output_model_name(job),
         "eventsUri": files.events,

@@ -168,6 +168,7 @@ def read_training(events_uri: str, keep: int | None = None) -> TrainingObservati
         failed_message=summary.failed.message if summary.failed else None,
         resumed_from_step=started[-1].resumed_from_step if started else None,
         restarts=training_restarts(events),
+        evaluation=summary.evaluation,
     )
 
 

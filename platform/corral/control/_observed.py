@@ -14,7 +14,7 @@ from typing import Any
 
 from corral.api.v1alpha1 import Dataset, GPUPool, Model, ModelDeployment
 from corral.api.v1alpha1.dataset import DatasetReport
-from corral.api.v1alpha1.finetunejob import CheckpointInfo, JobCost, JobMetrics, JobProgress
+from corral.api.v1alpha1.finetunejob import CheckpointInfo, Evaluation, JobCost, JobMetrics, JobProgress
 from corral.artifacts import ArtifactSettings, URIPolicy
 from corral.drivers import JobState, ServeAppState
 from corral.scheduler import Allocation, PlacementRequest
@@ -177,6 +177,7 @@ class TrainingObservation:
         failed_message: Its message.
         resumed_from_step: Checkpoint step the latest run started from (0: fresh; None: no run started yet).
         restarts: Every restart whose new run has logged a step (or ended), oldest first.
+        evaluation: Scores of the finished model and its base (None: not evaluated yet).
     """
 
     progress: JobProgress | None = None
@@ -188,6 +189,7 @@ class TrainingObservation:
     failed_message: str | None = None
     resumed_from_step: int | None = None
     restarts: tuple[TrainingRestart, ...] = ()
+    evaluation: Evaluation | None = None
 
 
 @dataclass(frozen=True)

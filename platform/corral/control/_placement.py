@@ -80,7 +80,9 @@ def train_tokens(job: FineTuneJob, datasets: Mapping[str, Dataset]) -> int | Non
         if per_example is None:
             return None
         total += report.examples * min(per_example, job.spec.hyperparameters.max_seq_len)
-    return total * job.spec.hyperparameters.epochs or None
+    chosen = job.status.hyperparameters
+    epochs = chosen.epochs if chosen is not None else job.spec.hyperparameters.resolved().epochs
+    return total * epochs or None
 
 
 def job_request(job: FineTuneJob, profile: ModelProfile, datasets: Mapping[str, Dataset]) -> PlacementRequest:

@@ -77,7 +77,8 @@ def _train_tokens(store: Store, job: FineTuneJob) -> int | None:
         if not per_example:
             return None
         total += report.examples * per_example
-    return total * job.spec.hyperparameters.epochs
+    chosen = job.status.hyperparameters
+    return total * (chosen.epochs if chosen is not None else job.spec.hyperparameters.resolved().epochs)
 
 
 def estimate(store: Store, namespace: str, body: Any) -> dict[str, Any]:

@@ -150,6 +150,29 @@ class FileStore:
         log.info("File %s/%s (%d bytes): %s", namespace, file_id, upload.size, status)
         return obj
 
+    def register(self, namespace: str, file_id: str, filename: str, uri: str, purpose: str) -> FileObject:
+        """Record a file Corral wrote elsewhere (a job's ``results.csv``) under ``file_id`` (idempotent).
+
+        Raises:
+            ArtifactNotFound: Nothing is at ``uri``.
+        """
+        try:
+            return self.get(namespace, file_id)
+        except OpenAIError:
+            pass
+        size = len(open_store(uri).get_bytes(uri))
+        obj = FileObject(
+            id=file_id,
+            bytes=size,
+            created_at=int(time.time()),
+            filename=filename,
+            purpose=purpose,
+            status="processed",
+        )
+        meta = {**obj.model_dump(mode="json"), "uri": uri}
+        open_store(self.root).put_bytes(json.dumps(meta).encode(), f"{self.folder(namespace, file_id)}/meta.json")
+        return obj
+
     def _meta(self, namespace: str, file_id: str) -> dict[str, Any]:
         if not _ID.match(file_id):
             raise _not_found(file_id)

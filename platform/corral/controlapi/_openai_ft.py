@@ -13,13 +13,20 @@
   ``servedName`` ``ft:<model>:<suffix or corral>:<job id>``: the ``fine_tuned_model``.
 
 Hyper-parameters: ``n_epochs`` -> ``epochs``, ``batch_size`` -> ``globalBatchSize``,
-``learning_rate_multiplier`` x Corral's learning rate (2e-4 or ``corral.hyperparameters.learningRate``),
-``seed`` -> ``seed``; ``auto`` keeps Corral's value. Only ``method.type=supervised``.
+``learning_rate_multiplier`` x the base model's recipe learning rate (``corral.catalog`` recipes; or
+``corral.hyperparameters.learningRate``), ``seed`` -> ``seed``; ``auto`` (or leaving one out) leaves
+the field unset, so the control plane chooses it from the data size and the base's recipe
+(``corral.catalog.choose_hyperparameters``); the job object reports the chosen numbers once the job
+is admitted, and an event says why. Only ``method.type=supervised``.
+
+``corral.gate`` sets ``deployOnSuccess.gate`` (the evaluation thresholds for promotion); the chosen
+hyper-parameters, the evaluation and ``result_files`` come from :mod:`._openai_ft_results`.
 
 Statuses: no status yet -> ``validating_files``; waiting on a Dataset -> ``validating_files``
 (an invalid one -> ``failed``, ``invalid_training_file``); Pending/Admitted/Suspended ->
 ``queued``; Running -> ``running``; Succeeded -> ``running`` until the deployment serves the
-adapter, then ``succeeded`` (a failed deployment -> ``failed``); Failed -> ``failed``;
+adapter, then ``succeeded`` (a failed deployment -> ``failed``; not promoted by the evaluation gate ->
+``succeeded`` at once, its events saying which score missed which threshold); Failed -> ``failed``;
 Cancelled, or the ``corral.dev/cancelled`` annotation -> ``cancelled``. Cancel sets
 ``spec.suspend`` (the Ray job stops, the object and its checkpoints stay) and that annotation.
 Every FineTuneJob of the namespace is listed, also those applied as YAML.
@@ -45,13 +52,13 @@ from corral.store import AlreadyExists, NotFound, Store
 
 from ._openai_common import Namespace, call_store, json_body, parse_model
 from ._openai_files import FileStore
+from ._openai_ft_results import corral_events, hyperparameters_of, result_files
 from ._openai_schemas import (
     FineTuningJobCheckpoint,
     FineTuningJobCreate,
     FineTuningJobEvent,
     FineTuningJobObject,
     JobError,
-    JobHyperparameters,
     JobMethod,
     ListPage,
     OpenAIError,
@@ -78,13 +85,13 @@ A_SUFFIX = "corral.dev/openai-suffix"
 A_METADATA = "corral.dev/openai-metadata"
 LABEL_API = "corral.dev/api"
 LABEL_FILE = "corral.dev/openai-file"
-BASE_LEARNING_RATE = Hyperparameters().learning_rate
 DEFAULT_LICENSE = LicenseSpec(
     name="proprietary",
     commercial_use="allowed",
     conditions=["Uploaded through the OpenAI-style files API: the uploader's own data."],
 )
 _DATA_WAIT = ("DatasetNotFound", "DatasetNotReady")
+_NOT_PROMOTED = ("EvaluationBelowThreshold", "EvaluationMissing")
 Limit = Annotated[int, Query(ge=1, le=1000)]
 _INVALID_NAME = re.compile(r"[^a-z0-9.-]+")
 
@@ -116,8 +123,9 @@ def openai_status(
         return "failed", JobError(code=reason, message=message)
     if phase == "Succeeded":
         target = job.spec.deploy_on_success
-        if target is None:
-            return "succeeded", None
+        promoted = _condition(job, "Promoted")
+        if target is None or (promoted is not None and promoted[0] in _NOT_PROMOTED):
+            return "succeeded", None  # the gate refused promotion: the job's events say why
         dep_status = deployment.status if deployment is not None else None
         serving = dep_status is not None and dep_status.phase in SERVING_PHASES
         if serving and dep_status is not None and served_name(job) in dep_status.served_models:
@@ -141,25 +149,18 @@ def openai_status(
     return "queued", None
 
 
-def _hyperparameters(hp: Hyperparameters) -> JobHyperparameters:
-    return JobHyperparameters(
-        n_epochs=hp.epochs,
-        batch_size=hp.global_batch_size,
-        learning_rate_multiplier=round(hp.learning_rate / BASE_LEARNING_RATE, 6),
-    )
-
-
 def job_object(
     job: FineTuneJob,
     deployment: ModelDeployment | None,
     datasets: dict[str, Dataset],
     now: datetime | None = None,
+    result_files: list[str] | None = None,
 ) -> FineTuningJobObject:
-    """The ``fine_tuning.job`` object of a FineTuneJob."""
+    """The ``fine_tuning.job`` object of a FineTuneJob (``result_files``: ids of its registered results)."""
     now = now or datetime.now(UTC)
     meta, st = job.metadata, job.status
     status, error = openai_status(job, deployment, datasets)
-    hp = _hyperparameters(job.spec.hyperparameters)
+    hp = hyperparameters_of(job)
     estimated = None
     if status == "running" and st.progress is not None and st.progress.eta_seconds is not None:
         estimated = int(now.timestamp()) + st.progress.eta_seconds
@@ -176,6 +177,7 @@ def job_object(
         training_file=meta.annotations.get(A_TRAINING, job.spec.datasets[0].name),
         validation_file=meta.annotations.get(A_VALIDATION, validation.name if validation else None),
         hyperparameters=hp,
+        result_files=list(result_files or []),
         method=JobMethod.supervised_with(hp),
         seed=job.spec.hyperparameters.seed,
         trained_tokens=None,
@@ -278,6 +280,7 @@ def _job_id(namespace: str, idempotency_key: str | None) -> str:
 
 
 def _merge_hyperparameters(req: FineTuningJobCreate) -> Hyperparameters:
+    """OpenAI's hyper-parameters onto ``corral.hyperparameters``; ``auto`` leaves a field to the control plane."""
     ext = req.corral
     base = dict(ext.hyperparameters or {}) if ext is not None else {}
     try:
@@ -297,7 +300,10 @@ def _merge_hyperparameters(req: FineTuningJobCreate) -> Hyperparameters:
         update["micro_batch_size"] = min(hp.micro_batch_size, chosen.batch_size)
     multiplier = chosen.learning_rate_multiplier
     if isinstance(multiplier, float | int) and not isinstance(multiplier, bool):
-        update["learning_rate"] = hp.learning_rate * float(multiplier)
+        from corral import catalog
+
+        rate = hp.learning_rate or catalog.load_catalog().recipe_for_model(req.model).learning_rate("lora")
+        update["learning_rate"] = rate * float(multiplier)
     if req.seed is not None:
         update["seed"] = req.seed
     try:
@@ -365,6 +371,8 @@ def create_job(
         spec["resources"] = ext.resources.model_dump(mode="json", by_alias=True, exclude_none=True)
     if ext is not None and ext.intended_use is not None:
         spec["intendedUse"] = ext.intended_use
+    if ext is not None and ext.gate is not None:
+        spec["deployOnSuccess"]["gate"] = ext.gate.model_dump(mode="json", by_alias=True, exclude_none=True)
     try:
         job = FineTuneJob.model_validate(
             {
@@ -418,18 +426,18 @@ def _get_job(store: Store, namespace: str, job_id: str) -> FineTuneJob:
         raise OpenAIError(404, message, code="fine_tuning_job_not_found", param="id") from None
 
 
-def _render(store: Store, job: FineTuneJob) -> dict[str, Any]:
+def _render(store: Store, job: FineTuneJob, files: FileStore | None = None) -> dict[str, Any]:
     deployment, datasets = _related(store, job)
-    return job_object(job, deployment, datasets).model_dump(mode="json")
+    return job_object(job, deployment, datasets, result_files=result_files(store, files, job)).model_dump(mode="json")
 
 
-def _retrieve(store: Store, namespace: str, job_id: str) -> dict[str, Any]:
-    return _render(store, _get_job(store, namespace, job_id))
+def _retrieve(store: Store, namespace: str, job_id: str, files: FileStore | None = None) -> dict[str, Any]:
+    return _render(store, _get_job(store, namespace, job_id), files)
 
 
-def _list(store: Store, namespace: str) -> list[dict[str, Any]]:
+def _list(store: Store, namespace: str, files: FileStore | None = None) -> list[dict[str, Any]]:
     jobs = store.list(FineTuneJob, namespace).items
-    objects = [_render(store, job) for job in jobs]
+    objects = [_render(store, job, files) for job in jobs]
     return sorted(objects, key=lambda o: (-o["created_at"], o["id"]))
 
 
@@ -475,6 +483,7 @@ def _events(store: Store, namespace: str, job_id: str) -> list[dict[str, Any]]:
                 data={"reason": record.reason, "count": record.count},
             )
         )
+    out.extend(corral_events(job, created, out))
     progress, metrics = job.status.progress, job.status.metrics
     if progress is not None and progress.step:
         data: dict[str, Any] = {"step": progress.step, "total_steps": progress.total_steps, "epoch": progress.epoch}
@@ -543,18 +552,19 @@ def fine_tuning_router() -> APIRouter:
         store, files = _store(request), _file_store(request)
         key = request.headers.get("idempotency-key")
         job = await call_store(create_job, store, files, namespace, req, key)
-        return JSONResponse(await call_store(_render, store, job))
+        return JSONResponse(await call_store(_render, store, job, files))
 
     @router.get("", operation_id="listFineTuningJobs", summary="List fine-tuning jobs, newest first")
     async def list_jobs(
         request: Request, namespace: Namespace, after: str | None = None, limit: Limit = 20
     ) -> JSONResponse:
-        items = await call_store(_list, _store(request), namespace)
+        items = await call_store(_list, _store(request), namespace, getattr(request.app.state, "files", None))
         return JSONResponse(ListPage.of(items, after, limit).model_dump(mode="json"))
 
     @router.get("/{job_id}", operation_id="retrieveFineTuningJob", summary="Retrieve a fine-tuning job")
     async def retrieve(request: Request, namespace: Namespace, job_id: str) -> JSONResponse:
-        return JSONResponse(await call_store(_retrieve, _store(request), namespace, job_id))
+        files = getattr(request.app.state, "files", None)
+        return JSONResponse(await call_store(_retrieve, _store(request), namespace, job_id, files))
 
     @router.post("/{job_id}/cancel", operation_id="cancelFineTuningJob", summary="Cancel a fine-tuning job")
     async def cancel(request: Request, namespace: Namespace, job_id: str) -> JSONResponse:

@@ -15,7 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from corral.api.v1alpha1.common import CorralModel, IntendedUse, LicenseSpec
-from corral.api.v1alpha1.finetunejob import LoRASpec, TrainingResources
+from corral.api.v1alpha1.finetunejob import EvaluationGate, LoRASpec, TrainingResources
 
 __all__ = [
     "CorralExtension",
@@ -118,6 +118,8 @@ class CorralExtension(CorralModel):
         license: License of the uploaded data (default: proprietary, commercial use allowed).
         intended_use: ``research`` (default) or ``commercial``.
         deployment: ModelDeployment to add the adapter to (default ``openai-<base Model>``).
+        gate: Evaluation thresholds for promotion (``deployOnSuccess.gate``: metric,
+            minTrainedScorePercent, minHeldOutScorePercent, minImprovementPercent).
     """
 
     lora: LoRASpec | None = None
@@ -126,6 +128,7 @@ class CorralExtension(CorralModel):
     license: LicenseSpec | None = None
     intended_use: IntendedUse | None = None
     deployment: str | None = Field(default=None, min_length=1, max_length=253)
+    gate: EvaluationGate | None = None
 
 
 class FineTuningJobCreate(_Request):

@@ -226,6 +226,15 @@ class StoreCollector(Collector):
                 fam["corral_training_tokens_per_second"].add_metric(labels, st.metrics.tokens_per_second)
             if st.metrics.learning_rate is not None:
                 fam["corral_training_learning_rate"].add_metric(labels, st.metrics.learning_rate)
+        if st.evaluation is not None:
+            for split in st.evaluation.splits:
+                where = "held_out" if split.name == "heldOut" else "trained"
+                for model, scores in (("fine_tuned", split.fine_tuned), ("base", split.base)):
+                    score = fam["corral_training_evaluation_score_ratio"]
+                    score.add_metric([*labels, where, model, "similarity"], scores.similarity_percent / 100)
+                    score.add_metric([*labels, where, model, "exact_match"], scores.exact_match_percent / 100)
+                    if scores.loss is not None:
+                        fam["corral_training_evaluation_loss"].add_metric([*labels, where, model], scores.loss)
         fam["corral_training_preemptions_total"].add_metric(labels, st.preemptions)
         if st.cost is not None:
             fam["corral_training_gpu_seconds_total"].add_metric(labels, st.cost.gpu_seconds)

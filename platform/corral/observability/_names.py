@@ -61,10 +61,14 @@ ALLOWED_LABELS = frozenset(
         "code",
         "type",
         "stage",
+        "split",
+        "variant",
+        "metric",
     }
 )
 """Every label a Corral metric may carry (each has a bounded set of values; ``type`` is an error type
-from :func:`corral.serving._metrics.error_type`)."""
+from :func:`corral.serving._metrics.error_type`; ``split`` is held_out or trained, ``variant`` fine_tuned
+or base, ``metric`` similarity or exact_match)."""
 
 UNITS = frozenset({"seconds", "ratio", "usd", "usd_per_hour", "gpus", "tokens", "tokens_per_second"})
 """Units a name may end with (before ``_total``); an empty unit means a dimensionless count."""
@@ -257,6 +261,23 @@ CONTRACT: tuple[MetricSpec, ...] = (
     ),
     MetricSpec("corral_training_loss", "gauge", "Training loss at the last logged step.", _NS_JOB, "", "store"),
     MetricSpec("corral_training_eval_loss", "gauge", "Evaluation loss at the last evaluation.", _NS_JOB, "", "store"),
+    MetricSpec(
+        "corral_training_evaluation_score_ratio",
+        "gauge",
+        "Score after training (0 to 1) of the fine-tune (variant=fine_tuned) or its base (variant=base) on a "
+        "split (held_out, trained); metric similarity or exact_match.",
+        ("namespace", "job", "split", "variant", "metric"),
+        "ratio",
+        "store",
+    ),
+    MetricSpec(
+        "corral_training_evaluation_loss",
+        "gauge",
+        "Mean token loss on the reference answers after training, by split and variant (fine_tuned, base).",
+        ("namespace", "job", "split", "variant"),
+        "",
+        "store",
+    ),
     MetricSpec(
         "corral_training_tokens_per_second",
         "gauge",

@@ -76,6 +76,7 @@ def zero_config(
     """
     if stage not in (2, 3):
         raise ValueError(f"ZeRO stage must be 2 or 3 (got {stage})")
+    hp = hp.resolved()
     accum = batch_plan(hp.global_batch_size, hp.micro_batch_size, world_size)
     precision = hp.precision
     if precision == "auto":
@@ -134,7 +135,7 @@ def deepspeed_config(spec: FineTuneJobSpec, *, bf16_supported: bool = True, offl
     if strategy not in ("deepspeed-zero2", "deepspeed-zero3"):
         raise ValueError(f"not a DeepSpeed strategy: {strategy!r}")
     return zero_config(
-        spec.hyperparameters,
+        spec.hyperparameters.resolved(),
         stage=2 if strategy == "deepspeed-zero2" else 3,
         world_size=spec.resources.workers,
         on_gpu=spec.resources.gpus_per_worker > 0,

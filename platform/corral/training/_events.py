@@ -7,6 +7,7 @@ One event per line, in the job's artifact folder (``TrainingJob.events_uri``)::
      "lr": 0.001, "tokens_per_second": 850.0, "eta_seconds": 20.5, "gpu_seconds": 0.0,
      "cost_usd": "0", "time": ...}
     {"type": "checkpoint", "step": 4, "uri": ..., "time": ...}
+    {"type": "evaluated", "evaluation": {"splits": [...], "seconds": 3.1}, "time": ...}
     {"type": "completed", "step": 12, "output_uri": ..., "metrics": {...}, "time": ...}
     {"type": "failed", "reason": "DatasetInvalid", "message": ..., "time": ...}
 
@@ -36,13 +37,14 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-from corral.api.v1alpha1.finetunejob import CheckpointInfo, JobCost, JobMetrics, JobProgress
+from corral.api.v1alpha1.finetunejob import CheckpointInfo, Evaluation, JobCost, JobMetrics, JobProgress
 from corral.artifacts import ArtifactNotFound, ArtifactSettings, ArtifactStore, open_store, parse_uri
 
 __all__ = [
     "CheckpointEvent",
     "CompletedEvent",
     "Event",
+    "EvaluatedEvent",
     "EventWriter",
     "FailedEvent",
     "JobSummary",
@@ -121,6 +123,13 @@ class CompletedEvent(_Event):
     metrics: dict[str, float | None] = Field(default_factory=dict, description="Final training metrics.")
 
 
+class EvaluatedEvent(_Event):
+    """The finished model (and its base) were scored (:mod:`corral.training._evaluate`)."""
+
+    type: Literal["evaluated"] = "evaluated"
+    evaluation: Evaluation = Field(description="Scores per split, fine-tune and base.")
+
+
 class FailedEvent(_Event):
     """The job failed or was refused."""
 
@@ -130,7 +139,8 @@ class FailedEvent(_Event):
 
 
 Event = Annotated[
-    StartedEvent | ProgressEvent | CheckpointEvent | CompletedEvent | FailedEvent, Field(discriminator="type")
+    StartedEvent | ProgressEvent | CheckpointEvent | EvaluatedEvent | CompletedEvent | FailedEvent,
+    Field(discriminator="type"),
 ]
 _EVENT = TypeAdapter(Event)
 
@@ -176,7 +186,9 @@ class EventWriter:
         self._pending = 0
         self._last_upload: float | None = None
 
-    def write(self, event: StartedEvent | ProgressEvent | CheckpointEvent | CompletedEvent | FailedEvent) -> None:
+    def write(
+        self, event: StartedEvent | ProgressEvent | CheckpointEvent | EvaluatedEvent | CompletedEvent | FailedEvent
+    ) -> None:
         """Append one event.
 
         A progress event for a remote file may be held back: until ``progress_interval_s``
@@ -227,7 +239,7 @@ class EventWriter:
 
 def read_events(
     uri: str,
-) -> list[StartedEvent | ProgressEvent | CheckpointEvent | CompletedEvent | FailedEvent]:
+) -> list[StartedEvent | ProgressEvent | CheckpointEvent | EvaluatedEvent | CompletedEvent | FailedEvent]:
     """Read every event of an events file (an absent file has none).
 
     A torn last line (a writer killed mid-write) is ignored; any other bad line raises.
@@ -273,6 +285,7 @@ class JobSummary(BaseModel):
     metrics: JobMetrics | None = None
     checkpoints: list[CheckpointInfo] = Field(default_factory=list)
     cost: JobCost | None = None
+    evaluation: Evaluation | None = None
     completed: CompletedEvent | None = None
     failed: FailedEvent | None = None
 
@@ -282,7 +295,7 @@ def _finite(value: float | None) -> float | None:
 
 
 def summarize(
-    events: list[StartedEvent | ProgressEvent | CheckpointEvent | CompletedEvent | FailedEvent],
+    events: list[StartedEvent | ProgressEvent | CheckpointEvent | EvaluatedEvent | CompletedEvent | FailedEvent],
     keep: int | None = None,
 ) -> JobSummary:
     """Fold events into the status fields of a FineTuneJob.
@@ -315,12 +328,14 @@ def summarize(
             summary.cost = JobCost(gpu_seconds=int(ev.gpu_seconds), usd=str(Decimal(ev.cost_usd)))
         elif isinstance(ev, CheckpointEvent):
             by_step[ev.step] = CheckpointInfo(step=ev.step, uri=ev.uri, created_at=datetime.fromtimestamp(ev.time, UTC))
+        elif isinstance(ev, EvaluatedEvent):
+            summary.evaluation = ev.evaluation
         elif isinstance(ev, CompletedEvent):
             summary.completed, summary.failed = ev, None
         elif isinstance(ev, FailedEvent):
             summary.failed, summary.completed = ev, None
         elif isinstance(ev, StartedEvent):
-            summary.completed = summary.failed = None
+            summary.completed = summary.failed = summary.evaluation = None
     checkpoints = [by_step[s] for s in sorted(by_step)]
     summary.checkpoints = checkpoints[-keep:] if keep else checkpoints
     return summary

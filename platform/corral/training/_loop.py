@@ -42,9 +42,9 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F  # noqa: N812 - the usual name
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from corral.api.v1alpha1.finetunejob import Hyperparameters, LoRASpec
+from corral.api.v1alpha1.finetunejob import Hyperparameters, LoRASpec, ResolvedHyperparameters
 from corral.data import IGNORE_INDEX
 from corral.training._checkpoint import MODEL_FILE, SCHEDULER_FILE, STATE_FILE, CheckpointData
 from corral.training._data import Unit, collate_units
@@ -68,11 +68,18 @@ class LoopConfig(BaseModel):
         default="ddp", description="ddp, fsdp, deepspeed-zero2 or deepspeed-zero3 (see corral.training._strategies)."
     )
     lora: LoRASpec | None = Field(default=None, description="LoRA shape (lora/qlora).")
-    hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters, description="Optimisation settings.")
+    hyperparameters: ResolvedHyperparameters = Field(
+        default_factory=ResolvedHyperparameters, description="Optimisation settings (no auto left)."
+    )
     checkpoint_every_steps: int = Field(default=100, ge=1, description="Checkpoint every N optimizer steps.")
     gpus_total: int = Field(default=0, ge=0, description="GPUs of the whole run (for GPU-seconds).")
     price_per_gpu_hour: Decimal = Field(default=Decimal(0), ge=0, description="USD per GPU-hour.")
     progress_every_steps: int = Field(default=1, ge=1, description="Emit a progress event every N steps.")
+
+    @field_validator("hyperparameters", mode="before")
+    @classmethod
+    def _resolve(cls, value: object) -> object:
+        return value.resolved() if isinstance(value, Hyperparameters) else value
 
 
 @dataclass

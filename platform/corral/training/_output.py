@@ -72,7 +72,7 @@ def model_card(job: TrainingJob, *, relation: str, template_name: str, template:
     if dataset_licenses:
         front["dataset_licenses"] = dataset_licenses
     lora = job.spec.effective_lora
-    hp = job.spec.hyperparameters
+    hp = job.spec.hyperparameters.resolved()
     lines = [
         "---",
         yaml.safe_dump(front, sort_keys=False).rstrip(),

@@ -56,7 +56,7 @@ def preflight(
         Sentences, one per problem.
     """
     reasons: list[str] = []
-    res, hp = spec.resources, spec.hyperparameters
+    res, hp = spec.resources, spec.hyperparameters.resolved()
     gpus_needed = res.workers * res.gpus_per_worker
     if gpus_needed > cluster_gpus:
         reasons.append(

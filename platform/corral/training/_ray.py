@@ -25,7 +25,14 @@ import torch
 from corral.artifacts import ArtifactSettings, open_store, parse_uri
 from corral.training._checkpoint import CheckpointData, read_checkpoint
 from corral.training._data import PreparedData, load_conversations, prepare_units, split_validation
-from corral.training._events import CheckpointEvent, EventWriter, ProgressEvent, StartedEvent
+from corral.training._events import (
+    CheckpointEvent,
+    EvaluatedEvent,
+    EventWriter,
+    ProgressEvent,
+    StartedEvent,
+    read_events,
+)
 from corral.training._job import BaseModelSource, TrainingJob
 from corral.training._loop import LoopCallbacks, LoopConfig, LoopResult
 from corral.training._memory_fit import memory_fit
@@ -80,7 +87,7 @@ def loop_config(job: TrainingJob) -> LoopConfig:
         method=spec.method,
         strategy=spec.resources.strategy,
         lora=spec.effective_lora,
-        hyperparameters=spec.hyperparameters,
+        hyperparameters=spec.hyperparameters.resolved(),
         checkpoint_every_steps=spec.checkpointing.every_steps,
         gpus_total=spec.resources.workers * spec.resources.gpus_per_worker,
         price_per_gpu_hour=job.price,
@@ -93,9 +100,17 @@ def prepare_job_data(job: TrainingJob, tokenizer: Any) -> tuple[PreparedData, st
     Returns:
         The units, the chat template's name and its source.
     """
+    data, template_name, template, _ = prepare_job_data_with_conversations(job, tokenizer)
+    return data, template_name, template
+
+
+def prepare_job_data_with_conversations(
+    job: TrainingJob, tokenizer: Any
+) -> tuple[PreparedData, str, str, tuple[list[Any], list[Any]]]:
+    """As :func:`prepare_job_data`, also returning the (train, validation) conversations (for evaluation)."""
     from corral.data import get_template
 
-    hp = job.spec.hyperparameters
+    hp = job.spec.hyperparameters.resolved()
     template_name = job.spec.chat_template or job.base_model.chat_template
     template = get_template(template_name, tokenizer)
     train = load_conversations([(d.uri, d.format) for d in job.datasets])
@@ -112,7 +127,7 @@ def prepare_job_data(job: TrainingJob, tokenizer: Any) -> tuple[PreparedData, st
         loss_on=hp.loss_on,
         packing=hp.packing,
     )
-    return data, template_name, template
+    return data, template_name, template, (train, validation)
 
 
 class _RayCallbacks(LoopCallbacks):
@@ -170,6 +185,7 @@ def train_worker(config: dict[str, Any]) -> None:
     from transformers import AutoTokenizer
 
     from corral.training._deepspeed import zero3_load_config
+    from corral.training._evaluate import base_of, evaluate
     from corral.training._loop import run_loop
     from corral.training._output import save_output
     from corral.training._strategies import output_model
@@ -199,9 +215,9 @@ def train_worker(config: dict[str, Any]) -> None:
             )
         remote_code = job.base_model.trust_remote_code
         tokenizer = AutoTokenizer.from_pretrained(base, trust_remote_code=remote_code)
-        data, template_name, template = prepare_job_data(job, tokenizer)
+        data, template_name, template, (train_convs, val_convs) = prepare_job_data_with_conversations(job, tokenizer)
         cfg = loop_config(job)
-        hp = job.spec.hyperparameters
+        hp = job.spec.hyperparameters.resolved()
         checkpointing = hp.gradient_checkpointing
         if device.type == "cuda" and not checkpointing:
             fit = memory_fit(
@@ -253,9 +269,25 @@ def train_worker(config: dict[str, Any]) -> None:
         )
         if rank == 0 and result.global_step >= result.total_steps:
             # Sharded strategies gathered the weights on rank 0: they go into a fresh, unsharded model on CPU.
-            rebuild = functools.partial(build_model, base, job.spec.method, job.spec.effective_lora, seed=hp.seed)
+            rebuild = functools.partial(
+                build_model, base, job.spec.method, job.spec.effective_lora, seed=hp.seed, trust_remote_code=remote_code
+            )
+            trained_model = output_model(model, result.final_weights, rebuild)
+            evaluation = evaluate(
+                trained_model,
+                tokenizer,
+                template,
+                trained=train_convs,
+                held_out=val_convs,
+                base=base_of(trained_model, functools.partial(_plain_base, base, device, remote_code)),
+                spec=job.spec.evaluation,
+                seed=hp.seed,
+            )
+            if ray_cb.events is not None:
+                ray_cb.events.write(EvaluatedEvent(evaluation=evaluation))
+                write_results_csv(job)
             save_output(
-                output_model(model, result.final_weights, rebuild),
+                trained_model,
                 tokenizer,
                 job,
                 template_name=template_name,
@@ -267,6 +299,49 @@ def train_worker(config: dict[str, Any]) -> None:
             ray_cb.events.flush()
         if ctx.get_local_rank() == 0:
             shutil.rmtree(base_dir, ignore_errors=True)
+
+
+def _plain_base(path: Path, device: torch.device, trust_remote_code: bool = False) -> torch.nn.Module:
+    """The base weights alone (to score the base beside a full fine-tune)."""
+    from transformers import AutoModelForCausalLM
+
+    model: torch.nn.Module = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=trust_remote_code)
+    return model.to(device)
+
+
+RESULTS_FILE = "results.csv"
+"""The step metrics CSV written next to the output Model (OpenAI's ``result_files``)."""
+
+
+def write_results_csv(job: TrainingJob) -> str:
+    """Write ``<outputUri>/results.csv``: one row per logged step, as OpenAI's result file has.
+
+    Columns: ``step,train_loss,train_accuracy,valid_loss,valid_mean_token_accuracy``
+    (Corral measures no token accuracy: those columns stay empty). The rows come from the
+    events file, so a resumed run's earlier steps are included.
+
+    Returns:
+        The CSV's URI.
+    """
+    import csv
+    import io
+
+    rows: dict[int, ProgressEvent] = {}
+    for event in read_events(job.events_uri):
+        if isinstance(event, ProgressEvent):
+            rows[event.step] = event
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["step", "train_loss", "train_accuracy", "valid_loss", "valid_mean_token_accuracy"])
+    for step in sorted(rows):
+        ev = rows[step]
+        valid = "" if ev.eval_loss is None else f"{ev.eval_loss:.6f}"
+        writer.writerow([step, f"{ev.loss:.6f}", "", valid, ""])
+    uri = str(parse_uri(job.output_uri).joinpath(RESULTS_FILE))
+    if parse_uri(uri).scheme == "file":
+        Path(parse_uri(uri).path).parent.mkdir(parents=True, exist_ok=True)
+    open_store(uri, ArtifactSettings.from_env()).put_bytes(buffer.getvalue().encode("utf-8"), uri)
+    return uri
 
 
 class _FailingCallbacks(LoopCallbacks):

@@ -87,6 +87,7 @@ class _Plan:
     """The deterministic schedule of units over steps (the same on every worker)."""
 
     def __init__(self, n_units: int, hp: Hyperparameters, world_size: int) -> None:
+        hp = hp.resolved()
         self.accum = batch_plan(hp.global_batch_size, hp.micro_batch_size, world_size)
         self.per_epoch = steps_per_epoch(n_units, hp.global_batch_size)
         self.total_steps = self.per_epoch * hp.epochs

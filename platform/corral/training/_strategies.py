@@ -352,6 +352,7 @@ def setup_strategy(
     if name not in get_args(StrategyName):
         raise ValueError(f"strategy {name!r} is not one of {', '.join(get_args(StrategyName))}")
     rank, world = callbacks.rank, callbacks.world_size
+    hp = hp.resolved()
 
     def adamw(module: torch.nn.Module) -> torch.optim.Optimizer:
         params = [p for p in module.parameters() if p.requires_grad]

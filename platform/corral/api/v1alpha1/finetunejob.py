@@ -24,8 +24,14 @@ from .common import (
 __all__ = [
     "CheckpointInfo",
     "CheckpointingSpec",
+    "ChosenHyperparameters",
     "DatasetInput",
     "DeployOnSuccess",
+    "Evaluation",
+    "EvaluationGate",
+    "EvaluationScores",
+    "EvaluationSpec",
+    "EvaluationSplit",
     "FineTuneJob",
     "FineTuneJobSpec",
     "FineTuneJobStatus",
@@ -36,6 +42,7 @@ __all__ = [
     "JobProgress",
     "LoRASpec",
     "OutputSpec",
+    "ResolvedHyperparameters",
     "TrainingResources",
 ]
 
@@ -69,12 +76,22 @@ class LoRASpec(CorralModel):
 
 
 class Hyperparameters(CorralModel):
-    """Optimisation settings, named as in LLaMA-Factory, Axolotl and TRL."""
+    """Optimisation settings, named as in LLaMA-Factory, Axolotl and TRL.
 
-    epochs: int = Field(default=3, ge=1, le=1000, description="Passes over the training data.")
-    learning_rate: float = Field(default=2e-4, gt=0.0, le=1.0, description="Peak learning rate of AdamW.")
-    global_batch_size: int = Field(
-        default=32, ge=1, le=65536, description="Examples per optimizer step across all workers."
+    ``epochs``, ``learningRate``, ``globalBatchSize`` and ``validationSplitPercent`` left unset
+    are ``auto``: the control plane chooses them from the base model's catalog recipe and the
+    size of the data when it submits the job (``corral.catalog.choose_hyperparameters``), and
+    records the values and why in ``status.hyperparameters``.
+    """
+
+    epochs: int | None = Field(
+        default=None, ge=1, le=1000, description="Passes over the training data; unset: auto (enough optimizer steps)."
+    )
+    learning_rate: float | None = Field(
+        default=None, gt=0.0, le=1.0, description="Peak learning rate of AdamW; unset: the base model's recipe."
+    )
+    global_batch_size: int | None = Field(
+        default=None, ge=1, le=65536, description="Examples per optimizer step across all workers; unset: auto."
     )
     micro_batch_size: int = Field(
         default=4, ge=1, le=4096, description="Examples per forward pass per worker (gradients accumulate)."
@@ -92,8 +109,12 @@ class Hyperparameters(CorralModel):
     loss_on: Literal["assistant", "completion", "all"] = Field(
         default="assistant", description="Which tokens carry loss: assistant turns, completions, or all tokens."
     )
-    validation_split_percent: int = Field(
-        default=0, ge=0, le=50, description="Percent of the data held out for evaluation when no validation dataset."
+    validation_split_percent: int | None = Field(
+        default=None,
+        ge=0,
+        le=50,
+        description="Percent of the data held out for evaluation when no validation dataset; unset: auto (10% from "
+        "20 examples on, else 0).",
     )
     eval_every_steps: int | None = Field(default=None, ge=1, description="Evaluate every N steps; unset: each epoch.")
     seed: int = Field(default=42, ge=0, le=2**31 - 1, description="Random seed for data order and initialisation.")
@@ -116,12 +137,36 @@ class Hyperparameters(CorralModel):
 
     @model_validator(mode="after")
     def _micro_le_global(self) -> Hyperparameters:
-        if self.micro_batch_size > self.global_batch_size:
+        if self.global_batch_size is not None and self.micro_batch_size > self.global_batch_size:
             raise ValueError(
                 f"microBatchSize must not exceed globalBatchSize (microBatchSize={self.micro_batch_size}, "
                 f"globalBatchSize={self.global_batch_size})"
             )
         return self
+
+    def resolved(self) -> ResolvedHyperparameters:
+        """These settings with every ``auto`` field filled: the chosen value, or the fixed fallback.
+
+        The control plane writes the chosen values into the job file, so the trainer sees no
+        ``auto``; the fallbacks (3 epochs, 2e-4, batch 32, no hold-out) only apply to a job file
+        written by hand.
+        """
+        if isinstance(self, ResolvedHyperparameters):
+            return self
+        return ResolvedHyperparameters.model_validate(self.model_dump(exclude_none=True, by_alias=False))
+
+
+class ResolvedHyperparameters(Hyperparameters):
+    """``Hyperparameters`` with no ``auto`` left: what the trainer runs with."""
+
+    epochs: int = Field(default=3, ge=1, le=1000, description="Passes over the training data.")
+    learning_rate: float = Field(default=2e-4, gt=0.0, le=1.0, description="Peak learning rate of AdamW.")
+    global_batch_size: int = Field(
+        default=32, ge=1, le=65536, description="Examples per optimizer step across all workers."
+    )
+    validation_split_percent: int = Field(
+        default=0, ge=0, le=50, description="Percent of the data held out for evaluation when no validation dataset."
+    )
 
 
 class CheckpointingSpec(CorralModel):
@@ -174,8 +219,36 @@ class OutputSpec(CorralModel):
     )
 
 
+class EvaluationGate(CorralModel):
+    """Thresholds the evaluation must meet before the output is promoted to the deployment.
+
+    Scores are percentages of the ``metric`` (0-100) over the evaluated examples. Below any
+    threshold the output is not deployed; the job still succeeds, and its ``Promoted``
+    condition names the score and the threshold.
+    """
+
+    metric: Literal["similarity", "exactMatch"] = Field(
+        default="similarity",
+        description="similarity: mean normalized similarity of the answer to the reference (0-100); exactMatch: "
+        "percent of answers equal to the reference after normalization.",
+    )
+    min_trained_score_percent: int | None = Field(
+        default=None, ge=0, le=100, description="Minimum score on the sample of training examples."
+    )
+    min_held_out_score_percent: int | None = Field(
+        default=None, ge=0, le=100, description="Minimum score on the held-out split or validation dataset."
+    )
+    min_improvement_percent: int | None = Field(
+        default=1,
+        ge=-100,
+        le=100,
+        description="Minimum points the fine-tune must score above the base model on the same questions (held-out "
+        "when there is a held-out split, else the training sample); unset: no comparison.",
+    )
+
+
 class DeployOnSuccess(CorralModel):
-    """Create or update a ModelDeployment with the output once the job succeeds."""
+    """Create or update a ModelDeployment with the output once the job succeeds and passes its gate."""
 
     deployment: Annotated[str, Field(min_length=1, max_length=253)] = Field(
         description="ModelDeployment to create, or to add the adapter to when it exists."
@@ -183,6 +256,19 @@ class DeployOnSuccess(CorralModel):
     served_name: Annotated[str, Field(min_length=1, max_length=253)] | None = Field(
         default=None, description="Name clients pass as model; unset uses the output Model's name."
     )
+    gate: EvaluationGate = Field(
+        default_factory=EvaluationGate,
+        description="Evaluation thresholds for promotion (default: at least 1 point better than the base model).",
+    )
+
+
+class EvaluationSpec(CorralModel):
+    """How the finished fine-tune is scored before promotion (always, after training)."""
+
+    max_examples: int = Field(
+        default=64, ge=1, le=4096, description="Examples scored per split (held-out, training sample)."
+    )
+    max_new_tokens: int = Field(default=64, ge=1, le=4096, description="Longest generated answer, in tokens.")
 
 
 class FineTuneJobSpec(CorralModel):
@@ -209,6 +295,9 @@ class FineTuneJobSpec(CorralModel):
     output: OutputSpec = Field(default_factory=OutputSpec, description="The Model this job produces.")
     intended_use: IntendedUse = Field(
         default="research", description="research or commercial; commercial is refused when a license forbids it."
+    )
+    evaluation: EvaluationSpec = Field(
+        default_factory=EvaluationSpec, description="How the result is scored before it is promoted."
     )
     deploy_on_success: DeployOnSuccess | None = Field(default=None, description="Deploy the output when done.")
     suspend: bool = Field(default=False, description="True stops the job (it resumes from its checkpoint when unset).")
@@ -301,6 +390,79 @@ class JobCost(CorralModel):
     estimated_usd: DecimalString | None = Field(default=None, description="Estimated total cost before it ran.")
 
 
+class ChosenHyperparameters(CorralModel):
+    """The hyper-parameters a job trains with, and why (``auto`` resolved at submission)."""
+
+    epochs: int = Field(ge=1, description="Passes over the training data.")
+    learning_rate: float = Field(gt=0.0, description="Peak learning rate.")
+    global_batch_size: int = Field(ge=1, description="Examples per optimizer step.")
+    validation_split_percent: int = Field(ge=0, le=100, description="Percent held out for evaluation.")
+    train_examples: int = Field(ge=0, description="Training examples after the hold-out.")
+    steps_per_epoch: int = Field(ge=0, description="Optimizer steps per epoch (the last partial batch is dropped).")
+    total_steps: int = Field(ge=0, description="Optimizer steps planned.")
+    reasons: list[Annotated[str, Field(max_length=1024)]] = Field(
+        default_factory=list, max_length=16, description="Why each auto value was chosen, one sentence each."
+    )
+
+
+class EvaluationScores(CorralModel):
+    """One model's scores on one split."""
+
+    loss: float | None = Field(default=None, description="Mean token loss on the reference answers.")
+    exact_match_percent: float = Field(
+        ge=0, le=100, description="Percent of greedy answers equal to the reference (whitespace and case normalized)."
+    )
+    similarity_percent: float = Field(
+        ge=0, le=100, description="Mean normalized similarity of the answer to the reference (difflib ratio x 100)."
+    )
+
+
+class EvaluationSplit(CorralModel):
+    """Scores of the fine-tune and of its base on the same questions."""
+
+    name: Literal["heldOut", "trained"] = Field(
+        description="heldOut: the validation dataset or held-out split; trained: a sample of the training data."
+    )
+    examples: int = Field(ge=0, description="Questions scored.")
+    fine_tuned: EvaluationScores = Field(description="The fine-tuned model's scores.")
+    base: EvaluationScores = Field(description="The base model's scores on the same questions.")
+
+
+class Evaluation(CorralModel):
+    """What the evaluation after training measured."""
+
+    splits: list[EvaluationSplit] = Field(
+        default_factory=list,
+        max_length=2,
+        description="Scores per split.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+    seconds: float | None = Field(default=None, ge=0, description="Seconds the evaluation took.")
+
+    def split(self, name: str) -> EvaluationSplit | None:
+        """The split called ``name``, if evaluated."""
+        return next((s for s in self.splits if s.name == name), None)
+
+    def summary(self, metric: str = "similarity") -> str:
+        """One line: each split's score (``similarity`` or ``exactMatch``) for the fine-tune and the base."""
+        parts = []
+        for s in self.splits:
+            label = "held-out" if s.name == "heldOut" else "trained"
+            tuned, base = s.fine_tuned, s.base
+            if metric == "exactMatch":
+                parts.append(
+                    f"{label} exact match {tuned.exact_match_percent:.1f}% (base {base.exact_match_percent:.1f}%, "
+                    f"{s.examples} questions)"
+                )
+            else:
+                parts.append(
+                    f"{label} similarity {tuned.similarity_percent:.1f}% (base {base.similarity_percent:.1f}%), "
+                    f"exact match {tuned.exact_match_percent:.1f}% (base {base.exact_match_percent:.1f}%), "
+                    f"{s.examples} questions"
+                )
+        return "; ".join(parts) or "nothing was scored"
+
+
 class FineTuneJobStatus(CorralModel):
     """What Corral observed about a FineTuneJob."""
 
@@ -310,6 +472,12 @@ class FineTuneJobStatus(CorralModel):
     submission_id: str | None = Field(default=None, description="Ray job submission id (deterministic).")
     progress: JobProgress | None = Field(default=None, description="Step, epoch, percent, ETA.")
     metrics: JobMetrics | None = Field(default=None, description="Latest loss, eval loss, tokens/s.")
+    hyperparameters: ChosenHyperparameters | None = Field(
+        default=None, description="The hyper-parameters it trains with (auto resolved) and why."
+    )
+    evaluation: Evaluation | None = Field(
+        default=None, description="Scores of the fine-tune and its base after training (held-out, trained)."
+    )
     checkpoints: list[CheckpointInfo] = Field(default_factory=list, description="Checkpoints kept.")
     placement: Placement | None = Field(default=None, description="Where the scheduler placed the job.")
     preemptions: int = Field(
