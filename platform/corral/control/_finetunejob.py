@@ -235,14 +235,14 @@ def reconcile_finetunejob(job: FineTuneJob, world: FineTuneJobWorld) -> Result:
             st.cost = training.cost.model_copy(update={"estimated_usd": estimated})
         if training.resumed_from_step is not None:
             st.resumed_from_step = training.resumed_from_step
+        if training.evaluation is not None:
+            st.evaluation = training.evaluation
     resumed_note = None
     if training is not None and len(training.restarts) > st.restarts:
         for restart in training.restarts[st.restarts :]:
             resumed_note = _restart_message(restart)
             actions.append(RecordEvent("Warning", "TrainingResumed", resumed_note))
         st.restarts = len(training.restarts)
-        if training.evaluation is not None:
-            st.evaluation = training.evaluation
 
     # Done: keep the children in place (a crash may have cut the last pass short).
     if st.phase == "Succeeded":
