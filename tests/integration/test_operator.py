@@ -161,9 +161,10 @@ def phase(cluster: dict[str, Any], plural: str, name: str) -> str | None:
 
 
 def _dataset_docs(tmp: Path) -> list[dict[str, Any]]:
-    doc = yaml.safe_load((EXAMPLES / "20-dataset.yaml").read_text())
-    doc["spec"]["uri"] = (EXAMPLES / "data" / "support-faq.alpaca.jsonl").as_uri()  # kubectl does not resolve ./
-    return [doc]
+    docs = [d for d in yaml.safe_load_all((EXAMPLES / "20-dataset.yaml").read_text()) if d]
+    for doc in docs:  # kubectl does not resolve ./
+        doc["spec"]["uri"] = (EXAMPLES / doc["spec"]["uri"].removeprefix("file://./")).as_uri()
+    return docs
 
 
 def test_finetunejob_runs_as_a_rayjob_and_creates_its_model(cluster: dict[str, Any]) -> None:
