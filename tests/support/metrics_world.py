@@ -105,6 +105,18 @@ def populate(store: Store, artifact_root: str) -> None:
             "submissionId": "corral-team-a.bot-1",
             "progress": {"step": 40, "totalSteps": 100, "epoch": 1, "percent": 40, "etaSeconds": 300},
             "metrics": {"loss": 1.25, "evalLoss": 1.5, "learningRate": 0.0002, "tokensPerSecond": 1234.5},
+            # As a finished job reports it (kept on this one so every evaluation series is exported).
+            "evaluation": {
+                "splits": [
+                    {
+                        "name": split,
+                        "examples": 6,
+                        "fineTuned": {"loss": 0.4, "exactMatchPercent": 50.0, "similarityPercent": 80.0},
+                        "base": {"loss": 2.5, "exactMatchPercent": 0.0, "similarityPercent": 10.0},
+                    }
+                    for split in ("heldOut", "trained")
+                ]
+            },
             "placement": placement,
             "preemptions": 1,
             "cost": {"gpuSeconds": 720, "usd": "0.5", "estimatedUsd": "1.25"},
