@@ -40,6 +40,8 @@ FIGURES: dict[str, str] = {}
 def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Home]:
     home = Home(tmp_path_factory.mktemp("faults-home"))
     home.up("--port", "0")  # a free port, chosen once and kept by every later `up`
+    with home.client() as client:
+        AUTH.update(client.auth_headers())
     try:
         yield home
     finally:
@@ -71,9 +73,13 @@ def _step(home: Home) -> int:
     return steps[-1] if steps else 0
 
 
+#: The Authorization header of the home's token (the chat endpoint asks for one); set by ``home``.
+AUTH: dict[str, str] = {}
+
+
 def _ask(endpoint: str, timeout: float = 60.0) -> str:
     body = {"model": ADAPTER, "messages": [{"role": "user", "content": "When are you open?"}], "max_tokens": 4}
-    reply = httpx.post(f"{endpoint}/chat/completions", json=body, timeout=timeout)
+    reply = httpx.post(f"{endpoint}/chat/completions", json=body, headers=AUTH, timeout=timeout)
     reply.raise_for_status()
     return str(reply.json()["choices"][0]["message"]["content"])
 
