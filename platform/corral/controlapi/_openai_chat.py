@@ -36,6 +36,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from corral.api.v1alpha1 import ModelDeployment
+from corral.serving._chat_auth import BodyTooLargeError, read_capped
 from corral.serving._config import routing_headers
 from corral.store import Store
 
@@ -158,16 +159,11 @@ def _router(request: Request) -> ChatRouter:
 
 
 async def _body(request: Request) -> tuple[bytes, dict[str, Any]]:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise OpenAIError(413, f"the request body is larger than {MAX_BODY_BYTES} bytes", code="body_too_large")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise OpenAIError(413, f"the request body is larger than {MAX_BODY_BYTES} bytes", code="body_too_large")
-        chunks.append(chunk)
-    raw = b"".join(chunks)
+    try:
+        raw = await read_capped(request, MAX_BODY_BYTES)
+    except BodyTooLargeError:
+        message = f"the request body is larger than {MAX_BODY_BYTES} bytes"
+        raise OpenAIError(413, message, code="body_too_large") from None
     try:
         body = json.loads(raw or b"null")
     except ValueError as exc:
