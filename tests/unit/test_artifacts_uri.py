@@ -177,6 +177,16 @@ def test_settings_from_env_reads_only_corral_variables(tmp_path: Path) -> None:
     assert ArtifactSettings().s3_endpoint_url is None
 
 
+def test_settings_s3_endpoint_falls_back_to_the_name_ray_pods_are_given() -> None:
+    """Issue 13: the KubeRay builder gives pods AWS_ENDPOINT_URL_S3; training read only CORRAL_*."""
+    pod_env = {"AWS_ENDPOINT_URL_S3": "http://minio.minio:9000", "AWS_ENDPOINT_URL": "http://other:1"}
+    assert ArtifactSettings.from_env(pod_env).s3_endpoint_url == "http://minio.minio:9000"
+    assert ArtifactSettings.from_env({"AWS_ENDPOINT_URL": "http://other:1"}).s3_endpoint_url == "http://other:1"
+    both = {**pod_env, "CORRAL_S3_ENDPOINT_URL": "http://corral:9000"}
+    assert ArtifactSettings.from_env(both).s3_endpoint_url == "http://corral:9000"
+    assert ArtifactSettings.from_env({"AWS_ENDPOINT_URL_S3": ""}).s3_endpoint_url is None
+
+
 def test_settings_from_env_defaults_to_os_environ(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CORRAL_S3_REGION", "us-west-2")
     assert ArtifactSettings.from_env().s3_region == "us-west-2"

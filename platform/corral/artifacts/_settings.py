@@ -20,6 +20,9 @@ ENV_PREFIX = "CORRAL_"
 
 MiB = 1024 * 1024
 
+#: Standard AWS variables read for the S3 endpoint when ``CORRAL_S3_ENDPOINT_URL`` is unset, in order.
+S3_ENDPOINT_ENV_FALLBACKS = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
+
 
 class ArtifactSettings(BaseModel):
     """How Corral reaches artifact storage. Secrets are ``SecretStr`` and never printed."""
@@ -75,7 +78,9 @@ class ArtifactSettings(BaseModel):
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ArtifactSettings:
         """Build settings from ``CORRAL_<FIELD NAME>`` variables, e.g. ``CORRAL_S3_ENDPOINT_URL``.
 
-        Empty variables count as unset.
+        Empty variables count as unset. The S3 endpoint falls back to the standard
+        ``AWS_ENDPOINT_URL_S3`` then ``AWS_ENDPOINT_URL`` (the name Ray pods are given), so
+        every S3 client of a process (boto3 and pyarrow's checkpoint filesystem) uses one.
 
         Args:
             environ: Mapping to read instead of ``os.environ`` (for tests).
@@ -92,6 +97,14 @@ class ArtifactSettings(BaseModel):
             raw = env.get(ENV_PREFIX + name.upper(), "")
             if raw != "":
                 values[name] = raw
+        if "s3_endpoint_url" not in values:
+            # The standard AWS names: what the KubeRay builder and the chart give Ray pods
+            # (AWS_ENDPOINT_URL_S3), so the S3 client, the job-file reader and Ray Train's
+            # checkpoint filesystem all reach the same endpoint.
+            for name in S3_ENDPOINT_ENV_FALLBACKS:
+                if env.get(name, ""):
+                    values["s3_endpoint_url"] = env[name]
+                    break
         return cls.model_validate(values)
 
     @classmethod

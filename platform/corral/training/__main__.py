@@ -47,13 +47,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+    from corral.artifacts import ArtifactError
     from corral.data import DatasetInvalid
     from corral.training._events import CompletedEvent, EventWriter, FailedEvent
     from corral.training._job import load_job
 
     try:
         job = load_job(args.job)
-    except (OSError, ValidationError) as exc:
+    except (OSError, ArtifactError, ValidationError) as exc:
         print(f"corral.training: invalid job file {args.job}: {exc}", file=sys.stderr)
         return EXIT_REFUSED
     events = EventWriter(job.events_uri)
@@ -63,7 +64,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         events.write(FailedEvent(reason=reason, message=message))
         return EXIT_REFUSED
 
-    from corral.artifacts import ArtifactError
     from corral.training._data import load_conversations
 
     sources = [*job.datasets, *([job.validation_dataset] if job.validation_dataset else [])]

@@ -114,16 +114,25 @@ class TrainingJob(CorralModel):
 
 
 def load_job(path: str | Path) -> TrainingJob:
-    """Read and validate a job file.
+    """Read and validate a job file, wherever the control plane wrote it (contract 1).
 
     Args:
-        path: JSON file written by the control plane.
+        path: The job file: a local path, or a ``file://`` / ``s3://`` URI read through
+            :mod:`corral.artifacts` (on a cluster the operator uploads it under the artifact
+            root, usually ``s3://``; the S3 endpoint and credentials come from the pod's
+            environment, see ``ArtifactSettings.from_env``).
 
     Returns:
         The validated job.
 
     Raises:
         pydantic.ValidationError: The file does not describe a valid job.
-        OSError: The file cannot be read.
+        OSError: The file cannot be read (an :class:`~corral.artifacts.ArtifactError` for a URI).
     """
+    text = str(path)
+    if "://" in text:
+        from corral.artifacts import ArtifactSettings, open_store
+
+        data = open_store(text, ArtifactSettings.from_env()).get_bytes(text)
+        return TrainingJob.model_validate_json(data)
     return TrainingJob.model_validate_json(Path(path).read_text(encoding="utf-8"))
