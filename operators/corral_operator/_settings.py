@@ -45,7 +45,12 @@ class OperatorSettings(BaseModel):
     peering_name: str = Field(default="corral-operator", description="kopf peering object used for leader election.")
     priority: int = Field(default=0, description="kopf peering priority of this replica (highest leads).")
     standalone: bool = Field(default=False, description="Skip peering (one replica, or tests).")
-    watch_server_timeout: float = Field(default=300.0, gt=0, description="Server-side timeout of each watch request.")
+    watch_server_timeout: int = Field(
+        default=300,
+        gt=0,
+        description="Server-side timeout of each watch request, whole seconds (the API server refuses "
+        "timeoutSeconds=300.0 with 400 strconv.ParseInt).",
+    )
     watch_client_timeout: float = Field(default=330.0, gt=0, description="Client-side timeout of each watch request.")
     health_port: int = Field(default=8080, ge=1, le=65535, description="Port of the /healthz liveness endpoint.")
     kuberay: KubeRaySettings = Field(default_factory=KubeRaySettings, description="RayJob / RayService settings.")

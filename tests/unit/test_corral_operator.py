@@ -47,6 +47,9 @@ def test_configure_kopf() -> None:
     assert kopf_settings.peering.name == "corral-x" and kopf_settings.peering.priority == 7
     assert kopf_settings.peering.mandatory and not kopf_settings.peering.standalone
     assert kopf_settings.watching.server_timeout == 300
+    # The chart's "300" must reach the API server as an integer: timeoutSeconds=300.0 is a 400.
+    timeout = OperatorSettings.from_env({"CORRAL_OPERATOR_WATCH_SERVER_TIMEOUT": "300"}).watch_server_timeout
+    assert type(timeout) is int and f"{timeout}" == "300"
 
 
 class _FakeAuthn:
