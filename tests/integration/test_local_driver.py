@@ -159,3 +159,7 @@ def test_down_stops_everything_it_started(driver: LocalRayDriver) -> None:
     assert temp_dir is not None and not temp_dir.exists()
     assert not driver.started_head
     driver.down()  # idempotent
+    # And a stopped driver starts a fresh head (the module's other tests may run after this one
+    # in random order, `make test-repeat`).
+    driver.start()
+    assert driver.started_head and driver.temp_dir is not None and driver.temp_dir != temp_dir

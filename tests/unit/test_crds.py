@@ -73,10 +73,11 @@ def validators() -> dict[str, CRDValidator]:
 
 
 def _examples() -> list[dict[str, Any]]:
+    """Every Corral document of the examples (the Namespace documents are for kubectl)."""
     docs = []
-    for path in sorted((REPO / "examples").glob("*/*.yaml")):
+    for path in sorted([*(REPO / "examples").glob("*/*.yaml"), *(REPO / "examples/cluster").glob("*/*.yaml")]):
         docs += [resolve_relative_uris(d, path.parent) for d in yaml.safe_load_all(path.read_text()) if d]
-    return docs
+    return [d for d in docs if d["apiVersion"] == "corral.dev/v1alpha1"]
 
 
 def test_committed_crds_are_current() -> None:
@@ -162,7 +163,7 @@ def test_examples_pass_crd_schema_and_cel(doc: dict[str, Any], validators: dict[
 
 
 def test_examples_load_with_the_types() -> None:
-    loaded = load_documents(REPO / "examples/support-bot") + load_documents(REPO / "examples/cluster")
+    loaded = load_documents(REPO / "examples/support-bot") + load_documents(REPO / "examples/cluster", recursive=True)
     assert len(loaded) == len(_examples())
 
 

@@ -212,11 +212,17 @@ def _decode(label: str, text: str) -> list[Any]:
         ) from None
 
 
+def _is_namespace(doc: Any) -> bool:
+    return isinstance(doc, dict) and doc.get("apiVersion") == "v1" and doc.get("kind") == "Namespace"
+
+
 def validate_source(source: str | Path, *, recursive: bool = False) -> tuple[list[Resource], list[DocumentError]]:
     """Parse every document of ``source`` and collect (objects, errors) without stopping at the first error.
 
     A directory contributes its ``*.yaml``/``*.yml``/``*.json`` files (and those of its subdirectories
-    when ``recursive``), sorted by path, as ``kubectl apply -f DIR [-R]`` does.
+    when ``recursive``), sorted by path, as ``kubectl apply -f DIR [-R]`` does. Core ``v1``
+    ``Namespace`` documents (which a directory meant for ``kubectl apply`` carries) are skipped:
+    the embedded plane's namespaces need no object.
     """
     objects: list[Resource] = []
     errors: list[DocumentError] = []
@@ -228,6 +234,8 @@ def validate_source(source: str | Path, *, recursive: bool = False) -> tuple[lis
             continue
         base_dir = Path(label).parent if label != "<input>" else Path.cwd()
         for index, doc in enumerate(docs):
+            if _is_namespace(doc):
+                continue  # for kubectl; Corral's own namespaces exist without an object
             resolve_relative_uris(doc, base_dir)
             try:
                 objects.append(parse_document(doc, source=label, index=index))
