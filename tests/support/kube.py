@@ -34,7 +34,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = REPO / ".tools" / "kube" / "bin"
-KUBERAY_CRDS = REPO.parent / "shared" / "kuberay" / "v1.7.0"
+KUBERAY_CRDS = REPO / "tests" / "fixtures" / "kuberay" / "v1.7.0"
 CORRAL_CRDS = REPO / "charts" / "corral" / "crds"
 
 #: Users of the static token file: name -> groups. ``admin`` is a cluster admin
