@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from corral.artifacts import URIPolicy, load_namespace_settings
 from corral.control import ControlSettings
-from corral.drivers.kuberay import KubeRaySettings
+from corral.drivers.kuberay import CHAT_TOKENS_ENV, KubeRaySettings
 
 __all__ = ["ENV_PREFIX", "OperatorSettings", "configure_kopf"]
 
@@ -97,6 +97,8 @@ class OperatorSettings(BaseModel):
             namespace_artifacts=(
                 load_namespace_settings(self.namespace_artifacts_file) if self.namespace_artifacts_file else {}
             ),
+            # The replicas read the namespace's chat tokens from its Secret (mounted by the builder).
+            chat_tokens_env=CHAT_TOKENS_ENV if self.kuberay.chat_tokens_secret else None,
         )
 
 

@@ -40,6 +40,7 @@ NS = "support"
 RELEASE_NS = "corral-system"
 BUCKET = "corral"
 SECRET = "corral-s3"
+CHAT_TOKEN = "support-chat-key-0001"
 DEADLINE_TRAIN = 600.0
 DEADLINE_SERVE = 300.0
 
@@ -167,6 +168,9 @@ def test_kubectl_apply_to_a_chat_answer_on_the_cluster_path(cluster: dict[str, A
         cluster["s3"].upload_file(str(DATA / name), BUCKET, f"artifacts/files/{NS}/{name}")
     kube.kubectl("apply", "-f", str(EXAMPLE / "00-namespace.yaml"))
     kube.apply([_secret(NS)])
+    kube.kubectl(
+        "create", "secret", "generic", "corral-chat-tokens", "-n", NS, f"--from-literal=tokens={CHAT_TOKEN}\nother-key"
+    )
     kube.kubectl("apply", "-f", str(EXAMPLE))
 
     def job_done() -> dict[str, Any] | None:
@@ -202,14 +206,14 @@ def test_kubectl_apply_to_a_chat_answer_on_the_cluster_path(cluster: dict[str, A
 
     facts = yaml.safe_load((DATA / "facts.yaml").read_text(encoding="utf-8"))
     system, by_id = facts["business"]["system"], {f["id"]: f for f in facts["facts"]}
-    client = openai.OpenAI(base_url=endpoint, api_key="unused-on-the-cluster", max_retries=2, timeout=120.0)
     question, expected = by_id["hours_weekday"]["train"][2], by_id["hours_weekday"]["answer"]
-    reply = client.chat.completions.create(
-        model="support-bot-v1",
-        messages=[{"role": "system", "content": system}, {"role": "user", "content": question}],
-        max_tokens=48,
-        temperature=0.0,
-    )
+    messages: Any = [{"role": "system", "content": system}, {"role": "user", "content": question}]
+    # The endpoint asks for one of the namespace's chat tokens (its Secret, mounted by the pods).
+    stranger = openai.OpenAI(base_url=endpoint, api_key="not-a-support-token", max_retries=0, timeout=60.0)
+    with pytest.raises(openai.AuthenticationError):
+        stranger.chat.completions.create(model="support-bot-v1", messages=messages, max_tokens=4)
+    client = openai.OpenAI(base_url=endpoint, api_key=CHAT_TOKEN, max_retries=2, timeout=120.0)
+    reply = client.chat.completions.create(model="support-bot-v1", messages=messages, max_tokens=48, temperature=0.0)
     assert (reply.choices[0].message.content or "").strip() == expected
     answered = time.monotonic() - started
     print(f"\ncluster loop: trained in {trained:.0f} s, serving after {served:.0f} s, answered after {answered:.0f} s")

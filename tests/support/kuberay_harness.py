@@ -174,8 +174,16 @@ class KubeRayHarness:
                 continue
             ref = (var.get("valueFrom") or {}).get("secretKeyRef")
             if ref:
-                secret = self.core.read_namespaced_secret(ref["name"], self.namespace)
-                env[var["name"]] = base64.b64decode(secret.data[ref["key"]]).decode()
+                try:
+                    secret = self.core.read_namespaced_secret(ref["name"], self.namespace)
+                except kubernetes.client.ApiException as exc:
+                    if exc.status == 404 and ref.get("optional"):
+                        continue  # the kubelet leaves an optional variable unset
+                    raise
+                data = secret.data or {}
+                if ref["key"] not in data and ref.get("optional"):
+                    continue
+                env[var["name"]] = base64.b64decode(data[ref["key"]]).decode()
         return env
 
     # -- RayJob -------------------------------------------------------------------------------

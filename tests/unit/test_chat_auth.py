@@ -13,6 +13,7 @@ from corral.control import DeployServe, reconcile_deployment
 from corral.control._embedded import _chat_tokens
 from corral.controlapi import TokenAuth
 from corral.serving import ServeAppArgs
+from corral.serving._args import ChatAuthArgs
 from corral.serving._chat_auth import ChatAuth, UnauthorizedError
 from tests.unit.test_control_deployment import SETTINGS, deployment, world
 
@@ -41,6 +42,26 @@ def test_a_token_is_checked_by_its_digest() -> None:
         assert "secret" not in refused.value.message  # a token never shows in an error
     with pytest.raises(UnauthorizedError):
         ChatAuth([]).check("Bearer team-a-secret")  # no accepted token: every call refused
+
+
+def test_tokens_from_the_pods_environment_join_the_digests() -> None:
+    """On a cluster the replica reads its namespace's tokens from the Secret the pods mount."""
+    args = ChatAuthArgs(token_sha256=[sha("admin-secret")], tokens_env="CORRAL_CHAT_TOKENS")
+    auth = ChatAuth.from_args(args, {"CORRAL_CHAT_TOKENS": "team-a-secret\n  other-secret ,third-secret\n"})
+    for token in ("admin-secret", "team-a-secret", "other-secret", "third-secret"):
+        auth.check(f"Bearer {token}")
+    with pytest.raises(UnauthorizedError, match="not valid"):
+        auth.check("Bearer team-b-secret")
+    empty = ChatAuth.from_args(ChatAuthArgs(tokens_env="CORRAL_CHAT_TOKENS"), {})
+    with pytest.raises(UnauthorizedError, match=r"no chat tokens are configured.*CORRAL_CHAT_TOKENS"):
+        empty.check("Bearer team-a-secret")
+    # The operator's settings: no digests of its own, the Secret's tokens, always a check.
+    settings = dataclasses.replace(SETTINGS, chat_tokens_env="CORRAL_CHAT_TOKENS")
+    assert settings.chat_token_digests("team-a") == []
+    result = reconcile_deployment(deployment(), dataclasses.replace(world(), settings=settings))
+    (deploy,) = [a for a in result.actions if isinstance(a, DeployServe)]
+    app_args = ServeAppArgs.model_validate(deploy.config["applications"][0]["args"])
+    assert app_args.auth == ChatAuthArgs(token_sha256=[], tokens_env="CORRAL_CHAT_TOKENS")
 
 
 def test_each_deployment_accepts_its_namespaces_tokens_and_the_admins(tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ from corral.api.v1alpha1.model import ModelArtifact, ModelStatus
 from corral.control import ControlSettings, app_config, job_files
 from corral.control._jobspec import entrypoint
 from corral.drivers.kuberay import (
+    CHAT_TOKENS_ENV,
     KUEUE_QUEUE_LABEL,
     MAX_NAME_LENGTH,
     KubeRaySettings,
@@ -240,6 +241,21 @@ def test_rayservice_embeds_contract_2() -> None:
     assert group["template"]["spec"]["containers"][0]["resources"]["requests"]["cpu"] == "1"
     assert obj["metadata"]["ownerReferences"][0]["kind"] == "ModelDeployment"
     assert obj["metadata"]["ownerReferences"][0]["uid"] == "uid-dep"
+
+
+def test_serving_pods_mount_the_namespaces_chat_tokens_and_training_pods_do_not() -> None:
+    dep = deployment()
+    svc = build_rayservice(dep, {"applications": []}, PodPlacement.for_deployment(dep), SETTINGS)
+    cluster = svc["spec"]["rayClusterConfig"]
+    for pod in [cluster["headGroupSpec"]["template"]["spec"], cluster["workerGroupSpecs"][0]["template"]["spec"]]:
+        env = {e["name"]: e for e in pod["containers"][0]["env"]}
+        ref = {"name": "corral-chat-tokens", "key": "tokens", "optional": True}
+        assert env[CHAT_TOKENS_ENV] == {"name": CHAT_TOKENS_ENV, "valueFrom": {"secretKeyRef": ref}}
+    job = rayjob_for(finetunejob())["spec"]["rayClusterSpec"]
+    assert CHAT_TOKENS_ENV not in str(job)
+    off = SETTINGS.model_copy(update={"chat_tokens_secret": None})
+    unchecked = build_rayservice(dep, {"applications": []}, PodPlacement.for_deployment(dep), off)
+    assert CHAT_TOKENS_ENV not in str(unchecked)
 
 
 def test_rayservice_autoscaling_range() -> None:

@@ -62,7 +62,10 @@ def config_matches(desired: Any, deployed: Any) -> bool:
 
 
 def app_config(
-    deployment: ModelDeployment, models: Mapping[str, Model], chat_tokens: list[str] | None = None
+    deployment: ModelDeployment,
+    models: Mapping[str, Model],
+    chat_tokens: list[str] | None = None,
+    chat_tokens_env: str | None = None,
 ) -> dict[str, Any]:
     """The deployment's Serve application (one entry of ``serveConfigV2.applications``).
 
@@ -71,6 +74,9 @@ def app_config(
         models: Models of its namespace by name.
         chat_tokens: SHA-256 digests of the tokens its endpoint accepts (engine ``transformers``);
             ``None`` asks for none.
+        chat_tokens_env: Environment variable of the replicas holding more accepted tokens (a
+            cluster's per-namespace Secret); set, the endpoint asks for a token even when
+            ``chat_tokens`` is ``None``.
 
     Raises:
         ValueError: The engine cannot serve the spec (``corral.serving.serve_config``).
@@ -90,8 +96,11 @@ def app_config(
 
     config = serve_config([deployment], resolve)
     app = dict(config["applications"][0])
-    if chat_tokens is not None and app.get("import_path") == CORRAL_IMPORT_PATH:
-        app["args"] = {**app["args"], "auth": {"token_sha256": chat_tokens}}
+    if (chat_tokens is not None or chat_tokens_env) and app.get("import_path") == CORRAL_IMPORT_PATH:
+        auth: dict[str, Any] = {"token_sha256": list(chat_tokens or [])}
+        if chat_tokens_env:
+            auth["tokens_env"] = chat_tokens_env
+        app["args"] = {**app["args"], "auth": auth}
     app["name"] = app_name(deployment)
     app["route_prefix"] = route_prefix(deployment)
     return app
@@ -235,7 +244,12 @@ def reconcile_deployment(dep: ModelDeployment, world: DeploymentWorld) -> Result
     app: dict[str, Any] | None = None
     if problem is None:
         try:
-            app = app_config(dep, world.models, world.settings.chat_token_digests(dep.metadata.namespace or "default"))
+            app = app_config(
+                dep,
+                world.models,
+                world.settings.chat_token_digests(dep.metadata.namespace or "default"),
+                world.settings.chat_tokens_env,
+            )
         except (ValueError, KeyError) as exc:
             problem = ("Failed", "InvalidSpec", str(exc))
     if problem is not None or app is None:

@@ -52,7 +52,10 @@ class ControlSettings:
             (``spec.trustRemoteCode``); ``*`` allows every namespace. Empty: none (the default).
         chat_tokens: ``(sha256, namespaces)`` of every token (``None`` namespaces: all); a
             deployment's chat endpoint accepts those of its namespace. ``None``: the endpoints ask
-            for no token (the operator, until chat on a cluster is checked with TokenReview).
+            for no token unless ``chat_tokens_env`` is set.
+        chat_tokens_env: On a cluster: the environment variable of the Ray pods holding the
+            namespace's chat tokens (from its Secret, mounted by the KubeRay builder); set, every
+            chat endpoint asks for one of them (and refuses all calls when the Secret is absent).
         uri_policy: When set, the runner reads a Dataset's or Model's ``spec.uri`` only when
             the rule allows it for the object's namespace (on a cluster, objects applied with
             kubectl never passed the control API's check); ``None``: the control API is the
@@ -71,6 +74,7 @@ class ControlSettings:
     namespace_artifacts: Mapping[str, ArtifactSettings] = field(default_factory=dict)
     remote_code_namespaces: frozenset[str] = frozenset()
     chat_tokens: tuple[tuple[str, frozenset[str] | None], ...] | None = None
+    chat_tokens_env: str | None = None
 
     def artifacts_for(self, namespace: str | None) -> ArtifactSettings | None:
         """The credentials a namespace's data is read with (``None``: the server's own chain)."""
@@ -79,7 +83,7 @@ class ControlSettings:
     def chat_token_digests(self, namespace: str) -> list[str] | None:
         """SHA-256 digests of the tokens that may call ``namespace``'s chat endpoints (``None``: no token check)."""
         if self.chat_tokens is None:
-            return None
+            return [] if self.chat_tokens_env else None
         return sorted(
             {digest for digest, spaces in self.chat_tokens if spaces is None or "*" in spaces or namespace in spaces}
         )

@@ -32,6 +32,7 @@ from corral.api.v1alpha1 import FineTuneJob, GPUPool, ModelDeployment, Resource
 from corral.scheduler import ray_accelerator_type
 
 __all__ = [
+    "CHAT_TOKENS_ENV",
     "KUBERAY_API_VERSION",
     "KUEUE_QUEUE_LABEL",
     "MAX_NAME_LENGTH",
@@ -56,6 +57,9 @@ OWNER_LABELS = ("corral.dev/kind", "corral.dev/name")
 """Labels on every child: the owner's kind and name (for selection and cleanup checks)."""
 
 _GPU_RESOURCE = "nvidia.com/gpu"
+
+CHAT_TOKENS_ENV = "CORRAL_CHAT_TOKENS"
+"""Environment variable of RayService pods holding the namespace's chat tokens (from its Secret)."""
 
 
 class KubeRaySettings(BaseModel):
@@ -93,6 +97,13 @@ class KubeRaySettings(BaseModel):
         default="NewCluster", description="RayService upgrade strategy on cluster-level changes."
     )
     extra_env: dict[str, str] = Field(default_factory=dict, description="Plain environment for every Ray container.")
+    chat_tokens_secret: str | None = Field(
+        default="corral-chat-tokens",
+        description="Secret of each namespace whose key chat_tokens_key holds the tokens its chat endpoints accept "
+        "(one per line); RayService pods mount it as CORRAL_CHAT_TOKENS (optional: without it every call is "
+        "refused). None: the endpoints ask for no token.",
+    )
+    chat_tokens_key: str = Field(default="tokens", description="Key of the tokens in chat_tokens_secret.")
 
 
 @dataclass(frozen=True)
@@ -220,8 +231,11 @@ def _metadata(name: str, owner: Resource, queue: str | None) -> dict[str, Any]:
     }
 
 
-def _env(settings: KubeRaySettings) -> list[dict[str, Any]]:
+def _env(settings: KubeRaySettings, *, serve: bool = False) -> list[dict[str, Any]]:
     env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in sorted(settings.extra_env.items())]
+    if serve and settings.chat_tokens_secret:
+        ref = {"name": settings.chat_tokens_secret, "key": settings.chat_tokens_key, "optional": True}
+        env.append({"name": CHAT_TOKENS_ENV, "valueFrom": {"secretKeyRef": ref}})
     if settings.s3_endpoint_url:
         env.append({"name": "AWS_ENDPOINT_URL_S3", "value": settings.s3_endpoint_url})
     if settings.s3_secret_name:
@@ -234,14 +248,20 @@ def _env(settings: KubeRaySettings) -> list[dict[str, Any]]:
 
 
 def _container(
-    name: str, image: str, settings: KubeRaySettings, resources: dict[str, Any], ports: list[dict[str, Any]]
+    name: str,
+    image: str,
+    settings: KubeRaySettings,
+    resources: dict[str, Any],
+    ports: list[dict[str, Any]],
+    *,
+    serve: bool = False,
 ) -> dict[str, Any]:
     container: dict[str, Any] = {
         "name": name,
         "image": image,
         "imagePullPolicy": settings.image_pull_policy,
         "resources": resources,
-        "env": _env(settings),
+        "env": _env(settings, serve=serve),
         "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
     }
     if ports:
@@ -270,7 +290,7 @@ def _head_group(settings: KubeRaySettings, *, serve: bool) -> dict[str, Any]:
     ]
     if serve:
         ports.append({"containerPort": 8000, "name": "serve"})
-    container = _container("ray-head", settings.image, settings, {"requests": res, "limits": res}, ports)
+    container = _container("ray-head", settings.image, settings, {"requests": res, "limits": res}, ports, serve=serve)
     return {
         # num-cpus 0: no training worker or Serve replica lands on the head.
         "rayStartParams": {"dashboard-host": "0.0.0.0", "num-cpus": "0"},
@@ -278,7 +298,7 @@ def _head_group(settings: KubeRaySettings, *, serve: bool) -> dict[str, Any]:
     }
 
 
-def _worker_group(name: str, placement: PodPlacement, settings: KubeRaySettings) -> dict[str, Any]:
+def _worker_group(name: str, placement: PodPlacement, settings: KubeRaySettings, *, serve: bool) -> dict[str, Any]:
     memory = placement.memory or settings.default_worker_memory
     requests: dict[str, Any] = {"cpu": placement.cpus, "memory": memory}
     limits: dict[str, Any] = {"memory": memory}
@@ -293,7 +313,7 @@ def _worker_group(name: str, placement: PodPlacement, settings: KubeRaySettings)
     if accel is not None:
         # rayStartParams' resources is a JSON object inside a string, quoted for the shell.
         params["resources"] = "'" + json.dumps({f"accelerator_type:{accel}": 1}, separators=(",", ":")) + "'"
-    container = _container("ray-worker", image, settings, {"requests": requests, "limits": limits}, [])
+    container = _container("ray-worker", image, settings, {"requests": requests, "limits": limits}, [], serve=serve)
     high = placement.max_replicas if placement.max_replicas is not None else placement.replicas
     return {
         "groupName": name,
@@ -310,7 +330,7 @@ def _cluster_spec(placement: PodPlacement, settings: KubeRaySettings, *, serve: 
     spec: dict[str, Any] = {
         "rayVersion": settings.ray_version,
         "headGroupSpec": _head_group(settings, serve=serve),
-        "workerGroupSpecs": [_worker_group(group, placement, settings)],
+        "workerGroupSpecs": [_worker_group(group, placement, settings, serve=serve)],
     }
     if placement.max_replicas is not None and placement.max_replicas > placement.replicas:
         spec["enableInTreeAutoscaling"] = True

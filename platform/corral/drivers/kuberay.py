@@ -26,6 +26,7 @@ from typing import Any, Literal
 import yaml
 
 from ._kuberay import (
+    CHAT_TOKENS_ENV,
     KUBERAY_API_VERSION,
     KUEUE_QUEUE_LABEL,
     MAX_NAME_LENGTH,
@@ -43,6 +44,7 @@ from ._kuberay import (
 from ._protocol import JobState, JobStatus, ServeAppState, ServeAppStatus
 
 __all__ = [
+    "CHAT_TOKENS_ENV",
     "KUBERAY_API_VERSION",
     "KUEUE_QUEUE_LABEL",
     "MAX_NAME_LENGTH",

@@ -78,7 +78,7 @@ class CorralActivator:
         )
         self.server = server
         self.metrics = ServingMetrics(self.args.served_name, backend="ray")
-        self.auth = ChatAuth(self.args.auth.token_sha256) if self.args.auth is not None else None
+        self.auth = ChatAuth.from_args(self.args.auth) if self.args.auth is not None else None
 
     async def __call__(self, request: Request) -> Response:
         """Route one HTTP request by the end of its path (the route prefix comes before it)."""

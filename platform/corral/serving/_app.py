@@ -122,7 +122,7 @@ class CorralLLMServer:
             prepare_adapter=serve.multiplexed(max_num_models_per_replica=self.args.max_adapters_per_replica)(
                 load_adapter
             ),
-            auth=ChatAuth(self.args.auth.token_sha256) if self.args.auth is not None else None,
+            auth=ChatAuth.from_args(self.args.auth) if self.args.auth is not None else None,
             max_body_bytes=self.args.max_body_bytes,
             max_context_length=self.engine.max_context_length,
         )

@@ -39,8 +39,14 @@ class ChatAuthArgs(BaseModel):
 
     token_sha256: list[Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]] = Field(
         default_factory=list,
-        description="Hex SHA-256 digests of the accepted tokens (the namespace's tenants and the admins); empty: "
-        "every call is refused.",
+        description="Hex SHA-256 digests of the accepted tokens (the namespace's tenants and the admins); empty "
+        "(and no tokens_env): every call is refused.",
+    )
+    tokens_env: Annotated[str, Field(pattern=r"^[A-Z_][A-Z0-9_]*$", max_length=128)] | None = Field(
+        default=None,
+        description="Environment variable of the replica holding more accepted tokens, one per line or comma-"
+        "separated (on a cluster: the namespace's chat-tokens Secret, which the Ray pods mount; the operator never "
+        "reads it). Unset or empty adds none.",
     )
 
 

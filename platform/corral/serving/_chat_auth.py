@@ -8,19 +8,27 @@ that namespace (its tenants' and the admins') into the application's arguments
 compare a caller's token digest with them in constant time and never see a token itself. A
 missing or unknown token is answered ``401`` with OpenAI's error body (``invalid_api_key``),
 before the body is read. Bodies are read up to a cap while they stream (``413`` beyond it).
+
+On a cluster the tokens themselves live in a Secret of the namespace (``corral-chat-tokens``,
+key ``tokens``) that the RayService's pods mount as an environment variable
+(``ChatAuthArgs.tokens_env``); the replica hashes them at start. The operator never reads a
+Secret, and a namespace without one gets endpoints that refuse every call, saying why.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Iterable
+import os
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
 from corral.serving._errors import InvalidRequestError, ServingError
 
 if TYPE_CHECKING:
     from fastapi import Request
+
+    from corral.serving._args import ChatAuthArgs
 
 __all__ = ["DEFAULT_MAX_BODY_BYTES", "BodyTooLargeError", "ChatAuth", "UnauthorizedError", "read_capped"]
 
@@ -50,8 +58,23 @@ class ChatAuth:
         token_sha256: Hex SHA-256 digests of the accepted tokens.
     """
 
+    _source: str | None = None
+
     def __init__(self, token_sha256: Iterable[str]) -> None:
         self._digests = tuple(d.lower().encode() for d in token_sha256)
+
+    @classmethod
+    def from_args(cls, args: ChatAuthArgs, environ: Mapping[str, str] | None = None) -> ChatAuth:
+        """The digests of ``args`` plus those of the tokens in ``args.tokens_env`` (read once, here)."""
+        env = os.environ if environ is None else environ
+        digests = list(args.token_sha256)
+        raw = env.get(args.tokens_env, "") if args.tokens_env else ""
+        for token in raw.replace(",", "\n").splitlines():
+            if token.strip():
+                digests.append(hashlib.sha256(token.strip().encode()).hexdigest())
+        auth = cls(digests)
+        auth._source = args.tokens_env
+        return auth
 
     def check(self, authorization: str | None) -> None:
         """Accept an ``Authorization`` header value, or raise.
@@ -72,6 +95,11 @@ class ChatAuth:
         for known in self._digests:
             accepted |= hmac.compare_digest(digest, known)
         if not accepted:
+            if not self._digests and self._source:
+                raise UnauthorizedError(
+                    f"no chat tokens are configured for this deployment's namespace (its Ray pods read them from "
+                    f"{self._source}: on a cluster, the namespace's chat-tokens Secret)"
+                )
             raise UnauthorizedError("the token is not valid for this deployment's namespace")
 
 
