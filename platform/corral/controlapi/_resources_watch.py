@@ -125,7 +125,11 @@ async def _events(
                 delay = min(delay * 2, _IDLE_POLL[1])
                 continue
             delay = _IDLE_POLL[0]
-            if visible(principal, event.object):
+            if principal.access is None:
+                shown = visible(principal, event.object, "watch")
+            else:  # asks the API server the first time a namespace is seen
+                shown = await run_in_threadpool(visible, principal, event.object, "watch")
+            if shown:
                 yield json.dumps(event.to_dict()) + "\n"
     finally:
         release()
