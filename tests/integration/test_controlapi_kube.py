@@ -15,6 +15,7 @@ back as a 403 naming what was refused, never a 500.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -150,6 +151,11 @@ def test_a_viewer_reads_its_namespace_and_nothing_else(kube: KubeCluster, contro
     assert alice.items(f"{API}/namespaces/{a}/finetunejobs") == [(a, "j")]
     assert alice.code("GET", f"{API}/namespaces/{a}/finetunejobs/j") == 200
     assert alice.code("GET", f"{API}/namespaces/{a}/finetunejobs/j/events") == 200
+    watch = {"watch": "1", "timeoutSeconds": "2"}
+    with alice.client.stream("GET", f"{API}/namespaces/{a}/finetunejobs", params=watch) as stream:
+        assert stream.status_code == 200
+        events = [json.loads(line) for line in stream.iter_lines() if line]
+    assert [(e["type"], e["object"]["metadata"]["name"]) for e in events] == [("ADDED", "j")]
     # view does not write
     assert alice.code("POST", f"{API}/namespaces/{a}/finetunejobs", json=_job("new", a)) == 403
     assert alice.code("PATCH", f"{API}/namespaces/{a}/finetunejobs/j", headers=MERGE, json={"spec": {}}) == 403

@@ -203,11 +203,17 @@ def test_events_fold_repeats(store: KubernetesStore) -> None:
 
 def test_a_refused_call_is_forbidden_naming_the_account(kube: KubeCluster, namespace: str) -> None:
     """A 403 from the API server is ``Forbidden`` (403) with the server's words, not a 500 ``StoreError``."""
-    client = kubernetes.client.ApiClient(kube.configuration("bob"))  # bob has no binding anywhere
-    with KubernetesStore(client) as bobs, pytest.raises(Forbidden) as refused:
-        bobs.get(FineTuneJob, NS, "anything")
-    assert refused.value.code == 403 and refused.value.reason == "Forbidden"
-    assert 'User "bob" cannot get resource "finetunejobs"' in refused.value.message
+    kube.kubectl("create", "serviceaccount", "nobody", "-n", namespace)  # bound to nothing
+    token = kube.service_account_token(namespace, "nobody")
+    with KubernetesStore(kubernetes.client.ApiClient(kube.configuration(token=token))) as refused_store:
+        with pytest.raises(Forbidden) as refused:
+            refused_store.get(FineTuneJob, NS, "anything")
+        assert refused.value.code == 403 and refused.value.reason == "Forbidden"
+        assert f'User "system:serviceaccount:{NS}:nobody" cannot get resource "finetunejobs"' in refused.value.message
+        watch = refused_store.watch(FineTuneJob, NS, since_resource_version="1", timeout=30)
+        with pytest.raises(Forbidden):  # was retried silently until the timeout: a watch that never said why
+            watch.poll(10)
+        assert watch.done
 
 
 def test_ping(store: KubernetesStore) -> None:

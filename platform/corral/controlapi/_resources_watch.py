@@ -114,8 +114,8 @@ async def _events(
         while True:
             try:
                 event: WatchEvent | None = await run_in_threadpool(watch.poll, 0.0)
-            except Expired as exc:
-                status = status_body(410, "Expired", exc.message, kind=cls.KIND)
+            except StoreError as exc:  # Expired (410), or the store refused mid-stream (403 Forbidden, ...)
+                status = status_body(exc.code, exc.reason, exc.message, kind=cls.KIND)
                 yield json.dumps({"type": "ERROR", "object": status}) + "\n"
                 return
             if event is None:

@@ -479,6 +479,12 @@ class _KubeWatch(Watch):
                 if exc.status == 410:
                     self._queue.put(Expired(f"too old resource version: {self._rv}", kind=self._cls.KIND))
                     return
+                if exc.status in (401, 403):  # retrying cannot help: say so to the reader, once
+                    try:
+                        self._store._raise(exc, self._cls, None)
+                    except StoreError as refused:
+                        self._queue.put(refused)
+                    return
                 log.debug("watch of %s failed; retrying", self._cls.KIND, exc_info=True)
                 self._stopped.wait(1.0)
             except Exception:  # network errors: resume from the last version seen
