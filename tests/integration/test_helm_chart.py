@@ -190,6 +190,14 @@ def test_least_privilege_rbac(default_objects: list[dict[str, Any]]) -> None:
     assert any(r["resources"] == ["tokenreviews"] for r in api_rules)
     assert any(r["resources"] == ["subjectaccessreviews"] for r in api_rules)
     assert not any("secrets" in r["resources"] for rules in roles.values() for r in rules["rules"])
+    api_status = next(r for r in api_rules if "finetunejobs/status" in r.get("resources", []))
+    assert set(api_status["verbs"]) == {"get", "patch", "update"}  # PATCH .../status through the API was a 500
+    view, edit = roles["corral-view"], roles["corral-edit"]
+    assert view["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-view"] == "true"
+    assert {v for r in view["rules"] for v in r["verbs"]} == {"get", "list", "watch"}
+    assert "rbac.authorization.k8s.io/aggregate-to-view" not in edit["metadata"]["labels"]
+    edited = {res for r in edit["rules"] for res in r["resources"]}
+    assert "gpupools" not in edited and not any(res.endswith("/status") for res in edited)
 
 
 def test_dashboards_copies_match_infra(default_objects: list[dict[str, Any]]) -> None:

@@ -65,6 +65,7 @@ def authorize(principal: Principal, verb: str, cls: type[Resource], namespace: s
     """
     if principal.access is not None:
         if cls.NAMESPACED and namespace is None and verb in ("list", "watch"):
+            principal.access(verb, cls.PLURAL, None, "")  # a cluster-wide yes answers every namespace's question
             return
         if not principal.access(verb, cls.PLURAL, namespace if cls.NAMESPACED else None, ""):
             raise _forbidden(principal, verb, cls, namespace if cls.NAMESPACED else None)
