@@ -1,13 +1,18 @@
-"""Control-API callers on a cluster: TokenReview authenticates, SubjectAccessReview authorizes.
+"""Control-API callers on a cluster: TokenReview authenticates, SubjectAccessReview authorizes each request.
 
 :class:`KubernetesAuth` fits ``corral.controlapi``'s ``Authenticator`` protocol. A bearer token
-is checked with a ``TokenReview``; the resulting user may use every namespace when a
-``SubjectAccessReview`` allows it to ``list`` Corral's resources cluster-wide, else the
-configured namespaces in which it may ``get`` them; it may write cluster-scoped kinds
-(GPUPools) when it may ``create`` ``gpupools.corral.dev``; it may write ``/status`` (the
-controller's right) when it may ``update`` ``finetunejobs/status`` cluster-wide, and read
-``/metrics`` when it may ``get`` the non-resource URL ``/metrics`` (Prometheus' role). Answers are cached per token
-(by its SHA-256) for a short time; tokens are never logged.
+is checked with a ``TokenReview``; the principal it returns carries an access check that asks a
+``SubjectAccessReview`` for the verb, ``corral.dev`` resource, subresource and namespace of each
+request (``get`` a FineTuneJob in ``team-a``; ``patch`` ``finetunejobs/status``; ``list``
+cluster-wide), so a caller may do through the control API exactly what its RBAC lets it do with
+kubectl: ``view`` in one namespace reads there and nothing else, and a cluster-wide
+``list finetunejobs`` lists FineTuneJobs everywhere and grants nothing more.
+
+The principal is an administrator (every namespace: any URI in specs, ``/metrics``) only when
+RBAC allows it every verb on every ``corral.dev`` resource cluster-wide (``*`` on ``*``, e.g.
+``cluster-admin``). ``/metrics`` is also read by whoever may ``get`` the non-resource URL
+``/metrics`` (Prometheus' role). Answers are cached per token (by its SHA-256) and per
+(verb, resource, namespace, subresource) for ``cache_seconds``; tokens are never logged.
 """
 
 from __future__ import annotations
@@ -92,17 +97,14 @@ class KubernetesAuth:
                 (status.error if status is not None and status.error else None) or "invalid bearer token"
             )
         user = status.user
-        if self._allowed(user, "list", "finetunejobs", None):
-            namespaces: frozenset[str] | None = None
-        else:
-            namespaces = frozenset(ns for ns in self.namespaces if self._allowed(user, "get", "finetunejobs", ns))
-        cluster = self._allowed(user, "create", "gpupools", None)
-        controller = self._allowed(user, "update", "finetunejobs", None, subresource="status")
+        access = _AccessCheck(self, user)
+        admin = access("*", "*", None, "")
+        namespaces: frozenset[str] | None = None
+        if not admin:  # where an OpenAI-style call without a namespace header may default to
+            namespaces = frozenset(ns for ns in self.namespaces if access("get", "finetunejobs", ns, ""))
         metrics = self._allowed(user, "get", None, None, path="/metrics")
-        logger.info(
-            "Authenticated %s (namespaces: %s)", user.username, "all" if namespaces is None else sorted(namespaces)
-        )
-        return Principal(str(user.username), namespaces, cluster, controller=controller, metrics=metrics)
+        logger.info("Authenticated %s (%s)", user.username, "corral admin" if admin else "per-request access")
+        return Principal(str(user.username), namespaces, admin, controller=admin, metrics=metrics, access=access)
 
     def _allowed(
         self,
@@ -132,6 +134,46 @@ class KubernetesAuth:
         except ApiException as exc:
             raise APIError(503, "ServiceUnavailable", f"cannot review access: {exc.reason}") from exc
         return bool(review.status is not None and review.status.allowed)
+
+
+class _AccessCheck:
+    """One caller's :data:`~corral.controlapi._auth.AccessCheck`: a SubjectAccessReview per new question.
+
+    A cluster-wide ``yes`` answers the same question in every namespace (RBAC's
+    ClusterRoleBindings reach all namespaces). At most ``_MAX_ANSWERS`` answers are kept; the
+    principal holding this check is itself dropped after the token cache's lifetime.
+    """
+
+    _MAX_ANSWERS = 512
+
+    def __init__(self, auth: KubernetesAuth, user: Any) -> None:
+        self._auth, self._user = auth, user
+        self._answers: dict[tuple[str, str, str | None, str], bool] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, verb: str, resource: str, namespace: str | None, subresource: str) -> bool:
+        key = (verb, resource, namespace, subresource)
+        with self._lock:
+            known = self._answers.get(key)
+            if known is None and namespace is not None and self._answers.get((verb, resource, None, subresource)):
+                known = True
+        if known is not None:
+            return known
+        allowed = self._auth._allowed(self._user, verb, resource, namespace, subresource=subresource or None)
+        with self._lock:
+            if len(self._answers) >= self._MAX_ANSWERS:
+                self._answers.clear()
+            self._answers[key] = allowed
+        if not allowed:
+            logger.info(
+                "Denied %s: %s %s%s in %s",
+                self._user.username,
+                verb,
+                resource,
+                f"/{subresource}" if subresource else "",
+                namespace or "the cluster scope",
+            )
+        return allowed
 
 
 def _unauthorized(message: str) -> APIError:

@@ -1,83 +1,65 @@
-"""The Kubernetes store against the kmock-based API emulator: the Store protocol over custom resources.
+"""The Kubernetes store against a real kube-apiserver: the Store protocol over custom resources.
 
-Why kmock and not a real kube-apiserver: the suite has no real API server yet. Building one
-(``k8s.io/kubernetes`` from Go modules, ~10 minutes of both cores, cached per machine) plus etcd is
-issue #13, not done. An emulator accepted what a real server refused (float ``timeoutSeconds``,
-unknown ``metadata`` fields, missing RBAC), so passing here says nothing about a cluster; these
-tests move to the real server when #13 lands.
+The session's server (``tests/fixtures/kube.py``) holds Corral's generated CRDs, so every write
+here also passes the CRD's structural schema and CEL rules, and the server sets the metadata a
+cluster sets (managedFields, generation, deletionGracePeriodSeconds, ...), which the store must
+read back. Each module run works in a namespace of its own; GPUPool names carry a suffix of
+their own (cluster-scoped, shared by the session).
 """
 
 from __future__ import annotations
 
 import threading
+import uuid
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
+import kubernetes.client
 import pytest
-import yaml
+from pydantic import ValidationError
 
 from corral.api.v1alpha1 import FineTuneJob, GPUPool, Model
-from corral.store import AlreadyExists, Conflict, Invalid, NotFound, WatchEvent
+from corral.store import AlreadyExists, Conflict, Forbidden, Invalid, NotFound, WatchEvent
 from corral.store.kubernetes import KubernetesStore
-from tests.support.crd_validator import CRDValidator
-from tests.support.kube_emulator import RunningEmulator
+from tests.support.kube import KubeCluster
 
-REPO = Path(__file__).resolve().parents[2]
-NS = "team-a"
-
-
-def _crds() -> dict[str, dict[str, Any]]:
-    crds = [yaml.safe_load(p.read_text()) for p in sorted((REPO / "charts/corral/crds").glob("*.yaml"))]
-    return {crd["spec"]["names"]["kind"]: crd for crd in crds}
-
-
-CRDS = _crds()
+NS = f"store-{uuid.uuid4().hex[:6]}"
+POOL_SUFFIX = uuid.uuid4().hex[:6]
 
 
 @pytest.fixture(scope="module")
-def emulator() -> Iterator[RunningEmulator]:
-    with RunningEmulator(crds=CRDS.values()) as running:
-        yield running
+def namespace(kube: KubeCluster) -> Iterator[str]:
+    kube.kubectl("create", "namespace", NS)
+    yield NS
+    kube.kubectl("delete", "namespace", NS, "--wait=false", check=False)
 
 
 @pytest.fixture
-def store(emulator: RunningEmulator) -> Iterator[KubernetesStore]:
-    with KubernetesStore(emulator.api_client()) as opened:
+def store(kube: KubeCluster, namespace: str) -> Iterator[KubernetesStore]:
+    client = kubernetes.client.ApiClient(kube.configuration("admin"))
+    with KubernetesStore(client) as opened:
         yield opened
 
 
-def _checked(obj: Any) -> Any:
-    """Every fixture passes the generated CRD's schema and CEL rules (the emulator checks neither)."""
-    errors = CRDValidator(CRDS[obj.kind]).errors(obj.to_dict())
-    assert errors == [], errors
-    return obj
-
-
 def model(name: str, labels: dict[str, str] | None = None) -> Model:
-    return _checked(
-        Model.model_validate(
-            {"metadata": {"name": name, "namespace": NS, "labels": labels or {}}, "spec": {"catalogName": "tiny-llama"}}
-        )
+    return Model.model_validate(
+        {"metadata": {"name": name, "namespace": NS, "labels": labels or {}}, "spec": {"catalogName": "tiny-llama"}}
     )
 
 
 def job(name: str) -> FineTuneJob:
-    return _checked(
-        FineTuneJob.model_validate(
-            {
-                "metadata": {"name": name, "namespace": NS},
-                "spec": {"baseModel": {"name": "m"}, "datasets": [{"name": "d"}]},
-            }
-        )
+    return FineTuneJob.model_validate(
+        {"metadata": {"name": name, "namespace": NS}, "spec": {"baseModel": {"name": "m"}, "datasets": [{"name": "d"}]}}
     )
 
 
+def pool_name(base: str) -> str:
+    """GPUPools are cluster-scoped: a name of this run's own."""
+    return f"{base}-{POOL_SUFFIX}"
+
+
 def pool(name: str) -> GPUPool:
-    return _checked(
-        GPUPool.model_validate(
-            {"metadata": {"name": name}, "spec": {"acceleratorType": "cpu", "gpusPerNode": 0, "maxNodes": 1}}
-        )
+    return GPUPool.model_validate(
+        {"metadata": {"name": name}, "spec": {"acceleratorType": "cpu", "gpusPerNode": 0, "maxNodes": 1}}
     )
 
 
@@ -94,32 +76,34 @@ def test_create_get_list_and_already_exists(store: KubernetesStore) -> None:
 
 
 def test_cluster_scoped_kind(store: KubernetesStore) -> None:
-    store.create(pool("cpu-pool"))
-    assert store.get(GPUPool, None, "cpu-pool").metadata.namespace is None
-    assert "cpu-pool" in [p.metadata.name for p in store.list(GPUPool).items]
+    name = pool_name("cpu-pool")
+    store.create(pool(name))
+    assert store.get(GPUPool, None, name).metadata.namespace is None
+    assert name in [p.metadata.name for p in store.list(GPUPool).items]
 
 
 def test_cluster_scoped_kind_through_every_call(store: KubernetesStore) -> None:
     """A GPUPool takes the cluster-wide API calls (no namespace in the path) for every verb."""
-    created = store.create(pool("every-verb"))
+    name = pool_name("every-verb")
+    created = store.create(pool(name))
     rv = created.metadata.resource_version
     created.spec.max_nodes = 2
     updated = store.update(created)
     assert updated.spec.max_nodes == 2 and updated.metadata.generation == 2
-    patched = store.patch(GPUPool, None, "every-verb", {"metadata": {"labels": {"tier": "cpu"}}})
+    patched = store.patch(GPUPool, None, name, {"metadata": {"labels": {"tier": "cpu"}}})
     assert patched.metadata.labels == {"tier": "cpu"} and patched.metadata.generation == 2
-    assert store.patch_status(GPUPool, None, "every-verb", {"nodes": 1}).status.nodes == 1
-    fresh = store.get(GPUPool, None, "every-verb")
+    assert store.patch_status(GPUPool, None, name, {"nodes": 1}).status.nodes == 1
+    fresh = store.get(GPUPool, None, name)
     fresh.status.allocatable_gpus, fresh.status.nodes = 3, 0
     replaced = store.replace_status(fresh)
     assert replaced.status.allocatable_gpus == 3 and replaced.status.nodes == 0
-    store.delete(GPUPool, None, "every-verb")
+    store.delete(GPUPool, None, name)
     with pytest.raises(NotFound):
-        store.get(GPUPool, None, "every-verb")
+        store.get(GPUPool, None, name)
     seen: list[str] = []
     with store.watch(GPUPool, since_resource_version=rv, timeout=20) as watch:
         while "DELETED" not in seen and (event := watch.poll(5)) is not None:
-            if event.object.metadata.name == "every-verb":
+            if event.object.metadata.name == name:
                 seen.append(event.type)
     assert seen == [*["MODIFIED"] * 4, "DELETED"]
 
@@ -160,6 +144,12 @@ def test_status_writes_touch_only_status(store: KubernetesStore) -> None:
     assert spec_write.status.phase == "Admitted"
 
 
+@pytest.mark.xfail(
+    raises=ValidationError,
+    strict=False,
+    reason="issue 13 item 2: the server sets metadata.deletionGracePeriodSeconds and ObjectMeta (api/v1alpha1/"
+    "common.py) refuses it; fixed on another branch, drop this mark when it is merged",
+)
 def test_delete_with_finalizers(store: KubernetesStore) -> None:
     store.create(job("fin"))
     store.patch(FineTuneJob, NS, "fin", {"metadata": {"finalizers": ["corral.dev/cleanup"]}})
@@ -211,16 +201,32 @@ def test_events_fold_repeats(store: KubernetesStore) -> None:
     assert all(e.uid == obj.metadata.uid for e in events)
 
 
+def test_a_refused_call_is_forbidden_naming_the_account(kube: KubeCluster, namespace: str) -> None:
+    """A 403 from the API server is ``Forbidden`` (403) with the server's words, not a 500 ``StoreError``."""
+    kube.kubectl("create", "serviceaccount", "nobody", "-n", namespace)  # bound to nothing
+    token = kube.service_account_token(namespace, "nobody")
+    with KubernetesStore(kubernetes.client.ApiClient(kube.configuration(token=token))) as refused_store:
+        with pytest.raises(Forbidden) as refused:
+            refused_store.get(FineTuneJob, NS, "anything")
+        assert refused.value.code == 403 and refused.value.reason == "Forbidden"
+        assert f'User "system:serviceaccount:{NS}:nobody" cannot get resource "finetunejobs"' in refused.value.message
+        watch = refused_store.watch(FineTuneJob, NS, since_resource_version="1", timeout=30)
+        with pytest.raises(Forbidden):  # was retried silently until the timeout: a watch that never said why
+            watch.poll(10)
+        assert watch.done
+
+
 def test_ping(store: KubernetesStore) -> None:
     store.ping()
 
 
-def test_in_cluster_control_api_serves_from_the_kubernetes_store(emulator: RunningEmulator) -> None:
+def test_in_cluster_control_api_serves_from_the_kubernetes_store(kube: KubeCluster, namespace: str) -> None:
     from fastapi.testclient import TestClient
 
     from corral_operator.controlapi import build_app
 
-    with TestClient(build_app({"CORRAL_API_NAMESPACES": NS}, emulator.api_client())) as client:
-        assert client.get("/healthz").status_code == 200
-        assert client.get("/readyz").status_code == 200  # the store pings the API server
-        assert client.get("/apis/corral.dev/v1alpha1/namespaces/team-a/models").status_code == 401  # no token
+    client = kubernetes.client.ApiClient(kube.configuration("admin"))
+    with TestClient(build_app({"CORRAL_API_NAMESPACES": NS}, client)) as api:
+        assert api.get("/healthz").status_code == 200
+        assert api.get("/readyz").status_code == 200  # the store pings the API server
+        assert api.get(f"/apis/corral.dev/v1alpha1/namespaces/{NS}/models").status_code == 401  # no token

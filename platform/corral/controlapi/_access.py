@@ -5,6 +5,9 @@
 * Cluster-scoped kinds are readable by every caller and writable by ``cluster`` callers.
 * ``/status`` belongs to the controller: only a principal with ``writes_status`` (the
   controller's, or an admin's for repair) may put or patch it.
+* A principal with an ``access`` check (the cluster's: a SubjectAccessReview per request)
+  is asked for each request's verb, resource and namespace instead of the three rules above;
+  a list or watch across namespaces shows the objects of each namespace it may list there.
 * Watches are long-lived: each caller may hold at most ``max_watches`` at once (429 beyond).
 """
 
@@ -54,7 +57,19 @@ def _forbidden(principal: Principal, verb: str, cls: type[Resource], namespace: 
 
 
 def authorize(principal: Principal, verb: str, cls: type[Resource], namespace: str | None) -> None:
-    """Raise 403 unless ``principal`` may ``verb`` objects of ``cls`` in ``namespace``."""
+    """Raise 403 unless ``principal`` may ``verb`` objects of ``cls`` in ``namespace``.
+
+    With an ``access`` check this asks it (it may block on the API server: call it from a
+    worker thread); a list or watch across namespaces passes here and is filtered by
+    :func:`visible`.
+    """
+    if principal.access is not None:
+        if cls.NAMESPACED and namespace is None and verb in ("list", "watch"):
+            principal.access(verb, cls.PLURAL, None, "")  # a cluster-wide yes answers every namespace's question
+            return
+        if not principal.access(verb, cls.PLURAL, namespace if cls.NAMESPACED else None, ""):
+            raise _forbidden(principal, verb, cls, namespace if cls.NAMESPACED else None)
+        return
     if cls.NAMESPACED:
         if namespace is not None and not principal.can_use(namespace):
             raise _forbidden(principal, verb, cls, namespace)
@@ -68,6 +83,10 @@ def authorize_status_write(principal: Principal, verb: str, cls: type[Resource],
     The namespace rule comes first (a tenant learns nothing about another namespace); then
     only the controller (and an admin) may write status, which the reconcilers act on.
     """
+    if principal.access is not None:
+        if not principal.access(verb, cls.PLURAL, namespace if cls.NAMESPACED else None, "status"):
+            raise _forbidden(principal, verb, cls, namespace if cls.NAMESPACED else None, "status")
+        return
     authorize(principal, verb, cls, namespace)
     if not principal.writes_status:
         raise APIError(
@@ -80,9 +99,18 @@ def authorize_status_write(principal: Principal, verb: str, cls: type[Resource],
         )
 
 
-def visible(principal: Principal, obj: Resource) -> bool:
-    """True when ``principal`` may see ``obj`` (in lists and watches across namespaces)."""
-    return not type(obj).NAMESPACED or principal.can_use(obj.metadata.namespace)
+def visible(principal: Principal, obj: Resource, verb: str = "list") -> bool:
+    """True when ``principal`` may see ``obj`` (in lists and watches across namespaces).
+
+    With an ``access`` check, asks whether it may ``verb`` (list or watch) the kind in the
+    object's namespace (answers are cached by the check; the first may block).
+    """
+    cls = type(obj)
+    if not cls.NAMESPACED:
+        return True
+    if principal.access is not None:
+        return obj.metadata.namespace is not None and principal.access(verb, cls.PLURAL, obj.metadata.namespace, "")
+    return principal.can_use(obj.metadata.namespace)
 
 
 class WatchQuota:

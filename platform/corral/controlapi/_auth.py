@@ -24,8 +24,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -33,7 +33,7 @@ import yaml
 
 from ._status import APIError
 
-__all__ = ["Authenticator", "Principal", "TokenAuth", "TokenEntry", "hash_token"]
+__all__ = ["AccessCheck", "Authenticator", "Principal", "TokenAuth", "TokenEntry", "hash_token"]
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,14 @@ ALL_NAMESPACES = "*"
 def hash_token(token: str) -> str:
     """Return the sha256 hex digest of a token, as the tokens file's ``tokenSha256`` stores it."""
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+AccessCheck = Callable[[str, str, str | None, str], bool]
+"""``(verb, resource, namespace, subresource) -> allowed``: one request's authorization.
+
+``resource`` is a ``corral.dev`` plural (``finetunejobs``), ``namespace`` ``None`` for a
+cluster-scoped kind or a cluster-wide request, ``subresource`` ``""`` or ``"status"``.
+"""
 
 
 @dataclass(frozen=True)
@@ -55,6 +63,10 @@ class Principal:
         cluster: Whether it may write cluster-scoped objects.
         controller: Whether it is the controller, which alone writes ``/status``.
         metrics: Whether it may read ``/metrics`` (every namespace's names and numbers).
+        access: When set, every request is authorized by this check (verb, resource,
+            namespace, subresource) instead of the namespace, ``cluster`` and ``controller``
+            rules above; the cluster's authenticator sets it (SubjectAccessReview per request).
+            ``namespaces`` then only picks the default namespace of OpenAI-style calls.
     """
 
     name: str
@@ -62,6 +74,7 @@ class Principal:
     cluster: bool = False
     controller: bool = False
     metrics: bool = False
+    access: AccessCheck | None = field(default=None, compare=False, repr=False)
 
     @property
     def all_namespaces(self) -> bool:

@@ -3,7 +3,11 @@
 Auth is the control API's: the same bearer tokens. An OpenAI-style call works in one
 namespace: the ``X-Corral-Namespace`` (or ``OpenAI-Organization``) header when sent, else the
 token's only namespace, else ``default`` when the token may use it; anything else is a 400
-asking for the header. Every error is ``{"error": {message, type, param, code}}``.
+asking for the header. A caller the cluster authorizes per request (``Principal.access``)
+must also be allowed the verb and ``corral.dev`` resource the call stands for in that
+namespace (:func:`openai_access`: fine-tuning jobs -> ``finetunejobs``, files -> ``datasets``,
+chat, completions and models -> ``modeldeployments``, estimate -> a dry-run ``create`` of
+``finetunejobs``). Every error is ``{"error": {message, type, param, code}}``.
 """
 
 from __future__ import annotations
@@ -54,6 +58,40 @@ def _principal(request: Request, credentials: HTTPAuthorizationCredentials | Non
         ) from None
 
 
+_OPENAI_RESOURCES = (
+    ("/v1/fine_tuning/jobs", "finetunejobs"),
+    ("/v1/files", "datasets"),
+    ("/v1/chat/completions", "modeldeployments"),
+    ("/v1/completions", "modeldeployments"),
+    ("/v1/models", "modeldeployments"),
+    ("/v1/estimate", "finetunejobs"),
+)
+
+
+def openai_access(method: str, path: str) -> tuple[str, str]:
+    """The Kubernetes ``(verb, resource)`` an OpenAI-style call stands for.
+
+    Reads of a collection are ``list``, of one item ``get``; chat and completions use a
+    served model (``get modeldeployments``); a POST that makes something is ``create``,
+    a cancel is ``patch``, a DELETE ``delete``.
+    """
+    resource, rest = "finetunejobs", ""
+    for prefix, plural in _OPENAI_RESOURCES:
+        if path == prefix or path.startswith(prefix + "/"):
+            resource, rest = plural, path[len(prefix) :].strip("/")
+            break
+    method = method.upper()
+    if resource == "modeldeployments" and not path.startswith("/v1/models"):
+        return "get", resource
+    if method in ("GET", "HEAD"):
+        return ("get" if rest else "list"), resource
+    if method == "DELETE":
+        return "delete", resource
+    if rest.endswith("cancel"):
+        return "patch", resource
+    return "create", resource
+
+
 def openai_namespace(
     request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> str:
@@ -82,7 +120,17 @@ def openai_namespace(
                 "(or OpenAI-Organization) header",
                 code="namespace_required",
             )
-    if not principal.can_use(chosen):
+    if principal.access is not None:
+        verb, resource = openai_access(request.method, request.url.path)
+        if not principal.access(verb, resource, chosen, ""):
+            raise OpenAIError(
+                403,
+                f'user "{principal.name}" cannot {verb} resource "{resource}" in API group "corral.dev" in the '
+                f'namespace "{chosen}"',
+                code="forbidden",
+                type="permission_error",
+            )
+    elif not principal.can_use(chosen):
         raise OpenAIError(
             403,
             f'token "{principal.name}" may not use the namespace "{chosen}"',

@@ -151,6 +151,17 @@ def _precondition(options: Any) -> str | None:
     return None if version is None else str(version)
 
 
+async def _checked(check: Callable[..., Any], principal: Principal, *args: Any) -> Any:
+    """Run an access rule; one that asks the API server (``principal.access``) runs in a worker thread."""
+    if principal.access is None:
+        return check(principal, *args)
+    return await run_in_threadpool(check, principal, *args)
+
+
+def _visible_items(principal: Principal, items: list[Resource]) -> list[dict[str, Any]]:
+    return [item.to_dict() for item in items if visible(principal, item)]
+
+
 def _ok(obj: Resource, code: int = 200) -> JSONResponse:
     return JSONResponse(obj.to_dict(), status_code=code)
 
@@ -182,7 +193,7 @@ class _KindRoutes:
         namespace = self._namespace(request)
         query = request.query_params
         verb = "watch" if query.get("watch", "").lower() in ("1", "true") else "list"
-        authorize(principal, verb, self.cls, namespace)
+        await _checked(authorize, principal, verb, self.cls, namespace)
         selector = query.get("labelSelector") or None
         if verb == "watch":
             return await watch_response(
@@ -190,25 +201,25 @@ class _KindRoutes:
             )
         listed = await self._call(self._store(request).list, self.cls, namespace, selector)
         body = listed.to_dict()
-        body["items"] = [item.to_dict() for item in listed.items if visible(principal, item)]
+        body["items"] = await _checked(_visible_items, principal, listed.items)
         return JSONResponse(body)
 
     async def create(self, request: Request, principal: Caller) -> Response:
         namespace = self._namespace(request)
-        authorize(principal, "create", self.cls, namespace)
+        await _checked(authorize, principal, "create", self.cls, namespace)
         obj = _parse(self.cls, await _json_body(request), namespace, None)
         _check_uris(request, principal, self.cls, namespace, spec=obj.to_dict().get("spec"), name=obj.metadata.name)
         return _ok(await self._call(self._store(request).create, obj), 201)
 
     async def get(self, request: Request, principal: Caller) -> Response:
         namespace = self._namespace(request)
-        authorize(principal, "get", self.cls, namespace)
+        await _checked(authorize, principal, "get", self.cls, namespace)
         name = request.path_params["name"]
         return _ok(await self._call(self._store(request).get, self.cls, namespace, name))
 
     async def events(self, request: Request, principal: Caller) -> Response:
         namespace = self._namespace(request)
-        authorize(principal, "get", self.cls, namespace)
+        await _checked(authorize, principal, "get", self.cls, namespace)
         name = request.path_params["name"]
         await self._call(self._store(request).get, self.cls, namespace, name)
         records = await self._call(self._store(request).list_events, self.cls, namespace, name)
@@ -216,7 +227,7 @@ class _KindRoutes:
 
     async def replace(self, request: Request, principal: Caller) -> Response:
         namespace = self._namespace(request)
-        authorize(principal, "update", self.cls, namespace)
+        await _checked(authorize, principal, "update", self.cls, namespace)
         name = request.path_params["name"]
         obj = _parse(self.cls, await _json_body(request), namespace, name)
         _check_uris(request, principal, self.cls, namespace, spec=obj.to_dict().get("spec"), name=name)
@@ -224,7 +235,7 @@ class _KindRoutes:
 
     async def patch(self, request: Request, principal: Caller) -> Response:
         namespace = self._namespace(request)
-        authorize(principal, "patch", self.cls, namespace)
+        await _checked(authorize, principal, "patch", self.cls, namespace)
         body = await self._merge_patch_body(request)
         name = request.path_params["name"]
         _check_uris(request, principal, self.cls, namespace, spec=body.get("spec"), name=name)
@@ -232,20 +243,20 @@ class _KindRoutes:
 
     async def delete(self, request: Request, principal: Caller) -> Response:
         namespace = self._namespace(request)
-        authorize(principal, "delete", self.cls, namespace)
+        await _checked(authorize, principal, "delete", self.cls, namespace)
         precondition = _precondition(await _json_body(request))
         name = request.path_params["name"]
         return _ok(await self._call(self._store(request).delete, self.cls, namespace, name, precondition))
 
     async def replace_status(self, request: Request, principal: Caller) -> Response:
         namespace = self._namespace(request)
-        authorize_status_write(principal, "update", self.cls, namespace)
+        await _checked(authorize_status_write, principal, "update", self.cls, namespace)
         obj = _parse(self.cls, await _json_body(request), namespace, request.path_params["name"])
         return _ok(await self._call(self._store(request).replace_status, obj))
 
     async def patch_status(self, request: Request, principal: Caller) -> Response:
         namespace = self._namespace(request)
-        authorize_status_write(principal, "patch", self.cls, namespace)
+        await _checked(authorize_status_write, principal, "patch", self.cls, namespace)
         body = await self._merge_patch_body(request)
         meta = body.get("metadata") if isinstance(body.get("metadata"), dict) else {}
         status = body.get("status") or {}

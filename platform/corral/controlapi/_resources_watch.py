@@ -114,8 +114,8 @@ async def _events(
         while True:
             try:
                 event: WatchEvent | None = await run_in_threadpool(watch.poll, 0.0)
-            except Expired as exc:
-                status = status_body(410, "Expired", exc.message, kind=cls.KIND)
+            except StoreError as exc:  # Expired (410), or the store refused mid-stream (403 Forbidden, ...)
+                status = status_body(exc.code, exc.reason, exc.message, kind=cls.KIND)
                 yield json.dumps({"type": "ERROR", "object": status}) + "\n"
                 return
             if event is None:
@@ -125,7 +125,11 @@ async def _events(
                 delay = min(delay * 2, _IDLE_POLL[1])
                 continue
             delay = _IDLE_POLL[0]
-            if visible(principal, event.object):
+            if principal.access is None:
+                shown = visible(principal, event.object, "watch")
+            else:  # asks the API server the first time a namespace is seen
+                shown = await run_in_threadpool(visible, principal, event.object, "watch")
+            if shown:
                 yield json.dumps(event.to_dict()) + "\n"
     finally:
         release()

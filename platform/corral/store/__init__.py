@@ -8,7 +8,17 @@ Example:
     []
 """
 
-from ._errors import MAX_OBJECT_BYTES, AlreadyExists, Conflict, Expired, Invalid, NotFound, StoreError, TooLarge
+from ._errors import (
+    MAX_OBJECT_BYTES,
+    AlreadyExists,
+    Conflict,
+    Expired,
+    Forbidden,
+    Invalid,
+    NotFound,
+    StoreError,
+    TooLarge,
+)
 from ._mergepatch import merge_patch
 from ._protocol import EventRecord, ResourceList, Store, Watch, WatchEvent, resolve_kind
 from ._selectors import LabelSelector, Requirement, SelectorError, parse_selector
@@ -20,6 +30,7 @@ __all__ = [
     "Conflict",
     "EventRecord",
     "Expired",
+    "Forbidden",
     "Invalid",
     "LabelSelector",
     "NotFound",

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from corral.api import FieldProblem
 
-__all__ = ["AlreadyExists", "Conflict", "Expired", "Invalid", "NotFound", "StoreError"]
+__all__ = ["AlreadyExists", "Conflict", "Expired", "Forbidden", "Invalid", "NotFound", "StoreError"]
 
 
 class StoreError(Exception):
@@ -39,6 +39,17 @@ class NotFound(StoreError):  # noqa: N818 - Kubernetes status reason names
 
     reason = "NotFound"
     code = 404
+
+
+class Forbidden(StoreError):  # noqa: N818 - Kubernetes status reason names
+    """The store's own identity may not do this (a Kubernetes 403: its role lacks a rule).
+
+    Only the Kubernetes store raises it; the message names the verb, the resource and the
+    account the API server refused, so the missing rule can be added to the role.
+    """
+
+    reason = "Forbidden"
+    code = 403
 
 
 class AlreadyExists(StoreError):  # noqa: N818 - Kubernetes status reason names

@@ -7,8 +7,9 @@ watches. The API server does the versioning (``resourceVersion``, ``generation``
 finalizer rules and the schema validation; objects are also validated here first, so a bad
 object is refused with the same :class:`~corral.store.Invalid` as in the embedded store.
 
-API errors map onto store errors: 404 -> NotFound, 409 -> AlreadyExists (create) or
-Conflict, 410 -> Expired, 422/400 -> Invalid.
+API errors map onto store errors: 403 -> Forbidden (the store's own account lacks a rule;
+the message is the API server's, naming the account, verb and resource), 404 -> NotFound,
+409 -> AlreadyExists (create) or Conflict, 410 -> Expired, 422/400 -> Invalid.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from pydantic import ValidationError
 
 from corral.api.v1alpha1 import API_GROUP, API_VERSION, GROUP_VERSION, Resource
 
-from ._errors import AlreadyExists, Conflict, Expired, Invalid, NotFound, StoreError
+from ._errors import AlreadyExists, Conflict, Expired, Forbidden, Invalid, NotFound, StoreError
 from ._objects import creatable_body, timestamp, validate
 from ._protocol import EventRecord, EventType, ResourceList, Store, Watch, WatchEvent
 from ._selectors import LabelSelector
@@ -76,6 +77,12 @@ class KubernetesStore(Store):
     def _raise(exc: Any, cls: type[Resource], name: str | None, *, creating: bool = False) -> NoReturn:
         status = getattr(exc, "status", None)
         text = f"{cls.KIND} {name or ''}: {getattr(exc, 'reason', '') or ''} {getattr(exc, 'body', '') or ''}".strip()
+        if status == 403:
+            raise Forbidden(
+                f"the API server refused {cls.KIND} {name or ''} to this process's account: {_status_message(exc)}",
+                kind=cls.KIND,
+                name=name,
+            ) from exc
         if status == 404:
             raise NotFound(f'{cls.PLURAL}.{API_GROUP} "{name}" not found', kind=cls.KIND, name=name) from exc
         if status == 409:
@@ -345,6 +352,18 @@ class KubernetesStore(Store):
         self.api_client.close()
 
 
+def _status_message(exc: Any) -> str:
+    """The ``message`` of the API server's ``Status`` body (its reason when the body is not one)."""
+    body = getattr(exc, "body", None)
+    try:
+        parsed = json.loads(body) if body else None
+    except (TypeError, ValueError):
+        parsed = None
+    if isinstance(parsed, Mapping) and parsed.get("message"):
+        return str(parsed["message"])
+    return str(getattr(exc, "reason", "") or "forbidden")
+
+
 def _event_record(item: Mapping[str, Any]) -> EventRecord:
     involved = item.get("involvedObject") or {}
     return EventRecord(
@@ -459,6 +478,12 @@ class _KubeWatch(Watch):
             except ApiException as exc:
                 if exc.status == 410:
                     self._queue.put(Expired(f"too old resource version: {self._rv}", kind=self._cls.KIND))
+                    return
+                if exc.status in (401, 403):  # retrying cannot help: say so to the reader, once
+                    try:
+                        self._store._raise(exc, self._cls, None)
+                    except StoreError as refused:
+                        self._queue.put(refused)
                     return
                 log.debug("watch of %s failed; retrying", self._cls.KIND, exc_info=True)
                 self._stopped.wait(1.0)
