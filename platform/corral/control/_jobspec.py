@@ -24,6 +24,7 @@ from corral.api.v1alpha1 import (
 from corral.api.v1alpha1.modeldeployment import AdapterSpec
 from corral.artifacts import parse_uri
 from corral.catalog import Choice, choose_hyperparameters, load_catalog
+from corral.training import TrainingJob
 
 from ._actions import Action, CreateObject, PatchObject, RecordEvent
 from ._lineage import DATASETS_ANNOTATION, SOURCE_JOB_ANNOTATION
@@ -174,7 +175,13 @@ def job_document(
         price_per_gpu_hour: Price of the pool it was placed on.
 
     Returns:
-        A JSON-able dict.
+        The job as :class:`~corral.training.TrainingJob` validated it (its JSON form): contract 1
+        is checked where the job is built, so the control plane never writes a job file the
+        entrypoint would refuse. (``corral.training`` imports no torch for this.)
+
+    Raises:
+        pydantic.ValidationError: The resolved job is not a valid job file (a bug, not bad input:
+            every field comes from validated objects).
     """
     files = job_files(job, settings)
     spec = job.spec.model_dump(mode="json", by_alias=True, exclude_none=True)
@@ -204,7 +211,8 @@ def job_document(
     }
     if job.spec.validation_dataset is not None:
         doc["validationDataset"] = _dataset_entry(datasets[job.spec.validation_dataset.name])
-    return doc
+    typed = TrainingJob.model_validate(doc)
+    return typed.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
 def job_file_bytes(doc: Mapping[str, Any]) -> bytes:

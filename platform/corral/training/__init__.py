@@ -9,13 +9,16 @@
   plane reads into ``status.progress``/``metrics``/``checkpoints``/``cost``.
 * :func:`save_output`, :func:`model_card` - the output Model folder and its card.
 
-Importing this package imports torch; transformers, peft and ray are imported where they are used.
+Contract 1's side of the control plane is light: :class:`TrainingJob` (the job file) and the
+events schema import no torch, so the control plane and the operator build and read them without
+loading it. The loop, model and trainer names load torch on first use (``corral.training.run_loop``
+imports it then); transformers, peft and ray are imported where they are used.
 """
 
 from __future__ import annotations
 
-from corral.training._checkpoint import CheckpointData, read_checkpoint
-from corral.training._deepspeed import deepspeed_config
+from typing import TYPE_CHECKING, Any
+
 from corral.training._events import (
     CheckpointEvent,
     CompletedEvent,
@@ -28,12 +31,41 @@ from corral.training._events import (
     summarize,
 )
 from corral.training._job import BaseModelSource, DatasetSource, TrainingJob, load_job
-from corral.training._loop import LoopCallbacks, LoopConfig, LoopResult, run_loop
-from corral.training._model import build_model
-from corral.training._output import model_card, save_output
-from corral.training._preflight import preflight, qlora_refusal
-from corral.training._sampling import DataPosition, batch_plan
-from corral.training._trainer import build_trainer, run_name_for
+
+if TYPE_CHECKING:
+    from corral.training._checkpoint import CheckpointData, read_checkpoint
+    from corral.training._deepspeed import deepspeed_config
+    from corral.training._loop import LoopCallbacks, LoopConfig, LoopResult, run_loop
+    from corral.training._model import build_model
+    from corral.training._output import model_card, save_output
+    from corral.training._preflight import preflight, qlora_refusal
+    from corral.training._sampling import DataPosition, batch_plan
+    from corral.training._trainer import build_trainer, run_name_for
+
+#: Names that import torch, by module: loaded on first use (PEP 562).
+_HEAVY = {
+    "corral.training._checkpoint": ("CheckpointData", "read_checkpoint"),
+    "corral.training._deepspeed": ("deepspeed_config",),
+    "corral.training._loop": ("LoopCallbacks", "LoopConfig", "LoopResult", "run_loop"),
+    "corral.training._model": ("build_model",),
+    "corral.training._output": ("model_card", "save_output"),
+    "corral.training._preflight": ("preflight", "qlora_refusal"),
+    "corral.training._sampling": ("DataPosition", "batch_plan"),
+    "corral.training._trainer": ("build_trainer", "run_name_for"),
+}
+_LAZY = {name: module for module, names in _HEAVY.items() for name in names}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'corral.training' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "BaseModelSource",
