@@ -13,14 +13,17 @@ FROM python:${PYTHON_VERSION}-slim-bookworm AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/corral
 ENV PATH=/opt/corral/bin:$PATH
-# torch's CPU wheel first, so that nothing pulls a multi-GB CUDA build (as the Makefile does).
-RUN pip install --upgrade "pip>=24" \
- && pip install --index-url https://download.pytorch.org/whl/cpu torch==2.13.0
+# The control plane only: no torch, transformers, PEFT, DeepSpeed or Ray (the `ml` extra is for the
+# Ray image). The import check fails the build if any of them sneaks into the operator's imports.
+RUN pip install --upgrade "pip>=24"
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY platform ./platform
 COPY operators ./operators
-RUN pip install . && python -c "import corral, corral_operator"
+RUN pip install . \
+ && python -c "import sys, corral, corral_operator._handlers, corral_operator.controlapi; \
+heavy = [m for m in ('torch', 'transformers', 'peft', 'deepspeed', 'ray') if m in sys.modules]; \
+sys.exit(f'the control plane imported {heavy}') if heavy else None"
 
 FROM python:${PYTHON_VERSION}-slim-bookworm
 LABEL org.opencontainers.image.title="corral" \

@@ -26,7 +26,14 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "platform"))
 
-from corral.models.tiny import ARCHITECTURES, PACKAGE_DIR, TOKENIZER_JSON, _corpus, _pretrain  # noqa: E402
+from corral.models.tiny import (  # noqa: E402
+    ARCHITECTURES,
+    PACKAGE_DIR,
+    SAVED_TOKENIZER,
+    TOKENIZER_JSON,
+    _corpus,
+    _pretrain,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.train_tokenizer or not TOKENIZER_JSON.exists():
         _pretrain.train_tokenizer().save(str(TOKENIZER_JSON))
         print(f"wrote {TOKENIZER_JSON}")
+    # What tiny.build copies: the tokenizer as save_pretrained writes it (no torch needed to build).
+    _pretrain.load_tokenizer(TOKENIZER_JSON).save_pretrained(SAVED_TOKENIZER)
+    print(f"wrote {SAVED_TOKENIZER}")
     archs = {"all": ARCHITECTURES, "none": ()}.get(args.arch, (args.arch,))
     if args.out is not None and len(archs) != 1:
         ap.error("--out needs a single --arch")

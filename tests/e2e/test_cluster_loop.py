@@ -218,6 +218,9 @@ def test_kubectl_apply_to_a_chat_answer_on_the_cluster_path(cluster: dict[str, A
     answered = time.monotonic() - started
     print(f"\ncluster loop: trained in {trained:.0f} s, serving after {served:.0f} s, answered after {answered:.0f} s")
     assert cluster["harness"].errors == []
+    # The operator did all of it (the tiny base included) without loading torch or Ray.
+    maps = Path(f"/proc/{cluster['operator'].pid}/maps").read_text()
+    assert "libtorch" not in maps and "_raylet" not in maps
 
 
 def test_the_cluster_examples_apply_with_kubectl(cluster: dict[str, Any]) -> None:

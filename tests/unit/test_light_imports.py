@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -42,3 +43,15 @@ def test_the_training_package_still_offers_its_loop_on_first_use() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout.strip() == "True"
+
+
+def test_materializing_a_tiny_preset_needs_no_ml_stack(tmp_path: Path) -> None:
+    """The operator builds the catalog's tiny bases (copies of shipped files): no torch in its image."""
+    code = (
+        "import sys\nfrom corral.control._observe import materialize_model\n"
+        f"materialize_model('llama', {(tmp_path / 'tiny').as_uri()!r})\n"
+        f"print(','.join(m for m in {HEAVY!r} if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == ""
+    assert {p.name for p in (tmp_path / "tiny").iterdir()} >= {"config.json", "model.safetensors", "tokenizer.json"}

@@ -16,16 +16,19 @@ Example:
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 
 from corral.models.tiny._configs import ARCHITECTURES, HEAD_DIM
 
-__all__ = ["ARCHITECTURES", "HEAD_DIM", "PACKAGE_DIR", "SHIPPED_SEED", "TOKENIZER_JSON", "build"]
+__all__ = ["ARCHITECTURES", "HEAD_DIM", "PACKAGE_DIR", "SAVED_TOKENIZER", "SHIPPED_SEED", "TOKENIZER_JSON", "build"]
 
 logger = logging.getLogger(__name__)
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 TOKENIZER_JSON = PACKAGE_DIR / "tokenizer.json"
+#: The tokenizer as ``save_pretrained`` writes it (scripts/pretrain_tiny.py regenerates it).
+SAVED_TOKENIZER = PACKAGE_DIR / "saved_tokenizer"
 #: The seed the shipped weights were pre-trained with.
 SHIPPED_SEED = 0
 
@@ -33,10 +36,12 @@ SHIPPED_SEED = 0
 def build(arch: str, path: str | Path, seed: int = SHIPPED_SEED) -> Path:
     """Write the tiny ``arch`` base model and its tokenizer into ``path``.
 
-    No network is used: the pre-trained weights and tokenizer ship with the package and
-    are loaded and re-saved with ``save_pretrained``, so that
+    No network and no torch are used: the pre-trained weights (``weights/<arch>``, as
+    ``save_pretrained`` wrote them) and the tokenizer as ``save_pretrained`` writes it
+    (``saved_tokenizer/``) ship with the package and are copied, so that
     ``AutoModelForCausalLM.from_pretrained(path)`` and ``AutoTokenizer.from_pretrained(path)``
-    load them back. Building twice gives byte-identical files.
+    load them back, and the control plane (the operator materializes tiny presets) needs no ML
+    stack. Building twice gives byte-identical files.
 
     Args:
         arch: One of :data:`ARCHITECTURES`.
@@ -62,16 +67,15 @@ def build(arch: str, path: str | Path, seed: int = SHIPPED_SEED) -> Path:
     weights = PACKAGE_DIR / "weights" / arch
     if not (weights / "model.safetensors").is_file():
         raise FileNotFoundError(f"shipped weights missing: {weights}; regenerate with scripts/pretrain_tiny.py")
-    # Imported lazily: importing transformers costs seconds.
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    from corral.models.tiny._pretrain import load_tokenizer
-
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)
-    model = AutoModelForCausalLM.from_pretrained(weights, dtype=torch.float32)
-    model.save_pretrained(out)
-    load_tokenizer(TOKENIZER_JSON).save_pretrained(out)
+    for source in (
+        weights / "config.json",
+        weights / "generation_config.json",
+        weights / "model.safetensors",
+        *sorted(SAVED_TOKENIZER.iterdir()),
+    ):
+        if source.is_file():
+            shutil.copyfile(source, out / source.name)
     logger.info("built tiny %s model into %s", arch, out)
     return out

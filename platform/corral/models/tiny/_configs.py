@@ -7,9 +7,10 @@ untied input/output embeddings, like the real families they stand for.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from transformers import GlmConfig, GPTNeoXConfig, LlamaConfig, PretrainedConfig
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig
 
 __all__ = ["ARCHITECTURES", "HEAD_DIM", "MAX_POSITIONS", "VOCAB_SIZE", "make_config"]
 
@@ -40,6 +41,8 @@ def make_config(arch: str) -> PretrainedConfig:
     Raises:
         ValueError: ``arch`` is not supported.
     """
+    from transformers import GlmConfig, GPTNeoXConfig, LlamaConfig  # lazily: the control plane imports this module
+
     common: dict[str, Any] = {
         "vocab_size": VOCAB_SIZE,
         "hidden_size": _HIDDEN,
