@@ -182,6 +182,8 @@ def test_kubectl_apply_to_a_chat_answer_on_the_cluster_path(cluster: dict[str, A
     job = wait("FineTuneJob support-bot-v1 Succeeded", job_done, DEADLINE_TRAIN)
     trained = time.monotonic() - started
     rayjob = kube.get_json("rayjobs", "-n", NS)["items"][0]
+    # Ray's token auth survives the real server's schema (KubeRay's CRD knows authOptions).
+    assert rayjob["spec"]["rayClusterSpec"]["authOptions"] == {"mode": "token"}
     assert rayjob["spec"]["entrypoint"].endswith(
         f"--job s3://{BUCKET}/artifacts/finetunejobs/{NS}/support-bot-v1/job.json"
     ) or (f"s3://{BUCKET}/artifacts/" in rayjob["spec"]["entrypoint"]), rayjob["spec"]["entrypoint"]

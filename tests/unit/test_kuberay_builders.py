@@ -258,6 +258,22 @@ def test_serving_pods_mount_the_namespaces_chat_tokens_and_training_pods_do_not(
     assert CHAT_TOKENS_ENV not in str(unchecked)
 
 
+def test_every_ray_cluster_asks_for_a_token() -> None:
+    """Issue 17 item 6: heads listened without a token (dashboard, job submission, GCS)."""
+    dep = deployment()
+    svc = build_rayservice(dep, {"applications": []}, PodPlacement.for_deployment(dep), SETTINGS)
+    job = rayjob_for(finetunejob())
+    assert svc["spec"]["rayClusterConfig"]["authOptions"] == {"mode": "token"}
+    assert job["spec"]["rayClusterSpec"]["authOptions"] == {"mode": "token"}
+    off = SETTINGS.model_copy(update={"ray_auth": "disabled"})
+    assert (
+        "authOptions"
+        not in build_rayservice(dep, {"applications": []}, PodPlacement.for_deployment(dep), off)["spec"][
+            "rayClusterConfig"
+        ]
+    )
+
+
 def test_rayservice_autoscaling_range() -> None:
     dep = deployment(replicas=None, autoscaling={"minReplicas": 1, "maxReplicas": 4})
     obj = build_rayservice(dep, {"applications": []}, PodPlacement.for_deployment(dep, a100_pool()), SETTINGS)

@@ -83,7 +83,8 @@ app.kubernetes.io/component: {{ .component }}
   "backoff_limit" .Values.ray.backoffLimit
   "ttl_seconds_after_finished" .Values.ray.ttlSecondsAfterFinished
   "upgrade_strategy" .Values.ray.upgradeStrategy
-  "chat_tokens_secret" (.Values.ray.chatTokensSecret | default "") -}}
+  "chat_tokens_secret" (.Values.ray.chatTokensSecret | default "")
+  "ray_auth" .Values.ray.auth -}}
 {{- with .Values.ray.gpuImage }}{{- $_ := set $s "gpu_image" . -}}{{- end }}
 {{- with .Values.artifacts.s3.existingSecret }}
 {{- $_ := set $s "s3_secret_name" . -}}

@@ -104,6 +104,13 @@ class KubeRaySettings(BaseModel):
         "refused). None: the endpoints ask for no token.",
     )
     chat_tokens_key: str = Field(default="tokens", description="Key of the tokens in chat_tokens_secret.")
+    ray_auth: Literal["token", "disabled"] = Field(
+        default="token",
+        description="Ray's own token authentication on every RayCluster Corral creates (RayClusterSpec.authOptions."
+        "mode): KubeRay (>= 1.5.1) generates a token Secret per cluster and gives it to every Ray container, so the "
+        "dashboard, job submission and GCS answer only callers holding it. 'disabled' leaves them open to anyone "
+        "who reaches the pods.",
+    )
 
 
 @dataclass(frozen=True)
@@ -334,6 +341,8 @@ def _cluster_spec(placement: PodPlacement, settings: KubeRaySettings, *, serve: 
     }
     if placement.max_replicas is not None and placement.max_replicas > placement.replicas:
         spec["enableInTreeAutoscaling"] = True
+    if settings.ray_auth == "token":
+        spec["authOptions"] = {"mode": "token"}
     return spec
 
 
