@@ -21,6 +21,7 @@ from corral.drivers.kuberay import (
     PodPlacement,
     RayJobObservation,
     RayServiceObservation,
+    build_ray_network_policy,
     build_rayjob,
     build_rayservice,
     deployment_status_from_rayservice,
@@ -101,10 +102,30 @@ class KubeRayDriver:
             raise DriverError(f"cannot read {plural}/{name}: {exc.reason}") from exc
         return dict(found)
 
-    def _create(self, plural: str, body: dict[str, Any]) -> bool:
-        """Create a child; False when it already existed (409 is success)."""
+    def _ensure_network_policy(self) -> None:
+        """Create the namespace's ``corral-ray`` NetworkPolicy before its first Ray cluster (409 is success)."""
+        if not self.settings.network_policy:
+            return
+        import kubernetes.client
         from kubernetes.client.exceptions import ApiException
 
+        body: Any = build_ray_network_policy(self._namespace, self.settings)
+        try:
+            kubernetes.client.NetworkingV1Api(self.api_client).create_namespaced_network_policy(self._namespace, body)
+        except ApiException as exc:
+            if exc.status == 409:
+                return
+            raise DriverError(
+                f"cannot create NetworkPolicy {self._namespace}/{body['metadata']['name']} (Ray pods would be open "
+                f"to every pod of the cluster): {exc.reason} {exc.body}"
+            ) from exc
+        logger.info("Created NetworkPolicy %s/%s", self._namespace, body["metadata"]["name"])
+
+    def _create(self, plural: str, body: dict[str, Any]) -> bool:
+        """Create a child (after the namespace's NetworkPolicy); False when it already existed (409 is success)."""
+        from kubernetes.client.exceptions import ApiException
+
+        self._ensure_network_policy()
         try:
             self.custom.create_namespaced_custom_object(RAY_GROUP, RAY_VERSION, self._namespace, plural, body)
         except ApiException as exc:

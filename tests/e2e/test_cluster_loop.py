@@ -182,8 +182,13 @@ def test_kubectl_apply_to_a_chat_answer_on_the_cluster_path(cluster: dict[str, A
     job = wait("FineTuneJob support-bot-v1 Succeeded", job_done, DEADLINE_TRAIN)
     trained = time.monotonic() - started
     rayjob = kube.get_json("rayjobs", "-n", NS)["items"][0]
-    # Ray's token auth survives the real server's schema (KubeRay's CRD knows authOptions).
+    # Ray's token auth survives the real server's schema (KubeRay's CRD knows authOptions), and the
+    # operator (with the chart's role) put the namespace's NetworkPolicy in front of its Ray pods.
     assert rayjob["spec"]["rayClusterSpec"]["authOptions"] == {"mode": "token"}
+    policy = kube.get_json("networkpolicy", "corral-ray", "-n", NS)
+    assert policy is not None and policy["spec"]["podSelector"] == {"matchLabels": {"corral.dev/ray": "true"}}
+    allowed = policy["spec"]["ingress"][1]["from"][1]["namespaceSelector"]["matchExpressions"][0]["values"]
+    assert RELEASE_NS in allowed
     assert rayjob["spec"]["entrypoint"].endswith(
         f"--job s3://{BUCKET}/artifacts/finetunejobs/{NS}/support-bot-v1/job.json"
     ) or (f"s3://{BUCKET}/artifacts/" in rayjob["spec"]["entrypoint"]), rayjob["spec"]["entrypoint"]

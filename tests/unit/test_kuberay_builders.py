@@ -22,8 +22,11 @@ from corral.drivers.kuberay import (
     CHAT_TOKENS_ENV,
     KUEUE_QUEUE_LABEL,
     MAX_NAME_LENGTH,
+    NETWORK_POLICY_NAME,
+    RAY_POD_LABELS,
     KubeRaySettings,
     PodPlacement,
+    build_ray_network_policy,
     build_rayjob,
     build_rayservice,
     child_name,
@@ -272,6 +275,28 @@ def test_every_ray_cluster_asks_for_a_token() -> None:
             "rayClusterConfig"
         ]
     )
+
+
+def test_ray_pods_are_labelled_and_the_network_policy_keeps_them_to_corral() -> None:
+    job = rayjob_for(finetunejob())["spec"]["rayClusterSpec"]
+    for template in [job["headGroupSpec"]["template"], job["workerGroupSpecs"][0]["template"]]:
+        assert template["metadata"]["labels"] == RAY_POD_LABELS
+    settings = SETTINGS.model_copy(update={"control_plane_namespaces": ["corral-system", "kuberay-system"]})
+    policy = build_ray_network_policy("team-a", settings)
+    assert policy["metadata"] == {
+        "name": NETWORK_POLICY_NAME,
+        "namespace": "team-a",
+        "labels": {"app.kubernetes.io/managed-by": "corral"},
+    }
+    spec = policy["spec"]
+    assert spec["podSelector"] == {"matchLabels": RAY_POD_LABELS} and spec["policyTypes"] == ["Ingress"]
+    ray_only, dashboard, serve = spec["ingress"]
+    assert ray_only == {"from": [{"podSelector": {"matchLabels": RAY_POD_LABELS}}]}  # every port, Ray pods only
+    assert dashboard["ports"] == [{"protocol": "TCP", "port": 8265}]
+    (here, control_plane) = dashboard["from"]
+    assert here == {"podSelector": {}}  # the namespace itself: KubeRay's submitter Job
+    assert control_plane["namespaceSelector"]["matchExpressions"][0]["values"] == ["corral-system", "kuberay-system"]
+    assert serve == {"ports": [{"protocol": "TCP", "port": 8000}]}
 
 
 def test_rayservice_autoscaling_range() -> None:

@@ -84,7 +84,9 @@ app.kubernetes.io/component: {{ .component }}
   "ttl_seconds_after_finished" .Values.ray.ttlSecondsAfterFinished
   "upgrade_strategy" .Values.ray.upgradeStrategy
   "chat_tokens_secret" (.Values.ray.chatTokensSecret | default "")
-  "ray_auth" .Values.ray.auth -}}
+  "ray_auth" .Values.ray.auth
+  "network_policy" .Values.ray.networkPolicy.enabled
+  "control_plane_namespaces" (concat (list .Release.Namespace) .Values.ray.networkPolicy.kuberayNamespaces) -}}
 {{- with .Values.ray.gpuImage }}{{- $_ := set $s "gpu_image" . -}}{{- end }}
 {{- with .Values.artifacts.s3.existingSecret }}
 {{- $_ := set $s "s3_secret_name" . -}}

@@ -33,6 +33,9 @@ from corral.scheduler import ray_accelerator_type
 
 __all__ = [
     "CHAT_TOKENS_ENV",
+    "NETWORK_POLICY_NAME",
+    "RAY_POD_LABELS",
+    "build_ray_network_policy",
     "KUBERAY_API_VERSION",
     "KUEUE_QUEUE_LABEL",
     "MAX_NAME_LENGTH",
@@ -57,6 +60,11 @@ OWNER_LABELS = ("corral.dev/kind", "corral.dev/name")
 """Labels on every child: the owner's kind and name (for selection and cleanup checks)."""
 
 _GPU_RESOURCE = "nvidia.com/gpu"
+
+RAY_POD_LABELS = {"corral.dev/ray": "true"}
+"""Labels on every Ray pod Corral's clusters run (the NetworkPolicy selects them)."""
+NETWORK_POLICY_NAME = "corral-ray"
+_RAY_SERVE_PORT, _RAY_DASHBOARD_PORT = 8000, 8265
 
 CHAT_TOKENS_ENV = "CORRAL_CHAT_TOKENS"
 """Environment variable of RayService pods holding the namespace's chat tokens (from its Secret)."""
@@ -104,6 +112,18 @@ class KubeRaySettings(BaseModel):
         "refused). None: the endpoints ask for no token.",
     )
     chat_tokens_key: str = Field(default="tokens", description="Key of the tokens in chat_tokens_secret.")
+    network_policy: bool = Field(
+        default=True,
+        description="Create a NetworkPolicy (corral-ray) in each namespace with Corral Ray pods: GCS, Ray client, "
+        "object manager and every other Ray port only from that namespace's Corral Ray pods; the dashboard (8265) "
+        "from the namespace (KubeRay's submitter runs there) and from control_plane_namespaces; Serve (8000, "
+        "token-checked) from anywhere. Needs a CNI that enforces NetworkPolicies.",
+    )
+    control_plane_namespaces: list[str] = Field(
+        default_factory=list,
+        description="Namespaces whose pods may reach Ray dashboards: the operator's and the control API's, and "
+        "KubeRay's operator (it reads job and Serve status from the dashboard).",
+    )
     ray_auth: Literal["token", "disabled"] = Field(
         default="token",
         description="Ray's own token authentication on every RayCluster Corral creates (RayClusterSpec.authOptions."
@@ -301,7 +321,7 @@ def _head_group(settings: KubeRaySettings, *, serve: bool) -> dict[str, Any]:
     return {
         # num-cpus 0: no training worker or Serve replica lands on the head.
         "rayStartParams": {"dashboard-host": "0.0.0.0", "num-cpus": "0"},
-        "template": {"spec": _pod_spec(container, settings, None)},
+        "template": {"metadata": {"labels": dict(RAY_POD_LABELS)}, "spec": _pod_spec(container, settings, None)},
     }
 
 
@@ -328,7 +348,7 @@ def _worker_group(name: str, placement: PodPlacement, settings: KubeRaySettings,
         "minReplicas": placement.replicas,
         "maxReplicas": max(high, placement.replicas),
         "rayStartParams": params,
-        "template": {"spec": _pod_spec(container, settings, placement)},
+        "template": {"metadata": {"labels": dict(RAY_POD_LABELS)}, "spec": _pod_spec(container, settings, placement)},
     }
 
 
@@ -344,6 +364,44 @@ def _cluster_spec(placement: PodPlacement, settings: KubeRaySettings, *, serve: 
     if settings.ray_auth == "token":
         spec["authOptions"] = {"mode": "token"}
     return spec
+
+
+def build_ray_network_policy(namespace: str, settings: KubeRaySettings) -> dict[str, Any]:
+    """The NetworkPolicy that keeps a namespace's Corral Ray clusters to their users (see ``network_policy``)."""
+    ray_pods = {"podSelector": {"matchLabels": dict(RAY_POD_LABELS)}}
+    dashboard_from: list[dict[str, Any]] = [{"podSelector": {}}]  # this namespace (KubeRay's submitter Job)
+    if settings.control_plane_namespaces:
+        dashboard_from.append(
+            {
+                "namespaceSelector": {
+                    "matchExpressions": [
+                        {
+                            "key": "kubernetes.io/metadata.name",
+                            "operator": "In",
+                            "values": sorted(set(settings.control_plane_namespaces)),
+                        }
+                    ]
+                }
+            }
+        )
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {
+            "name": NETWORK_POLICY_NAME,
+            "namespace": namespace,
+            "labels": {"app.kubernetes.io/managed-by": "corral"},
+        },
+        "spec": {
+            "podSelector": {"matchLabels": dict(RAY_POD_LABELS)},
+            "policyTypes": ["Ingress"],
+            "ingress": [
+                {"from": [ray_pods]},  # Ray's own traffic: GCS, raylets, object manager, workers
+                {"from": dashboard_from, "ports": [{"protocol": "TCP", "port": _RAY_DASHBOARD_PORT}]},
+                {"ports": [{"protocol": "TCP", "port": _RAY_SERVE_PORT}]},  # chat: the replicas check tokens
+            ],
+        },
+    }
 
 
 def build_rayjob(

@@ -30,9 +30,12 @@ from ._kuberay import (
     KUBERAY_API_VERSION,
     KUEUE_QUEUE_LABEL,
     MAX_NAME_LENGTH,
+    NETWORK_POLICY_NAME,
     OWNER_LABELS,
+    RAY_POD_LABELS,
     KubeRaySettings,
     PodPlacement,
+    build_ray_network_policy,
     build_rayjob,
     build_rayservice,
     child_name,
@@ -45,6 +48,9 @@ from ._protocol import JobState, JobStatus, ServeAppState, ServeAppStatus
 
 __all__ = [
     "CHAT_TOKENS_ENV",
+    "NETWORK_POLICY_NAME",
+    "RAY_POD_LABELS",
+    "build_ray_network_policy",
     "KUBERAY_API_VERSION",
     "KUEUE_QUEUE_LABEL",
     "MAX_NAME_LENGTH",
