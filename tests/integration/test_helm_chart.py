@@ -42,6 +42,7 @@ NON_DEFAULT = {
     "operator": {
         "replicas": 2,
         "watchNamespaces": ["team-a", "team-b"],
+        "namespaceArtifactsSecret": "corral-namespace-artifacts",
         "podDisruptionBudget": {"enabled": True},
         "nodeSelector": {"kubernetes.io/os": "linux"},
     },
@@ -157,6 +158,13 @@ def test_s3_credentials_only_as_secret_refs(custom_objects: list[dict[str, Any]]
     assert kuberay.service_account == "corral-ray"
     assert kuberay.image == "ghcr.io/corral-dev/corral-ray:0.1.0"
     assert "Secret" not in {o["kind"] for o in custom_objects}
+    # Per-namespace S3 credentials: a Secret the kubelet mounts read-only, never read through the API.
+    pod = operator["spec"]["template"]["spec"]
+    path = env["CORRAL_OPERATOR_NAMESPACE_ARTIFACTS_FILE"]["value"]
+    (mount,) = [m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "namespace-artifacts"]
+    assert mount["readOnly"] and path.startswith(mount["mountPath"] + "/")
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "namespace-artifacts"]
+    assert volume["secret"]["secretName"] == "corral-namespace-artifacts" and volume["secret"]["defaultMode"] == 0o400
 
 
 def test_non_default_values_switch_on_optional_objects(custom_objects: list[dict[str, Any]]) -> None:
