@@ -176,12 +176,19 @@ def reconcile_finetunejob(job: FineTuneJob, world: FineTuneJobWorld) -> Result:
     sid = st.submission_id
     if sid is not None and not owns_submission(job, sid):
         # Never act on a Ray job another object owns: drop the id and admit this job afresh.
+        legacy = sid.startswith(f"corral-{meta.namespace or 'default'}-{meta.name}-")
         actions.append(
             RecordEvent(
                 "Warning",
                 "ForeignSubmissionIgnored",
                 f"status.submissionId {sid[:100]!r} does not name this FineTuneJob ({meta.namespace}/{meta.name}); "
-                "ignored",
+                + (
+                    "it has the format of earlier versions (corral-<namespace>-<name>-<generation>, which two "
+                    "objects can share), so it is neither followed nor stopped: if that Ray job still runs, stop "
+                    "it by hand (`ray job stop <id>`, or delete its RayJob); this job is submitted afresh"
+                    if legacy
+                    else "ignored"
+                ),
             )
         )
         if st.phase not in ("Succeeded", "Failed", "Cancelled"):  # a finished job stays finished
