@@ -32,6 +32,7 @@ from tests.fixtures.s3 import ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY, MotoS3
 from tests.support.kube import KubeCluster, corral_crd_files, kuberay_crd_files
 from tests.support.kuberay_harness import KubeRayHarness
 from tests.support.poll import wait_until
+from tests.support.procs import stop_process
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "cluster" / "support-bot"
@@ -122,12 +123,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, moto_s3: MotoS3) -> Iterat
             with kube.api_client() as admin, KubeRayHarness(admin, NS) as harness:
                 yield {"kube": kube, "harness": harness, "operator": operator, "log": log_path, "s3": s3}
         finally:
-            operator.terminate()
-            try:
-                operator.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                operator.kill()
-                operator.wait(timeout=5)
+            stop_process(operator, timeout=20)
 
 
 def _diagnose(cluster: dict[str, Any]) -> str:

@@ -32,6 +32,7 @@ import pytest
 from tests.fixtures.kube import ChartAccounts
 from tests.support.kube import REPO, KubeCluster
 from tests.support.poll import wait_until
+from tests.support.procs import stop_process
 
 API = "/apis/corral.dev/v1alpha1"
 MERGE = {"Content-Type": "application/merge-patch+json"}
@@ -114,12 +115,7 @@ def _serve(kube: KubeCluster, token: str, namespaces: list[str], workdir: Path, 
         wait_until("the control API is ready", ready, timeout=90)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
+        stop_process(proc)
         log.close()
 
 

@@ -20,6 +20,7 @@ from corral.controlapi import TokenAuth, create_app
 from corral.store import SqliteStore
 from tests.support.http import serve
 from tests.support.metrics_world import NS, populate
+from tests.support.procs import stop_process
 from tests.support.promtool import INSTALL_HINT, RULES, binary
 
 DEADLINE_S = 90.0
@@ -110,11 +111,6 @@ def test_prometheus_scrapes_the_control_api_and_records(tmp_path: Path) -> None:
             up = httpx.get(f"{base}/query", params={"query": f'corral_training_loss{{namespace="{NS}"}}'}).json()
             assert float(up["data"]["result"][0]["value"][1]) == 1.25
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
+            stop_process(proc, timeout=20)
             log.close()
     store.close()
