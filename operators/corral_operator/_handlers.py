@@ -35,7 +35,7 @@ from ._driver import ChildRefusedError, KubeRayDriver
 from ._settings import ANNOTATION_PREFIX, OperatorSettings, configure_kopf
 from ._status import refine_status
 
-__all__ = ["OperatorContext", "reconcile"]
+__all__ = ["OperatorContext", "invalid_status_patch", "merge_condition", "reconcile"]
 
 logger = logging.getLogger(__name__)
 
@@ -112,11 +112,12 @@ def _patch_status(ctx: OperatorContext, cls: type[Resource], meta: Mapping[str, 
     ctx.store.patch_status(cls, ns, meta["name"], dict(patch), resource_version=meta.get("resourceVersion"))
 
 
-def _invalid(ctx: OperatorContext, cls: type[Resource], body: Mapping[str, Any], message: str, event_on: Any) -> None:
-    """Mark an object that does not validate: Ready=False/InvalidSpec, once per generation, and a Warning.
+def invalid_status_patch(kind: str, body: Mapping[str, Any], message: str) -> dict[str, Any] | None:
+    """The status merge patch that marks an object InvalidSpec, or None when it already says so.
 
-    The other conditions are kept (merged by type) and a finished phase (Succeeded, Failed,
-    Cancelled) stays: a failing handler never demotes a terminal phase.
+    ``Ready=False``/``InvalidSpec`` is merged into the current conditions by type (a merge patch
+    replaces the whole list, so the list sent is the current one with Ready set), and a finished
+    phase (Succeeded, Failed, Cancelled) is kept: a failing handler never demotes it.
     """
     meta = body.get("metadata") or {}
     generation = meta.get("generation")
@@ -124,7 +125,7 @@ def _invalid(ctx: OperatorContext, cls: type[Resource], body: Mapping[str, Any],
     conditions = list(status.get("conditions") or [])
     ready = next((c for c in conditions if c.get("type") == "Ready"), None)
     if ready and ready.get("reason") == "InvalidSpec" and status.get("observedGeneration") == generation:
-        return  # already said; no retries
+        return None  # already said; no retries
     condition = {
         "type": "Ready",
         "status": "False",
@@ -134,10 +135,18 @@ def _invalid(ctx: OperatorContext, cls: type[Resource], body: Mapping[str, Any],
         "observedGeneration": generation,
     }
     patch: dict[str, Any] = {"observedGeneration": generation, "conditions": merge_condition(conditions, condition)}
-    if cls.KIND in _PHASED_KINDS and status.get("phase") not in _TERMINAL_PHASES:
+    if kind in _PHASED_KINDS and status.get("phase") not in _TERMINAL_PHASES:
         patch["phase"] = "Failed"
+    return patch
+
+
+def _invalid(ctx: OperatorContext, cls: type[Resource], body: Mapping[str, Any], message: str, event_on: Any) -> None:
+    """Mark an object that does not validate (:func:`invalid_status_patch`), once per generation, and a Warning."""
+    patch = invalid_status_patch(cls.KIND, body, message)
+    if patch is None:
+        return
     try:
-        _patch_status(ctx, cls, meta, patch)
+        _patch_status(ctx, cls, body.get("metadata") or {}, patch)
     except (Conflict, NotFound):
         return  # changed or gone meanwhile: the next event says it again
     kopf.warn(event_on, reason="InvalidSpec", message=message[:1024])

@@ -205,6 +205,25 @@ def test_finetunejob_runs_as_a_rayjob_and_creates_its_model(
         )
         eventually(lambda: phase(cluster, "finetunejobs", "support-bot-v1") == "Running", what="Running")
 
+        # The training logs a step; kubectl's columns read well (LOSS rounded, FREE GPUs, placement words).
+        events = Path(files.events.removeprefix("file://"))
+        events.parent.mkdir(parents=True, exist_ok=True)
+        step = {"type": "progress", "time": time.time(), "step": 3, "total_steps": 12, "epoch": 1}
+        step |= {"loss": 0.3549874045632102, "lr": 1e-3, "tokens_per_second": 10.0}
+        events.write_text(json.dumps(step) + "\n")
+        kube: KubeCluster = cluster["kube"]
+
+        def loss_column() -> str | None:
+            out = kube.kubectl("get", "finetunejob", "support-bot-v1", "-n", cluster["ns"], "-o", "wide").stdout
+            header, row = (line.split() for line in out.splitlines()[:2])
+            return row[header.index("LOSS")] if "LOSS" in header and len(row) == len(header) else None
+
+        assert eventually(loss_column, what="the LOSS column") == "0.355"
+        pools = kube.kubectl("get", "gpupools", "local-cpu").stdout.splitlines()[0].split()
+        assert "FREE" in pools and "ALLOCATABLE" not in pools, pools
+        placed = (get(cluster, "corral.dev", "finetunejobs", "support-bot-v1") or {})["status"]["placement"]
+        assert "x 0" not in placed["message"] and "without GPUs" in placed["message"], placed
+
         # The training wrote its adapter; KubeRay reports the job complete.
         output = Path(files.output.removeprefix("file://"))
         output.mkdir(parents=True, exist_ok=True)
