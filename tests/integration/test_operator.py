@@ -22,7 +22,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import kubernetes.client
 import pytest
@@ -102,7 +102,7 @@ def eventually(check: Callable[[], T | None], timeout: float = 90.0, what: str =
         except Exception as exc:
             last = exc
         if last is not None and last is not False and not isinstance(last, Exception):
-            return last
+            return cast(T, last)
         time.sleep(0.2)
     raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
 
@@ -215,8 +215,9 @@ def test_finetunejob_runs_as_a_rayjob_and_creates_its_model(
 
         def loss_column() -> str | None:
             out = kube.kubectl("get", "finetunejob", "support-bot-v1", "-n", cluster["ns"], "-o", "wide").stdout
-            header, row = (line.split() for line in out.splitlines()[:2])
-            return row[header.index("LOSS")] if "LOSS" in header and len(row) == len(header) else None
+            header, row = out.splitlines()[:2]
+            start = header.index("LOSS")  # cells are aligned under their headers (an empty one is blank)
+            return row[start : header.index("PREEMPTIONS")].strip() or None
 
         assert eventually(loss_column, what="the LOSS column") == "0.355"
         pools = kube.kubectl("get", "gpupools", "local-cpu").stdout.splitlines()[0].split()
@@ -285,8 +286,8 @@ def test_modeldeployment_becomes_a_rayservice_updated_in_place(cluster: dict[str
             )
 
         eventually(updated, what="the updated serveConfigV2")
-        svc = get(cluster, "ray.io", "rayservices", "corral-support-bot")
-        assert svc is not None and svc["metadata"]["uid"] == uid
+        same = get(cluster, "ray.io", "rayservices", "corral-support-bot")
+        assert same is not None and same["metadata"]["uid"] == uid
         assert len(listed(cluster, "ray.io", "rayservices")) == 1
 
         app = f"{cluster['ns']}-support-bot"
