@@ -472,7 +472,7 @@ def _limited_operator_token(cluster: dict[str, Any]) -> str:
 
 
 def test_a_refused_rayjob_shows_as_a_condition_and_a_warning(
-    cluster: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+    cluster: dict[str, Any], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """``OwnerReferencesPermissionEnforcement`` refuses the RayJob: the FineTuneJob says so, then recovers."""
     token = _limited_operator_token(cluster)
@@ -502,6 +502,8 @@ def test_a_refused_rayjob_shows_as_a_condition_and_a_warning(
         eventually(lambda: accepted("True"), 60, "ChildAccepted=True")
         cluster["kube"].kubectl("delete", "finetunejob", "refused", "-n", cluster["ns"], "--wait=false")
         eventually(lambda: get(cluster, "corral.dev", "finetunejobs", "refused") is None, 60, "deletion")
+    # Its RayJob is removed first: a normal wait, said at INFO, not an ERROR.
+    assert [e for e in errors(caplog) if "still being removed" in e] == []
 
 
 def test_without_the_peering_crd_the_operator_stops_with_an_error(
