@@ -6,8 +6,15 @@ reconcilers stop children and drop Corral's own finalizer. Each call re-reads th
 builds the observed world from the Kubernetes store and the KubeRay driver, reconciles,
 writes status through the status subresource and applies the actions (the operator never
 writes a spec). Failures raise :class:`kopf.TemporaryError` (kopf retries with backoff); an
-object that does not validate gets ``Ready=False``/``InvalidSpec``, a Warning event and
-:class:`kopf.PermanentError` (no retries).
+object that does not validate gets ``Ready=False``/``InvalidSpec`` (merged into its conditions;
+a finished phase stays), a Warning event and :class:`kopf.PermanentError` (no retries).
+
+Handlers of one object never reconcile at the same time (kopf serializes them only within one
+handler kind): a per-object lock, and the timer skips an object until kopf's create handling
+is done (its ``last-handled-configuration`` annotation) and while another handler holds the
+lock. A KubeRay child the API server refuses (403, 422) sets ``ChildAccepted=False`` with the
+server's words and a Warning event. A deleted object whose children are still going waits
+with kopf's quiet retry (logged at INFO, not an error).
 """
 
 from __future__ import annotations

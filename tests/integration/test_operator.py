@@ -243,6 +243,12 @@ def test_finetunejob_runs_as_a_rayjob_and_creates_its_model(
     progress = {k: v for k, v in job["metadata"].get("annotations", {}).items() if "/reconcile-" in k}
     assert progress == {}, progress  # no retried handler (a 409 of a create/timer race left its text here)
     assert errors(caplog) == []
+    stored = [
+        r
+        for r in caplog.records
+        if r.getMessage().startswith("Stored ") and "/support-bot-v1/job.json" in r.getMessage()
+    ]
+    assert len(stored) == 1, [r.getMessage() for r in stored]  # contract 1's job file is written once
     events = cluster["store"].list_events(FineTuneJob, cluster["ns"], "support-bot-v1")
     ours = [e for e in events if e.reason in ("Admitted", "Submitted", "Succeeded", "Running")]
     assert ours and {e.source for e in ours} == {"corral-operator"}, [(e.reason, e.source) for e in events]

@@ -292,7 +292,8 @@ class JobSummary(BaseModel):
 
 def _significant(value: float | None, digits: int = 4) -> float | None:
     """``value`` rounded to ``digits`` significant digits: what status and ``kubectl get``'s LOSS column show
-    (a CRD printer column cannot format a number; 0.3549874045632102 reads as 0.355)."""
+    (a CRD printer column cannot format a number; 0.3549874045632102 reads as 0.355).
+    """
     if value is None or value == 0:
         return value
     return float(f"{value:.{digits}g}")
