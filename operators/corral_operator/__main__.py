@@ -16,14 +16,20 @@ def main() -> int:
 
     settings = _handlers.SETTINGS
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    kopf.run(
-        clusterwide=not settings.namespaces,
-        namespaces=settings.namespaces,
-        standalone=settings.standalone,
-        priority=settings.priority,
-        peering_name=settings.peering_name,
-        liveness_endpoint=f"http://0.0.0.0:{settings.health_port}/healthz",
-    )
+    from kopf._core.engines.activities import ActivityError
+
+    try:
+        kopf.run(
+            clusterwide=not settings.namespaces,
+            namespaces=settings.namespaces,
+            standalone=settings.standalone,
+            priority=settings.priority,
+            peering_name=settings.peering_name,
+            liveness_endpoint=f"http://0.0.0.0:{settings.health_port}/healthz",
+        )
+    except ActivityError as exc:  # a startup handler refused to start (logged at ERROR)
+        logging.getLogger("corral_operator").error("The operator stopped: %s", exc)
+        return 1
     return 0
 
 

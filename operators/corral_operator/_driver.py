@@ -31,12 +31,37 @@ from corral.drivers.kuberay import (
 )
 from corral.store import NotFound, Store
 
-__all__ = ["RAY_GROUP", "RAY_VERSION", "KubeRayDriver"]
+__all__ = ["RAY_GROUP", "RAY_VERSION", "ChildRefusedError", "KubeRayDriver"]
 
 logger = logging.getLogger(__name__)
 
 RAY_GROUP, RAY_VERSION = "ray.io", "v1"
 _MERGE_PATCH = "application/merge-patch+json"
+
+
+class ChildRefusedError(DriverError):
+    """The API server refused to create or change a KubeRay child (403 Forbidden, 422 Invalid...).
+
+    Attributes:
+        status: The HTTP status of the refusal.
+        reason: The API server's reason, CamelCase (``Forbidden``, ``Invalid``...).
+    """
+
+    def __init__(self, message: str, status: int | None, reason: str | None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason = "".join(w[:1].upper() + w[1:] for w in (reason or "Refused").split() if w.isalnum()) or "Refused"
+
+
+def _refusal_text(exc: Any) -> str:
+    """The API server's own message of a refusal (its Status body), else the HTTP reason."""
+    import json
+
+    try:
+        message = json.loads(exc.body or "{}").get("message")
+    except (ValueError, AttributeError):
+        message = None
+    return str(message or exc.body or exc.reason)
 
 
 class KubeRayDriver:
@@ -131,7 +156,10 @@ class KubeRayDriver:
         except ApiException as exc:
             if exc.status == 409:
                 return False
-            raise DriverError(f"cannot create {plural}/{body['metadata']['name']}: {exc.reason} {exc.body}") from exc
+            text = f"cannot create {plural}/{body['metadata']['name']}: {exc.status} {exc.reason}: {_refusal_text(exc)}"
+            if exc.status in (400, 403, 422):
+                raise ChildRefusedError(text, exc.status, exc.reason) from exc
+            raise DriverError(text) from exc
         logger.info("Created %s %s/%s", body["kind"], self._namespace, body["metadata"]["name"])
         return True
 
@@ -219,6 +247,12 @@ class KubeRayDriver:
                 RAY_GROUP, RAY_VERSION, self._namespace, "rayservices", name, patch, _content_type=_MERGE_PATCH
             )
         except ApiException as exc:
+            if exc.status in (400, 403, 422):
+                raise ChildRefusedError(
+                    f"cannot update rayservices/{name}: {exc.status} {exc.reason}: {_refusal_text(exc)}",
+                    exc.status,
+                    exc.reason,
+                ) from exc
             raise DriverError(f"cannot update rayservices/{name}: {exc.reason}") from exc
         logger.info("Updated RayService %s/%s", self._namespace, name)
 

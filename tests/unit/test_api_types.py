@@ -42,7 +42,9 @@ def all_models() -> list[type[BaseModel]]:
 
 @pytest.mark.parametrize("cls", all_models(), ids=lambda c: c.__name__)
 def test_every_field_is_documented_and_strict(cls: type[BaseModel]) -> None:
-    assert cls.model_config.get("extra") == "forbid", cls
+    # ObjectMeta belongs to the API server (which validates it and adds fields over versions):
+    # unknown metadata fields are ignored, never an invalid object. Everything else is strict.
+    assert cls.model_config.get("extra") == ("ignore" if cls.__name__ == "ObjectMeta" else "forbid"), cls
     assert cls.__doc__, cls
     for name, info in cls.model_fields.items():
         assert info.description, f"{cls.__name__}.{name} has no description"
@@ -139,3 +141,48 @@ def test_replica_range() -> None:
     assert ModelDeploymentSpec.model_validate({"model": {"name": "m"}, "replicas": 3}).replica_range == (3, 3)
     scaled = ModelDeploymentSpec.model_validate({"model": {"name": "m"}, "autoscaling": {"minReplicas": 0}})
     assert scaled.replica_range == (0, 1)
+
+
+def test_object_meta_round_trips_what_the_api_server_sets() -> None:
+    """A deleting object as a real kube-apiserver returns it (generateName, deletionGracePeriodSeconds...)."""
+    from corral.api.v1alpha1 import Dataset
+
+    meta = {
+        "name": "gen-x7k2p",
+        "generateName": "gen-",
+        "namespace": "team-a",
+        "uid": "0d6f5c1e-2f7a-4b7e-9f57-8f3f6c1a2b3c",
+        "resourceVersion": "4711",
+        "generation": 2,
+        "creationTimestamp": "2026-01-01T00:00:00Z",
+        "deletionTimestamp": "2026-01-01T00:05:00Z",
+        "deletionGracePeriodSeconds": 0,
+        "selfLink": "/apis/corral.dev/v1alpha1/namespaces/team-a/datasets/gen-x7k2p",
+        "labels": {"app": "bot"},
+        "annotations": {"note": "x"},
+        "finalizers": ["corral.dev/cleanup"],
+        "ownerReferences": [
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "name": "o",
+                "uid": "u",
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+        ],
+        "managedFields": [{"manager": "kubectl", "operation": "Apply", "apiVersion": "corral.dev/v1alpha1"}],
+        "someFieldOfALaterServer": {"x": 1},
+    }
+    doc = {
+        "apiVersion": "corral.dev/v1alpha1",
+        "kind": "Dataset",
+        "metadata": meta,
+        "spec": {"uri": "s3://b/d.jsonl", "license": {"name": "MIT"}},
+    }
+    ds = Dataset.model_validate(doc)
+    out = ds.to_dict()["metadata"]
+    written = {k: v for k, v in meta.items() if k not in ("managedFields", "someFieldOfALaterServer")}
+    assert {k: out[k] for k in written} == {**written, "creationTimestamp": out["creationTimestamp"]}
+    assert out["deletionGracePeriodSeconds"] == 0 and out["generateName"] == "gen-"
+    assert ds.metadata.managed_fields is not None  # read; the server keeps it on writes that leave it out

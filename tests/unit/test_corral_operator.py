@@ -279,3 +279,39 @@ def test_refine_status_puts_kuberay_reasons_on_conditions() -> None:
     )
     ready = refine_status(dep, dstatus, rayservice=upgrading).conditions[0]
     assert (ready.reason, ready.message) == ("UpgradeInProgress", "new cluster")
+
+
+def test_invalid_spec_merges_conditions_and_keeps_a_finished_phase() -> None:
+    from corral_operator._handlers import invalid_status_patch
+
+    succeeded = {
+        "type": "Succeeded",
+        "status": "True",
+        "reason": "JobSucceeded",
+        "message": "done",
+        "lastTransitionTime": "2026-01-01T00:00:00Z",
+    }
+    body = {
+        "metadata": {"name": "j", "namespace": "n", "generation": 3},
+        "status": {"phase": "Succeeded", "observedGeneration": 2, "conditions": [succeeded]},
+    }
+    patch = invalid_status_patch("FineTuneJob", body, "metadata.x: unknown field")
+    assert patch is not None and "phase" not in patch  # Succeeded is never demoted to Failed
+    assert [c["type"] for c in patch["conditions"]] == ["Succeeded", "Ready"]
+    assert patch["conditions"][0] == succeeded and patch["conditions"][1]["reason"] == "InvalidSpec"
+    running = {**body, "status": {"phase": "Running", "conditions": [succeeded | {"type": "Running"}]}}
+    patch = invalid_status_patch("FineTuneJob", running, "bad")
+    assert patch is not None and patch["phase"] == "Failed" and len(patch["conditions"]) == 2
+    said = {**body, "status": {"observedGeneration": 3, "conditions": patch["conditions"]}}
+    assert invalid_status_patch("FineTuneJob", said, "bad") is None  # once per generation
+
+
+def test_merge_condition_keeps_the_transition_time_while_the_status_holds() -> None:
+    from corral_operator._handlers import merge_condition
+
+    old = {"type": "Ready", "status": "False", "reason": "A", "lastTransitionTime": "2026-01-01T00:00:00Z"}
+    other = {"type": "Admitted", "status": "True", "reason": "Admitted"}
+    new = {"type": "Ready", "status": "False", "reason": "B", "lastTransitionTime": "2026-02-02T00:00:00Z"}
+    assert merge_condition([other, old], new) == [other, {**new, "lastTransitionTime": "2026-01-01T00:00:00Z"}]
+    flipped = {**new, "status": "True"}
+    assert merge_condition([old, other], flipped) == [flipped, other]

@@ -133,3 +133,9 @@ def test_model_card_front_matter() -> None:
     assert meta["chat_template"] == "chatml"
     assert meta["metrics"] == {"loss": 0.123457, "eval_loss": None}
     assert "{{ x }}" in body and "LoRA: rank 16, alpha 32" in body
+
+
+def test_status_losses_have_four_significant_digits() -> None:
+    """``kubectl get -o wide`` prints status.metrics.loss as stored: 0.355, not 0.3549874045632102."""
+    s = summarize([_progress(3, loss=0.3549874045632102, eval_loss=12.345678)], keep=0)
+    assert s.metrics is not None and (s.metrics.loss, s.metrics.eval_loss) == (0.355, 12.35)

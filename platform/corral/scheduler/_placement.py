@@ -325,9 +325,9 @@ class Scheduler:
         if cand.seconds is not None:
             cost = _money(gpus * cand.seconds / 3600 * float(price))
         g = cand.shape.gpus_per_replica
+        what = f"{req.replicas} x {g} {cand.pool.accelerator_type}" if g else f"{req.replicas} replica(s) without GPUs"
         message = (
-            f"placed {req.replicas} x {g} {cand.pool.accelerator_type} on {cand.pool.name} ({why}"
-            f"{', $' + str(cost) + ' expected' if cost is not None else ''})"
+            f"placed {what} on {cand.pool.name} ({why}{', $' + str(cost) + ' expected' if cost is not None else ''})"
         )
         if victims:
             message += f"; preempting {', '.join(victims)}"

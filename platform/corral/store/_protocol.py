@@ -217,6 +217,9 @@ class Store(abc.ABC):
     parse selectors and narrow return types.
     """
 
+    source: str = "corral"
+    """The component named on the events this store records when the caller names none."""
+
     # -- reads --------------------------------------------------------------------------
 
     @overload
@@ -402,9 +405,12 @@ class Store(abc.ABC):
         )
 
     def record_event(
-        self, obj: Resource, type: EventType, reason: str, message: str, *, source: str = "corral"
+        self, obj: Resource, type: EventType, reason: str, message: str, *, source: str | None = None
     ) -> EventRecord:
         """Record a Kubernetes-style event about ``obj``; repeats fold into one record with a count.
+
+        ``source`` is the reporting component; unset, the store's own (``source`` attribute:
+        ``corral`` unless the store was opened for a component, e.g. ``corral-operator``).
 
         Raises:
             Invalid: ``type`` is not Normal/Warning or ``reason`` is not CamelCase.
@@ -419,7 +425,7 @@ class Store(abc.ABC):
                 f"event reason must be CamelCase, not {reason!r}", [FieldProblem("reason", "CamelCase", reason)]
             )
         cls = resolve_kind(obj.kind or builtins.type(obj).KIND)
-        return self._record_event(cls, obj, type, reason, message, source=source)
+        return self._record_event(cls, obj, type, reason, message, source=source or self.source)
 
     def list_events(self, kind: KindLike, namespace: str | None, name: str) -> builtins.list[EventRecord]:
         """Return the events about an object, oldest first."""

@@ -290,6 +290,15 @@ class JobSummary(BaseModel):
     failed: FailedEvent | None = None
 
 
+def _significant(value: float | None, digits: int = 4) -> float | None:
+    """``value`` rounded to ``digits`` significant digits: what status and ``kubectl get``'s LOSS column show
+    (a CRD printer column cannot format a number; 0.3549874045632102 reads as 0.355).
+    """
+    if value is None or value == 0:
+        return value
+    return float(f"{value:.{digits}g}")
+
+
 def _finite(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
 
@@ -320,8 +329,8 @@ def summarize(
                 eta_seconds=None if ev.eta_seconds is None else round(ev.eta_seconds),
             )
             summary.metrics = JobMetrics(
-                loss=_finite(ev.loss),
-                eval_loss=_finite(ev.eval_loss),
+                loss=_significant(_finite(ev.loss)),
+                eval_loss=_significant(_finite(ev.eval_loss)),
                 learning_rate=ev.lr,
                 tokens_per_second=ev.tokens_per_second,
             )

@@ -136,9 +136,21 @@ class OwnerReference(CorralModel):
 
 
 class ObjectMeta(CorralModel):
-    """The subset of Kubernetes ObjectMeta that Corral reads and writes."""
+    """Kubernetes ObjectMeta: every field the API server sets round-trips.
+
+    Metadata belongs to the API server, which validates it and may add fields in later
+    versions, so unknown metadata fields are ignored (never an invalid object); every field
+    of the ``meta/v1`` ObjectMeta reference is declared and written back unchanged. ``name``
+    is required here: an object created with only ``generateName`` has its name once the
+    server made it.
+    """
+
+    model_config = ConfigDict(extra="ignore")
 
     name: Name = Field(description="Object name: a lowercase RFC 1123 subdomain, unique per kind and namespace.")
+    generate_name: Annotated[str, Field(max_length=253)] | None = Field(
+        default=None, description="Prefix the API server made the name from when none was given."
+    )
     namespace: Annotated[str, Field(max_length=63, pattern=DNS1123_LABEL)] | None = Field(
         default=None, description="Namespace (tenant) of the object; unset for cluster-scoped kinds."
     )
@@ -149,10 +161,17 @@ class ObjectMeta(CorralModel):
     generation: int | None = Field(default=None, ge=0, description="Bumped by the store on every spec change.")
     creation_timestamp: datetime | None = Field(default=None, description="When the object was created.")
     deletion_timestamp: datetime | None = Field(default=None, description="When deletion was requested.")
+    deletion_grace_period_seconds: int | None = Field(
+        default=None, ge=0, description="Seconds allowed for graceful termination (the server sets 0 on delete)."
+    )
     finalizers: list[str] = Field(default_factory=list, description="Finalizers that must clear before deletion.")
     owner_references: list[OwnerReference] = Field(default_factory=list, description="Objects that own this one.")
+    self_link: str | None = Field(default=None, description="Deprecated read-only link (old API servers set it).")
     managed_fields: list[dict[str, Any]] | None = Field(
-        default=None, exclude=True, description="Server-side apply bookkeeping (ignored by Corral)."
+        default=None,
+        exclude=True,
+        description="Server-side apply bookkeeping (read, never written back: the server keeps it on writes "
+        "that leave it out).",
     )
 
 

@@ -368,8 +368,12 @@ class JobProgress(CorralModel):
 class JobMetrics(CorralModel):
     """The latest training metrics."""
 
-    loss: float | None = Field(default=None, description="Training loss at the last logged step.")
-    eval_loss: float | None = Field(default=None, description="Evaluation loss at the last evaluation.")
+    loss: float | None = Field(
+        default=None, description="Training loss at the last logged step (4 significant digits)."
+    )
+    eval_loss: float | None = Field(
+        default=None, description="Evaluation loss at the last evaluation (4 significant digits)."
+    )
     learning_rate: float | None = Field(default=None, description="Learning rate at the last logged step.")
     tokens_per_second: float | None = Field(default=None, ge=0, description="Trained tokens per second, all workers.")
 

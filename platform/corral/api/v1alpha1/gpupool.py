@@ -99,7 +99,9 @@ class GPUPoolStatus(CorralModel):
     observed_generation: int | None = Field(default=None, ge=0, description="Generation last reconciled.")
     conditions: list[Condition] = Field(default_factory=list, description="Ready and other conditions.")
     nodes: int = Field(default=0, ge=0, description="Nodes currently in the pool.")
-    allocatable_gpus: int = Field(default=0, ge=0, description="GPUs that can be allocated now.")
+    allocatable_gpus: int = Field(
+        default=0, ge=0, description="GPUs free to allocate now: the pool's capacity minus allocatedGpus (column FREE)."
+    )
     allocated_gpus: int = Field(default=0, ge=0, description="GPUs held by placed work.")
     allocations: list[NamespaceAllocation] = Field(default_factory=list, description="GPUs held per namespace.")
 
@@ -114,7 +116,7 @@ class GPUPool(Resource):
     PRINTER_COLUMNS: ClassVar[tuple[dict[str, Any], ...]] = (
         {"name": "Accelerator", "type": "string", "jsonPath": ".spec.acceleratorType"},
         {"name": "GPUs/Node", "type": "integer", "jsonPath": ".spec.gpusPerNode"},
-        {"name": "Allocatable", "type": "integer", "jsonPath": ".status.allocatableGpus"},
+        {"name": "Free", "type": "integer", "jsonPath": ".status.allocatableGpus"},
         {"name": "Allocated", "type": "integer", "jsonPath": ".status.allocatedGpus"},
         {"name": "Price", "type": "string", "jsonPath": ".spec.pricePerGpuHour"},
         {"name": "Spot", "type": "boolean", "jsonPath": ".spec.spot"},
