@@ -15,7 +15,6 @@ from collections.abc import Iterator
 
 import kubernetes.client
 import pytest
-from pydantic import ValidationError
 
 from corral.api.v1alpha1 import FineTuneJob, GPUPool, Model
 from corral.store import AlreadyExists, Conflict, Forbidden, Invalid, NotFound, WatchEvent
@@ -144,12 +143,6 @@ def test_status_writes_touch_only_status(store: KubernetesStore) -> None:
     assert spec_write.status.phase == "Admitted"
 
 
-@pytest.mark.xfail(
-    raises=ValidationError,
-    strict=False,
-    reason="issue 13 item 2: the server sets metadata.deletionGracePeriodSeconds and ObjectMeta (api/v1alpha1/"
-    "common.py) refuses it; fixed on another branch, drop this mark when it is merged",
-)
 def test_delete_with_finalizers(store: KubernetesStore) -> None:
     store.create(job("fin"))
     store.patch(FineTuneJob, NS, "fin", {"metadata": {"finalizers": ["corral.dev/cleanup"]}})

@@ -31,11 +31,13 @@ from kopf.testing import KopfRunner
 
 from corral.api.v1alpha1 import FineTuneJob, Model, ModelDeployment
 from corral.control import ControlSettings, app_config, job_files
-from corral.drivers.kuberay import rayjob_name
+from corral.drivers.kuberay import CHAT_TOKENS_ENV, rayjob_name
 from corral.store.kubernetes import KubernetesStore
 from corral_operator import OperatorSettings
 from tests.fixtures.kube import ChartAccounts
 from tests.support.kube import KubeCluster
+
+pytestmark = pytest.mark.story  # one story in file order, also under `make test-repeat`
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples" / "support-bot"
@@ -258,7 +260,8 @@ def _contract_2(cluster: dict[str, Any], name: str) -> dict[str, Any]:
     store: KubernetesStore = cluster["store"]
     dep = store.get(ModelDeployment, cluster["ns"], name)
     models = {m.metadata.name: m for m in store.list(Model, cluster["ns"]).items}
-    return {"applications": [app_config(dep, models)]}
+    # The operator's endpoints read the namespace's chat tokens from the Secret the pods mount.
+    return {"applications": [app_config(dep, models, chat_tokens_env=CHAT_TOKENS_ENV)]}
 
 
 def test_modeldeployment_becomes_a_rayservice_updated_in_place(cluster: dict[str, Any]) -> None:

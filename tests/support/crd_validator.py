@@ -3,14 +3,9 @@ offline: structural defaults, strict unknown-field checks, the OpenAPI schema
 (``jsonschema``), list-map key uniqueness, and the CEL ``x-kubernetes-validations``
 rules (``cel-python``).
 
-kmock and other emulators do not validate custom resources, so every fixture goes
-through this before it is sent anywhere.
-
-Why kmock and not a real kube-apiserver: the suite has no real API server yet. Building one
-(``k8s.io/kubernetes`` from Go modules, ~10 minutes of both cores, cached per machine) plus etcd is
-issue #13, not done. An emulator accepted what a real server refused (float ``timeoutSeconds``,
-unknown ``metadata`` fields, missing RBAC), so passing here says nothing about a cluster; these
-tests move to the real server when #13 lands.
+The unit tests use it to check the CRDs Corral generates, every example and many bad objects in
+milliseconds, without a server; the integration tests apply the same objects to a real
+kube-apiserver (``tests/support/kube.py``), whose verdict is the one that counts.
 """
 
 from __future__ import annotations
