@@ -164,7 +164,8 @@ class KubeCluster:
 
     def _spawn(self, name: str, argv: list[str]) -> None:
         log = (self.workdir / f"{name}.log").open("ab")
-        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        # Same process group as the tests: a CI timeout that kills the group stops the cluster too.
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
         log.close()
         self._procs.append((name, proc))
 
