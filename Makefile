@@ -30,6 +30,7 @@ tools:
 	bash scripts/install_promtool.sh >/dev/null
 	bash scripts/install_helm.sh >/dev/null
 	bash scripts/install_kube.sh
+	bash scripts/install_kuberay.sh >/dev/null
 
 test: venv tools
 	$(PY) -m pytest --ignore=tests/faults $(PYTEST_ARGS)

@@ -55,3 +55,10 @@ def test_materializing_a_tiny_preset_needs_no_ml_stack(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout.strip() == ""
     assert {p.name for p in (tmp_path / "tiny").iterdir()} >= {"config.json", "model.safetensors", "tokenizer.json"}
+
+
+def test_every_training_name_still_resolves() -> None:
+    from corral import training
+
+    for name in training.__all__:
+        assert getattr(training, name) is not None, name
