@@ -103,6 +103,7 @@ class LocalRayHead:
         self._num_gpus = num_gpus
         self._serve_host = serve_host
         self._serve_port = serve_port
+        self._requested_serve_port = serve_port
         self._env = dict(env or {})
         self._temp_parent = Path(temp_dir) if temp_dir is not None else Path("/tmp")
         self._start_timeout = start_timeout
@@ -318,6 +319,8 @@ class LocalRayHead:
                     self._proc.kill()
                 self._proc.wait(timeout=5)
             self._proc, self._head_pid = None, None
+            # The head is gone: a later start() starts a fresh one instead of attaching to its old address.
+            self._address, self._token, self._serve_port = None, None, self._requested_serve_port
             if self._temp_dir is not None:
                 shutil.rmtree(self._temp_dir, ignore_errors=True)
             if self._state_dir is not None:
