@@ -225,26 +225,8 @@ def test_a_403_to_the_api_itself_is_a_clear_403(
     rules = [r for r in role["rules"] if not any(res.endswith("/status") for res in r.get("resources", []))]
     assert len(rules) == len(role["rules"]) - 1
     ns = chart_accounts.namespace
-    kube.apply(
-        [
-            {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name, "namespace": ns}},
-            {
-                "apiVersion": "rbac.authorization.k8s.io/v1",
-                "kind": "ClusterRole",
-                "metadata": {"name": name},
-                "rules": rules,
-            },
-            {
-                "apiVersion": "rbac.authorization.k8s.io/v1",
-                "kind": "ClusterRoleBinding",
-                "metadata": {"name": name},
-                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
-                "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": ns}],
-            },
-        ]
-    )
+    token = kube.service_account_with_rules(ns, name, rules)
     try:
-        token = kube.service_account_token(ns, name)
         for url in _serve(kube, token, [tenants.a], tmp_path, name):
             admin = Caller(url, kube.tokens["admin"])
             refused = admin.client.patch(

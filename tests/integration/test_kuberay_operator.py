@@ -41,6 +41,7 @@ from corral.drivers.kuberay import (
     rayservice_name,
 )
 from tests.support.kube import REPO, KubeCluster
+from tests.support.procs import stop_process
 
 EXAMPLES = REPO / "examples" / "support-bot"
 INSTALL = REPO / "scripts" / "install_kuberay.sh"
@@ -102,13 +103,7 @@ def ray_operator(kube: KubeCluster, tmp_path_factory: pytest.TempPathFactory) ->
     try:
         yield proc
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
+        stop_process(proc, timeout=20)
 
 
 def _log(proc: subprocess.Popen[bytes]) -> str:

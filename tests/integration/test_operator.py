@@ -459,25 +459,7 @@ def _limited_operator_token(cluster: dict[str, Any]) -> str:
     )
     rules = [r for r in role["rules"] if not any(res.endswith("/finalizers") for res in r.get("resources", []))]
     name = f"corral-operator-nofinalizers-{cluster['ns']}"
-    kube.apply(
-        [
-            {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name, "namespace": accounts.namespace}},
-            {
-                "apiVersion": "rbac.authorization.k8s.io/v1",
-                "kind": "ClusterRole",
-                "metadata": {"name": name},
-                "rules": rules,
-            },
-            {
-                "apiVersion": "rbac.authorization.k8s.io/v1",
-                "kind": "ClusterRoleBinding",
-                "metadata": {"name": name},
-                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
-                "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": accounts.namespace}],
-            },
-        ]
-    )
-    return kube.service_account_token(accounts.namespace, name)
+    return kube.service_account_with_rules(accounts.namespace, name, rules)
 
 
 def test_a_refused_rayjob_shows_as_a_condition_and_a_warning(

@@ -291,6 +291,24 @@ class KubeCluster:
         out = self.kubectl("create", "token", name, "-n", namespace, f"--duration={seconds}s").stdout
         return out.strip()
 
+    def service_account_with_rules(self, namespace: str, name: str, rules: list[dict[str, Any]]) -> str:
+        """A ServiceAccount bound cluster-wide to a ClusterRole of ``rules`` (both named ``name``); its token."""
+        rbac = "rbac.authorization.k8s.io/v1"
+        self.apply(
+            [
+                {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name, "namespace": namespace}},
+                {"apiVersion": rbac, "kind": "ClusterRole", "metadata": {"name": name}, "rules": rules},
+                {
+                    "apiVersion": rbac,
+                    "kind": "ClusterRoleBinding",
+                    "metadata": {"name": name},
+                    "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+                    "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}],
+                },
+            ]
+        )
+        return self.service_account_token(namespace, name)
+
     def install_crds(self, paths: Iterable[Path], timeout: float = 60.0) -> list[str]:
         """Server-side apply CRD files and wait until established (KubeRay's exceed client-side apply's limit)."""
         names = []
