@@ -19,7 +19,6 @@ import contextlib
 import json
 import os
 import secrets
-import shutil
 import socket
 import subprocess
 import time
@@ -339,8 +338,3 @@ def kuberay_crd_files() -> list[Path]:
 def corral_crd_files() -> list[Path]:
     """Corral's generated CRDs (``charts/corral/crds``)."""
     return sorted(CORRAL_CRDS.glob("*.yaml"))
-
-
-def which_kubectl() -> str:
-    """Path of the kubectl within one minor of the test server."""
-    return str(BIN / "kubectl") if (BIN / "kubectl").exists() else (shutil.which("kubectl") or "kubectl")

@@ -58,10 +58,9 @@ class ChatAuth:
         token_sha256: Hex SHA-256 digests of the accepted tokens.
     """
 
-    _source: str | None = None
-
-    def __init__(self, token_sha256: Iterable[str]) -> None:
+    def __init__(self, token_sha256: Iterable[str], source: str | None = None) -> None:
         self._digests = tuple(d.lower().encode() for d in token_sha256)
+        self._source = source  # where more tokens came from (an environment variable), for the 401's message
 
     @classmethod
     def from_args(cls, args: ChatAuthArgs, environ: Mapping[str, str] | None = None) -> ChatAuth:
@@ -72,9 +71,7 @@ class ChatAuth:
         for token in raw.replace(",", "\n").splitlines():
             if token.strip():
                 digests.append(hashlib.sha256(token.strip().encode()).hexdigest())
-        auth = cls(digests)
-        auth._source = args.tokens_env
-        return auth
+        return cls(digests, source=args.tokens_env)
 
     def check(self, authorization: str | None) -> None:
         """Accept an ``Authorization`` header value, or raise.
