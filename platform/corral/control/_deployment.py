@@ -97,7 +97,12 @@ def app_config(
     config = serve_config([deployment], resolve)
     app = dict(config["applications"][0])
     if (chat_tokens is not None or chat_tokens_env) and app.get("import_path") == CORRAL_IMPORT_PATH:
-        auth: dict[str, Any] = {"token_sha256": list(chat_tokens or [])}
+        auth: dict[str, Any] = {
+            "token_sha256": list(chat_tokens or []),
+            # Whom a Kubernetes caller must be allowed to `get` (on a cluster that accepts Kubernetes tokens).
+            "namespace": deployment.metadata.namespace or "default",
+            "deployment": deployment.metadata.name,
+        }
         if chat_tokens_env:
             auth["tokens_env"] = chat_tokens_env
         app["args"] = {**app["args"], "auth": auth}
