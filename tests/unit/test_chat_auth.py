@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from corral.control import DeployServe, reconcile_deployment
-from corral.control._embedded import _chat_tokens
 from corral.controlapi import TokenAuth
+from corral.embedded._plane import _chat_tokens
 from corral.serving import ServeAppArgs
 from corral.serving._args import ChatAuthArgs
 from corral.serving._chat_auth import ChatAuth, UnauthorizedError

@@ -87,6 +87,8 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
+    # PEP 562: the Serve app, the hold helpers and the engine load Ray Serve, FastAPI and torch on
+    # first use, so that building a Serve config (the control plane, the operator) loads none of them.
     if name == "build_app":
         from corral.serving._app import build_app
 
