@@ -30,13 +30,18 @@ import os
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
-from corral.serving._errors import InvalidRequestError, ServingError
+from corral.serving._chat_kube import KUBERNETES_AUTH_ENV, KubernetesChatAuth, kubernetes_auth_enabled
+from corral.serving._errors import (
+    AuthUnavailableError,
+    ForbiddenError,
+    InvalidRequestError,
+    UnauthorizedError,
+)
 
 if TYPE_CHECKING:
     from fastapi import Request
 
     from corral.serving._args import ChatAuthArgs
-    from corral.serving._chat_kube import KubernetesChatAuth
 
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
@@ -52,30 +57,6 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_BODY_BYTES = 4 * 2**20
 """Largest request body a chat endpoint reads (4 MiB: far beyond any context window's text)."""
-
-
-class UnauthorizedError(ServingError):
-    """No token, or not one of the deployment's namespace (401)."""
-
-    status = 401
-    type = "invalid_request_error"
-    code = "invalid_api_key"
-
-
-class ForbiddenError(ServingError):
-    """A Kubernetes user whom RBAC does not allow to use this deployment (403)."""
-
-    status = 403
-    type = "invalid_request_error"
-    code = "permission_denied"
-
-
-class AuthUnavailableError(ServingError):
-    """The API server could not be asked who is calling (503); the caller may retry."""
-
-    status = 503
-    type = "server_error"
-    code = "auth_unavailable"
 
 
 class BodyTooLargeError(InvalidRequestError):
@@ -112,8 +93,6 @@ class ChatAuth:
         With ``CORRAL_CHAT_KUBERNETES_AUTH=true`` in ``environ`` (the pods' environment) and the
         deployment named in ``args``, Kubernetes tokens are accepted too.
         """
-        from corral.serving._chat_kube import KUBERNETES_AUTH_ENV, KubernetesChatAuth, kubernetes_auth_enabled
-
         env = os.environ if environ is None else environ
         digests = list(args.token_sha256)
         raw = env.get(args.tokens_env, "") if args.tokens_env else ""

@@ -29,7 +29,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-from corral.serving._chat_auth import AuthUnavailableError, ForbiddenError, UnauthorizedError
+from corral.serving._errors import AuthUnavailableError, ForbiddenError, UnauthorizedError
 
 __all__ = ["KUBERNETES_AUTH_ENV", "KubernetesChatAuth", "kubernetes_auth_enabled"]
 
