@@ -1,9 +1,10 @@
 """The ModelDeployment reconciler: resolve models, check the license, deploy the Serve config, report.
 
 Each ModelDeployment is one Serve application named ``<namespace>-<name>`` at route
-``/<namespace>/<name>`` (its OpenAI base URL is ``<serve>/<namespace>/<name>/v1``), built by
-``corral.serving.serve_config``. A spec change redeploys the application in place: Serve
-starts the new replicas and drains the old ones, so in-flight requests finish.
+``/<namespace>/<name>`` (its OpenAI base URL is ``<serve>/<namespace>/<name>/v1``), built,
+named and routed by ``corral.serving.serve_config`` (``app_name``, ``route_prefix``). A spec
+change redeploys the application in place: Serve starts the new replicas and drains the old
+ones, so in-flight requests finish.
 
 A deployment with ``autoscaling.minReplicas: 0`` reports two more phases (see
 :mod:`._coldstart`): ``ScaledToZero`` (no replica; the next request starts one and is held
@@ -23,6 +24,8 @@ from corral.serving import (
     CORRAL_IMPORT_PATH,
     LLM_DEPLOYMENT,
     ResolvedModel,
+    app_name,
+    route_prefix,
     serve_config,
     served_model_names,
 )
@@ -38,16 +41,6 @@ from ._replica_events import replica_events
 from ._steps import Step, run_steps
 
 __all__ = ["app_config", "app_name", "config_matches", "reconcile_deployment", "route_prefix"]
-
-
-def app_name(deployment: ModelDeployment) -> str:
-    """The Serve application name: ``<namespace>-<name>``."""
-    return f"{deployment.metadata.namespace or 'default'}-{deployment.metadata.name}"
-
-
-def route_prefix(deployment: ModelDeployment) -> str:
-    """The application's HTTP route: ``/<namespace>/<name>``."""
-    return f"/{deployment.metadata.namespace or 'default'}/{deployment.metadata.name}"
 
 
 def config_matches(desired: Any, deployed: Any) -> bool:
@@ -110,8 +103,6 @@ def app_config(
         if chat_tokens_env:
             auth["tokens_env"] = chat_tokens_env
         app["args"] = {**app["args"], "auth": auth}
-    app["name"] = app_name(deployment)
-    app["route_prefix"] = route_prefix(deployment)
     return app
 
 
