@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
+
 from corral.api.v1alpha1 import (
     Condition,
     LicenseSpec,
@@ -25,6 +27,7 @@ from corral.control import (
     PatchObject,
     RecordEvent,
     Result,
+    app_config,
     config_matches,
     reconcile_deployment,
 )
@@ -103,6 +106,16 @@ def test_missing_model_waits() -> None:
     assert dep.status.phase == "Pending"
     assert ready_cond(dep).reason == "ModelNotFound"
     assert not any(isinstance(a, DeployServe) for a in result.actions)
+
+
+def test_a_model_that_cannot_be_resolved_is_named_in_the_error() -> None:
+    with pytest.raises(KeyError) as missing:
+        app_config(deployment(), {"tiny": MODELS["tiny"]})
+    assert str(missing.value) == "Model team-a/bot not found"
+    bare = MODELS["tiny"].model_copy(update={"status": ModelStatus()})
+    with pytest.raises(KeyError) as unready:
+        app_config(deployment(adapters=()), {"tiny": bare})
+    assert str(unready.value).startswith("Model team-a/tiny has no artifact yet")
 
 
 def test_adapter_of_another_base_is_refused() -> None:

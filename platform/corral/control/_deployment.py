@@ -40,7 +40,14 @@ from ._preemption import preempting_message
 from ._replica_events import replica_events
 from ._steps import Step, run_steps
 
-__all__ = ["app_config", "app_name", "config_matches", "reconcile_deployment", "route_prefix"]
+__all__ = [
+    "UnresolvedModelError",
+    "app_config",
+    "app_name",
+    "config_matches",
+    "reconcile_deployment",
+    "route_prefix",
+]
 
 
 def config_matches(desired: Any, deployed: Any) -> bool:
@@ -56,6 +63,21 @@ def config_matches(desired: Any, deployed: Any) -> bool:
             and all(config_matches(a, b) for a, b in zip(desired, deployed, strict=True))
         )
     return bool(desired == deployed)
+
+
+class UnresolvedModelError(KeyError):
+    """A Model a deployment references is missing or has no artifact.
+
+    A ``KeyError`` whose ``str()`` is the message itself (``KeyError`` quotes its argument,
+    which turned a missing ``tiny`` into the message ``'tiny'``).
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
 
 
 def app_config(
@@ -77,13 +99,19 @@ def app_config(
 
     Raises:
         ValueError: The engine cannot serve the spec (``corral.serving.serve_config``).
-        KeyError: A referenced Model is missing or has no artifact.
+        UnresolvedModelError: A referenced Model is missing or has no artifact (a ``KeyError``
+            whose message names the Model's namespace and name).
     """
+    namespace = deployment.metadata.namespace or "default"
 
     def resolve(ref: LocalObjectReference) -> ResolvedModel:
-        model = models[ref.name]
+        model = models.get(ref.name)
+        if model is None:
+            raise UnresolvedModelError(f"Model {namespace}/{ref.name} not found")
         if model.status.artifact is None:
-            raise KeyError(ref.name)
+            raise UnresolvedModelError(
+                f"Model {namespace}/{ref.name} has no artifact yet (status.artifact is unset until it is Ready)"
+            )
         return ResolvedModel(
             uri=model.status.artifact.uri,
             size_bytes=model.status.artifact.size_bytes,
