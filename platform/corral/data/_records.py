@@ -20,18 +20,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from corral import artifacts
+from corral.api.v1alpha1.dataset import DatasetErrorCode
 
 __all__ = ["ErrorCode", "RecordError", "RecordReader", "read_records"]
 
-ErrorCode = Literal[
-    "invalid_json",
-    "missing_field",
-    "unrecognized_role",
-    "missing_content",
-    "no_assistant_message",
-    "wrong_type",
-    "empty_example",
-]
+ErrorCode = DatasetErrorCode
+"""The error classes (defined once, with the report that carries them, in ``corral.api``)."""
 
 
 class RecordError(ValueError):
