@@ -34,6 +34,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from corral.api import Quantity, parse_quantity
 from corral.api.v1alpha1.common import LocalObjectReference
 from corral.api.v1alpha1.modeldeployment import ModelDeployment, ModelDeploymentSpec
 from corral.artifacts import parse_uri
@@ -207,15 +208,12 @@ def serve_config(
 
 
 def _cpus(spec: ModelDeploymentSpec) -> float:
-    text = spec.resources.cpus_per_replica
-    return float(text[:-1]) / 1000 if text.endswith("m") else float(text)
+    return float(Quantity.parse(spec.resources.cpus_per_replica))
 
 
 def _memory_bytes(spec: ModelDeploymentSpec) -> int | None:
     if spec.resources.memory_per_replica is None:
         return None
-    from corral.scheduler._accelerators import parse_quantity
-
     return parse_quantity(spec.resources.memory_per_replica)
 
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from corral.api import Quantity
 from corral.artifacts import ArtifactSettings, open_store, parse_uri
 from corral.data import get_template
 from corral.models import tiny
@@ -430,7 +431,7 @@ def worker_threads(cpus_per_worker: str) -> int:
     Returns:
         The torch thread count set (at least 1).
     """
-    threads = max(1, int(_cpus(cpus_per_worker)))
+    threads = max(1, int(Quantity.parse(cpus_per_worker)))
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # read by tokenizers when it first batches
     torch.set_num_threads(threads)
     return threads
@@ -461,9 +462,3 @@ def _node_shared_dir(run_name: str, rank: int, world: int) -> Path:
 
         dist.broadcast_object_list(token, src=0)
     return Path(tempfile.gettempdir()) / "corral-base" / f"{run_name}-{token[0]}"
-
-
-def _cpus(quantity: str) -> float:
-    if quantity.endswith("m"):
-        return int(quantity[:-1]) / 1000
-    return float(quantity)
