@@ -3,23 +3,17 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import pytest
 
 from corral.api.v1alpha1 import (
     Condition,
-    LicenseSpec,
-    LocalObjectReference,
-    Model,
     ModelDeployment,
-    ModelDeploymentSpec,
-    ModelSpec,
-    ObjectMeta,
 )
-from corral.api.v1alpha1.model import ModelArtifact, ModelLineage, ModelLineageLink, ModelStatus
+from corral.api.v1alpha1.model import ModelStatus
 from corral.control import (
-    FINALIZER,
     ControlSettings,
     DeleteServe,
     DeploymentWorld,
@@ -32,49 +26,15 @@ from corral.control import (
     reconcile_deployment,
 )
 from corral.drivers import FakeDriver
+from tests.support import objects
+from tests.support.objects import NS, model
 
 NOW = datetime(2025, 1, 1, tzinfo=UTC)
-NS = "team-a"
 SETTINGS = ControlSettings(artifact_root="file:///srv/a")
 
 
-def meta(name: str, generation: int = 1, **extra: Any) -> ObjectMeta:
-    return ObjectMeta(name=name, namespace=NS, generation=generation, resource_version="3", **extra)
-
-
-def model(name: str, *, adapter_of: str | None = None, commercial: str = "allowed", is_ready: bool = True) -> Model:
-    spec = (
-        ModelSpec(type="adapter", uri=f"file:///srv/a/{name}", base_model=LocalObjectReference(name=adapter_of))
-        if adapter_of
-        else ModelSpec(uri=f"file:///srv/a/{name}", license=LicenseSpec(name="x", commercial_use=commercial))
-    )
-    lineage = ModelLineage(
-        links=[ModelLineageLink(kind="model", name=name, relation="base", license="x", commercial_use=commercial)],
-        commercial_use=commercial,
-    )
-    return Model(
-        metadata=meta(name),
-        spec=spec,
-        status=ModelStatus(
-            conditions=[Condition(type="Ready", status="True" if is_ready else "False", reason="R", message="")],
-            artifact=ModelArtifact(uri=f"file:///srv/a/{name}"),
-            lineage=lineage,
-        ),
-    )
-
-
 MODELS = {"tiny": model("tiny"), "bot": model("bot", adapter_of="tiny")}
-
-
-def deployment(generation: int = 1, adapters: tuple[str, ...] = ("bot",), **spec: Any) -> ModelDeployment:
-    fields: dict[str, Any] = {
-        "model": {"name": "tiny"},
-        "adapters": [{"name": a, "model": {"name": a}} for a in adapters],
-    }
-    fields.update(spec)
-    return ModelDeployment(
-        metadata=meta("support", generation, finalizers=[FINALIZER]), spec=ModelDeploymentSpec.model_validate(fields)
-    )
+deployment = partial(objects.deployment, "support", adapters=("bot",))
 
 
 def world(driver: FakeDriver | None = None, **kw: Any) -> DeploymentWorld:
