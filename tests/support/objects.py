@@ -233,10 +233,10 @@ def finetunejob(
 def deployment(
     name: str = "support",
     *,
-    ns: str = NS,
+    ns: str | None = NS,
     generation: int = 1,
     finalizers: Sequence[str] = (FINALIZER,),
-    adapters: Sequence[str] = (),
+    adapters: Sequence[str | dict[str, Any]] = (),
     created: datetime | None = None,
     meta_extra: dict[str, Any] | None = None,
     **spec: Any,
@@ -245,17 +245,18 @@ def deployment(
 
     Args:
         name: Its name.
-        ns: Its namespace.
+        ns: Its namespace (None for none: served as ``default``).
         generation: ``metadata.generation``.
         finalizers: Its finalizers (Corral's unless told).
-        adapters: Adapter Models, each listed as ``{"name": a, "model": {"name": a}}``.
+        adapters: ``spec.adapters``: a name ``a`` is the adapter Model ``a`` served as ``a``
+            (``{"name": a, "model": {"name": a}}``); a dict is written as it is.
         created: ``metadata.creationTimestamp``.
         meta_extra: More metadata fields.
         **spec: Spec fields replacing the defaults (camelCase).
     """
     defaults: dict[str, Any] = {"model": {"name": "tiny"}}
     if adapters:
-        defaults["adapters"] = [{"name": a, "model": {"name": a}} for a in adapters]
+        defaults["adapters"] = [{"name": a, "model": {"name": a}} if isinstance(a, str) else a for a in adapters]
     return ModelDeployment(
         metadata=meta(
             name, ns=ns, generation=generation, created=created, finalizers=list(finalizers), **(meta_extra or {})

@@ -28,6 +28,7 @@ from corral.serving import (
     served_model_names,
 )
 from corral.serving._config import CORRAL_IMPORT_PATH
+from tests.support import objects
 
 URIS = {
     "tiny": "file:///models/tiny",
@@ -43,8 +44,7 @@ def resolve(ref: LocalObjectReference) -> ResolvedModel:
 
 
 def deployment(name: str = "bot", **spec: Any) -> ModelDeployment:
-    spec.setdefault("model", {"name": "tiny"})
-    return ModelDeployment.model_validate({"metadata": {"name": name}, "spec": spec})
+    return objects.deployment(name, ns=None, finalizers=(), **spec)  # no namespace: served as default
 
 
 def ray_validate(config: dict[str, Any]) -> ServeDeploySchema:
