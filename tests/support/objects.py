@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from corral.api.v1alpha1 import (
     Condition,
@@ -31,6 +31,7 @@ from corral.api.v1alpha1 import (
     ModelDeploymentSpec,
     ModelSpec,
     ObjectMeta,
+    Resource,
 )
 from corral.api.v1alpha1.dataset import DatasetReport, DatasetStatus, RoleTokenStats
 from corral.api.v1alpha1.model import ModelArtifact, ModelLineage, ModelLineageLink, ModelStatus
@@ -39,6 +40,7 @@ from corral.control import FINALIZER
 __all__ = [
     "NOW",
     "NS",
+    "applied",
     "base_model",
     "dataset",
     "deployment",
@@ -55,6 +57,7 @@ NS = "team-a"
 """The namespace objects are built in unless told."""
 
 _UNSET: Any = object()
+R = TypeVar("R", bound=Resource)
 
 
 def meta(
@@ -93,6 +96,20 @@ def ready(
     return [Condition(type="Ready", status=status, reason=reason, message=message, last_transition_time=at)]  # type: ignore[arg-type]
 
 
+def applied(obj: R) -> R:
+    """``obj`` as a user applies it: name, namespace, labels, annotations and finalizers; no status.
+
+    For store tests, which create objects the way ``kubectl apply`` does (the store sets uid,
+    generation, resourceVersion and timestamps).
+    """
+    m = obj.metadata
+    bare = ObjectMeta(
+        name=m.name, namespace=m.namespace, labels=m.labels, annotations=m.annotations, finalizers=m.finalizers
+    )
+    status = type(obj.status)()  # type: ignore[attr-defined]
+    return obj.model_copy(update={"metadata": bare, "status": status})
+
+
 def _merge(defaults: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     return {**defaults, **overrides}
 
@@ -100,7 +117,7 @@ def _merge(defaults: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any
 def base_model(
     name: str = "tiny",
     *,
-    ns: str = NS,
+    ns: str | None = NS,
     chat_template: str | None = "chatml",
     observed_generation: int | None = 1,
     conditions: Sequence[Condition] | None = None,
@@ -203,7 +220,7 @@ def dataset(
 def finetunejob(
     name: str = "bot",
     *,
-    ns: str = NS,
+    ns: str | None = NS,
     generation: int = 1,
     finalizers: Sequence[str] = (FINALIZER,),
     created: datetime | None = None,
