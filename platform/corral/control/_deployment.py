@@ -9,6 +9,10 @@ ones, so in-flight requests finish.
 A deployment with ``autoscaling.minReplicas: 0`` reports two more phases (see
 :mod:`._coldstart`): ``ScaledToZero`` (no replica; the next request starts one and is held
 for it) and ``ScalingUp`` (a replica is starting from zero while requests wait).
+
+A pass is :data:`_STEPS`, run in order over one :class:`_Pass`: finalizer (and deletion),
+references, license, admit (placement), config, deploy, status. Every way a deployment is
+not served goes through ``_Pass.refuse``.
 """
 
 from __future__ import annotations

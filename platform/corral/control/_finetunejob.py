@@ -17,6 +17,12 @@ Crash safety: the submission id is deterministic (``corral-<ns>.<name>-<generati
 written to ``status.submissionId`` *before* the job is submitted (the runner stores the
 status first); a restart finds the id in the status and either sees the job or submits the
 same id again (an existing id is success). Nothing is submitted twice.
+
+A pass is :data:`_STEPS`, run in order over one :class:`_Pass` (KubeRay's ``reconcileFuncs``
+shape): ownership of the submission id, finalizer (and deletion), the training events, a
+finished job, suspension, a preempted job's GPUs, then admission (references, license,
+admit, submit) or, once submitted, preemption, resubmission and following the Ray job. A
+step returns a Result to end the pass; see :mod:`corral.control._steps`.
 """
 
 from __future__ import annotations
@@ -54,8 +60,6 @@ from ._preemption import preempted_message, preempting_message, preemptor_of, re
 from ._steps import Step, run_steps
 
 __all__ = ["reconcile_finetunejob"]
-
-_WAITING_PHASE = "Pending"
 
 
 @dataclass(frozen=True)
