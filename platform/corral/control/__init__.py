@@ -45,6 +45,7 @@ from ._observed import (
     TrainingObservation,
 )
 from ._runner import Runner
+from ._snapshot import Snapshot
 
 __all__ = [
     "DATASETS_ANNOTATION",
@@ -68,6 +69,7 @@ __all__ = [
     "RecordEvent",
     "Result",
     "Runner",
+    "Snapshot",
     "StopJob",
     "SubmitJob",
     "TrainingObservation",
