@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from corral.api.v1alpha1 import FineTuneJob, ModelDeployment, Resource
-from corral.control import Snapshot
+from corral.control import RequestMemo, Snapshot
 
 from ._world import World
 
@@ -100,6 +100,8 @@ class Ledger:
     """
 
     clock: Any = time.monotonic
+    memo: RequestMemo = field(default_factory=RequestMemo)
+    """Queued objects' placement requests, kept between the snapshots (the index's objects stay the same instances)."""
     _entries: dict[tuple[str, str | None, str], _Entry] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -157,7 +159,7 @@ class Ledger:
                     objects[kind][namespace] = dict(objects[kind].get(namespace, {}))
                     copied.add((kind, namespace))
                 objects[kind][namespace][name] = written
-        return Snapshot(objects=objects)
+        return Snapshot(objects=objects, memo=self.memo)
 
     def __len__(self) -> int:
         with self._lock:

@@ -45,7 +45,7 @@ from ._observed import (
     TrainingObservation,
 )
 from ._runner import Runner
-from ._snapshot import Snapshot
+from ._snapshot import RequestMemo, Snapshot
 
 __all__ = [
     "DATASETS_ANNOTATION",
@@ -67,6 +67,7 @@ __all__ = [
     "ModelWorld",
     "PatchObject",
     "RecordEvent",
+    "RequestMemo",
     "Result",
     "Runner",
     "Snapshot",
