@@ -19,11 +19,14 @@ with kopf's quiet retry (logged at INFO, not an error).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import contextvars
+import functools
 import logging
 import threading
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -38,9 +41,11 @@ from corral.drivers import DriverError
 from corral.store import Conflict, NotFound, StoreError
 from corral.store.kubernetes import KubernetesStore
 
+from ._admission import Admission, may_book
 from ._driver import ChildRefusedError, KubeRayDriver
 from ._settings import ANNOTATION_PREFIX, OperatorSettings, configure_kopf
 from ._status import refine_status
+from ._world import INDEX_NAMES, World, parse_body, parsed, world_of
 
 __all__ = ["OperatorContext", "invalid_status_patch", "merge_condition", "reconcile"]
 
@@ -56,11 +61,14 @@ CHILD_ACCEPTED = "ChildAccepted"
 
 @dataclass
 class OperatorContext:
-    """What every handler shares: the store, the driver and the control settings."""
+    """What every handler shares: the store, the driver, the control settings and the admission path."""
 
     store: KubernetesStore
     driver: KubeRayDriver
     control: ControlSettings
+    admission: Admission = field(default_factory=Admission)
+    kopf_settings: Any = None
+    """kopf's settings (its executor runs the blocking part of the async handlers); None: asyncio's default."""
 
 
 class _OperatorRunner(Runner):
@@ -235,45 +243,70 @@ def _lock(body: Mapping[str, Any]) -> threading.Lock:
         return _LOCKS.setdefault(key, threading.Lock())
 
 
-def reconcile(ctx: OperatorContext, kind: str, body: Mapping[str, Any], *, wait: bool = True) -> float | None:
+def reconcile(
+    ctx: OperatorContext, kind: str, body: Mapping[str, Any], *, wait: bool = True, world: World | None = None
+) -> float | None:
     """Reconcile one object with the shared reconcilers; returns the requeue delay asked for.
 
     Handlers of one object never run this at the same time: the create/update/resume handler
     waits for the lock, the timer (``wait=False``) skips a pass while it is held. A conflict
     on a write (someone wrote the object since it was read) re-reads and reconciles again.
 
+    Args:
+        ctx: The operator's shared context.
+        kind: The object's kind.
+        body: The object as kopf delivered it.
+        wait: Wait for the object's lock (False: skip this pass when it is held).
+        world: Every object as kopf's indexes hold them (:func:`world_of`); None: list them
+            from the store (one pass's snapshot).
+
     Raises:
         kopf.PermanentError: The object does not validate (after marking it InvalidSpec).
         kopf.TemporaryError: The store or the driver failed; kopf retries.
     """
     cls = KINDS[kind]
-    raw = _plain(body)
-    try:
-        obj = parse_document(raw, source=f"{kind}/{raw.get('metadata', {}).get('name')}")
-    except (DocumentError, ValidationError) as exc:
-        if (raw.get("metadata") or {}).get("deletionTimestamp"):
-            _release_invalid(ctx, cls, raw)
-            return None
-        _invalid(ctx, cls, raw, str(exc), body)
-        raise kopf.PermanentError(f"invalid {kind}: {exc}") from None
-    lock = _lock(raw)
+    obj = parsed(world, kind, body) if world is not None else None
+    if obj is None:
+        raw = _plain(body)
+        try:
+            obj = parse_document(raw, source=f"{kind}/{raw.get('metadata', {}).get('name')}")
+        except (DocumentError, ValidationError) as exc:
+            if (raw.get("metadata") or {}).get("deletionTimestamp"):
+                _release_invalid(ctx, cls, raw)
+                return None
+            _invalid(ctx, cls, raw, str(exc), body)
+            raise kopf.PermanentError(f"invalid {kind}: {exc}") from None
+    lock = _lock(body)
     if not lock.acquire(blocking=wait):
         return None
     try:
-        return _reconcile_locked(ctx, obj)
+        return _reconcile_locked(ctx, obj, world)
     finally:
         lock.release()
 
 
-def _reconcile_locked(ctx: OperatorContext, obj: Resource) -> float | None:
+def _reconcile_locked(ctx: OperatorContext, obj: Resource, world: World | None) -> float | None:
+    admission = ctx.admission
     for attempt in range(_CONFLICT_RETRIES):
         try:
             runner = _OperatorRunner(ctx.store, ctx.driver, ctx.control)
-            snap = runner.snapshot()
-            if isinstance(obj, FineTuneJob | ModelDeployment):
-                pools: dict[str, GPUPool] = {p.metadata.name: p for p in snap.all("GPUPool")}
-                runner.driver = ctx.driver.bind(obj, pools)
-            result = runner.reconcile_object(obj, snap)
+            deferred: list[tuple[Resource, Result]] = []
+            # Anything that may book GPUs is decided under the one admission lock (see _admission).
+            books = may_book(obj) or may_book(admission.ledger.latest(obj))
+            with admission.lock if books else contextlib.nullcontext():
+                snap = admission.ledger.overlay(world) if world is not None else runner.snapshot()
+                if isinstance(obj, FineTuneJob | ModelDeployment):
+                    pools: dict[str, GPUPool] = {p.metadata.name: p for p in snap.all("GPUPool")}
+                    runner.driver = ctx.driver.bind(obj, pools)
+                result = runner.reconcile_object(obj, snap, deferred)
+                stored = snap.in_namespace(obj.kind, obj.metadata.namespace).get(obj.metadata.name)
+                if result is None:
+                    admission.ledger.forget(obj)
+                elif stored is not None:
+                    admission.ledger.record(stored)
+            for target, done in deferred:  # the slow side effects, after the lock
+                for action in done.actions:
+                    runner.apply_action(target, action)
         except Conflict as exc:
             if attempt + 1 < _CONFLICT_RETRIES:
                 logger.debug("%s %s changed while reconciling; again: %s", obj.kind, obj.metadata.name, exc)
@@ -290,6 +323,13 @@ def _reconcile_locked(ctx: OperatorContext, obj: Resource) -> float | None:
     return None  # pragma: no cover - the loop returns or raises
 
 
+async def _in_thread(ctx: OperatorContext, fn: Callable[[], float | None]) -> float | None:
+    """Run blocking ``fn`` in kopf's executor with this context (as kopf runs a sync handler)."""
+    call = functools.partial(contextvars.copy_context().run, fn)
+    executor = ctx.kopf_settings.execution.executor if ctx.kopf_settings is not None else None
+    return await asyncio.get_running_loop().run_in_executor(executor, call)
+
+
 def _ctx(memo: Any) -> OperatorContext:
     ctx: OperatorContext = memo.corral
     return ctx
@@ -304,7 +344,10 @@ def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     configure_kopf(settings, SETTINGS)
     store = KubernetesStore(source="corral-operator")
     memo.corral = OperatorContext(
-        store=store, driver=KubeRayDriver(store.api_client, SETTINGS.kuberay, store), control=SETTINGS.control()
+        store=store,
+        driver=KubeRayDriver(store.api_client, SETTINGS.kuberay, store),
+        control=SETTINGS.control(),
+        kopf_settings=settings,
     )
     if not SETTINGS.standalone:
         _ensure_peering(store, SETTINGS.peering_name)
@@ -367,11 +410,17 @@ class _StillRemoving(_ChildrenRetry):
 def _register(kind: str) -> None:
     plural = KINDS[kind].PLURAL
 
-    def handle(body: kopf.Body, memo: Any, **_: Any) -> None:
-        reconcile(_ctx(memo), kind, body)
+    def index(body: kopf.Body, **_: Any) -> dict[str | None, Resource] | None:
+        obj = parse_body(body)
+        return None if obj is None else {obj.metadata.namespace: obj}
 
-    def on_delete(body: kopf.Body, memo: Any, **_: Any) -> None:
-        requeue = reconcile(_ctx(memo), kind, body)
+    async def handle(body: kopf.Body, memo: Any, **kwargs: Any) -> None:
+        world = world_of(kwargs)  # on the event loop: the indexes do not change while copied
+        await _in_thread(_ctx(memo), functools.partial(reconcile, _ctx(memo), kind, body, world=world))
+
+    async def on_delete(body: kopf.Body, memo: Any, **kwargs: Any) -> None:
+        world = world_of(kwargs)
+        requeue = await _in_thread(_ctx(memo), functools.partial(reconcile, _ctx(memo), kind, body, world=world))
         if requeue is not None:
             meta = body.get("metadata") or {}
             logger.info(
@@ -383,18 +432,21 @@ def _register(kind: str) -> None:
             )
             raise _StillRemoving(f"{kind} children are still being removed", delay=requeue)
 
-    def follow(body: kopf.Body, memo: Any, **_: Any) -> None:
+    async def follow(body: kopf.Body, memo: Any, **kwargs: Any) -> None:
         annotations = (body.get("metadata") or {}).get("annotations") or {}
         if LAST_HANDLED not in annotations:
             return  # the create handler has not finished: it, not the timer, does the first reconcile
+        world = world_of(kwargs)
         try:
-            reconcile(_ctx(memo), kind, body, wait=False)
+            await _in_thread(_ctx(memo), functools.partial(reconcile, _ctx(memo), kind, body, wait=False, world=world))
         except kopf.PermanentError:
             return  # marked InvalidSpec once; the timer does not retry it
 
+    index.__name__ = index.__qualname__ = INDEX_NAMES[kind]
     handle.__name__ = handle.__qualname__ = f"reconcile_{plural}"
     on_delete.__name__ = on_delete.__qualname__ = f"delete_{plural}"
     follow.__name__ = follow.__qualname__ = f"follow_{plural}"
+    kopf.index(API_GROUP, API_VERSION, plural, id=INDEX_NAMES[kind])(index)
     for decorator in (kopf.on.create, kopf.on.update, kopf.on.resume):
         decorator(API_GROUP, API_VERSION, plural, id=f"reconcile-{plural}")(handle)
     kopf.on.delete(API_GROUP, API_VERSION, plural, id=f"delete-{plural}", optional=True)(on_delete)

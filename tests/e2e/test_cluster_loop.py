@@ -103,6 +103,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, moto_s3: MotoS3) -> Iterat
         )
         env = {
             "PATH": os.environ.get("PATH", ""),
+            # the code under test, as the test process imports it (a worktree's, not the editable install's)
+            "PYTHONPATH": os.environ.get("PYTHONPATH", ""),
             "HOME": str(tmp),
             "OMP_NUM_THREADS": "1",
             "KUBECONFIG": str(kubeconfig),

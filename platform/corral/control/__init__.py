@@ -45,6 +45,7 @@ from ._observed import (
     TrainingObservation,
 )
 from ._runner import Runner
+from ._snapshot import RequestMemo, Snapshot
 
 __all__ = [
     "DATASETS_ANNOTATION",
@@ -65,8 +66,10 @@ __all__ = [
     "ModelWorld",
     "PatchObject",
     "RecordEvent",
+    "RequestMemo",
     "Result",
     "Runner",
+    "Snapshot",
     "StopJob",
     "SubmitJob",
     "TrainingObservation",

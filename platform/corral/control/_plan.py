@@ -3,7 +3,8 @@
 Every reconciler of a pass is handed the same pools, the same allocations tuple and the same
 queue tuple (the runner's snapshot). Placing an object against them means building the
 cluster from every allocation and deciding every queued request ahead of it; both are done
-once per distinct input here and reused while the very same objects come back. The answers
+once per distinct input here and reused while the very same objects come back (one memo per
+thread, so concurrent reconciles never share one). The answers
 are those of computing afresh (the scheduler is deterministic): only the time differs, from
 a walk over every allocation and every queued request per object to a lookup.
 """
@@ -23,21 +24,26 @@ V = TypeVar("V")
 
 
 class _Last(Generic[V]):
-    """The last value computed, with the inputs (held, compared by identity) it was computed from."""
+    """The last value computed in this thread, with the inputs (held, compared by identity) it was computed from.
+
+    One slot per thread: the runners of concurrent reconciles (the kopf operator runs
+    handlers in a thread pool) neither share nor evict each other's memo, and a value is
+    only ever read by the thread that computed it.
+    """
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._inputs: tuple[object, ...] = ()
-        self._value: V | None = None
+        self._local = threading.local()
 
     def get(self, inputs: tuple[object, ...]) -> V | None:
-        with self._lock:
-            same = len(inputs) == len(self._inputs) and all(a is b for a, b in zip(inputs, self._inputs, strict=True))
-            return self._value if same else None
+        held: tuple[tuple[object, ...], V] | None = getattr(self._local, "last", None)
+        if held is None:
+            return None
+        last_inputs, value = held
+        same = len(inputs) == len(last_inputs) and all(a is b for a, b in zip(inputs, last_inputs, strict=True))
+        return value if same else None
 
     def put(self, inputs: tuple[object, ...], value: V) -> None:
-        with self._lock:
-            self._inputs, self._value = inputs, value
+        self._local.last = (inputs, value)
 
 
 _CLUSTER: _Last[ClusterState] = _Last()

@@ -206,11 +206,11 @@ class Runner:
             return None
         result = self.refine(obj, self._reconcile(obj, snap))
         if deferred is None:
-            self.apply(obj, result)
+            stored = self.apply(obj, result)
         else:
-            self.apply(obj, Result(status=result.status, actions=[], requeue_after=result.requeue_after))
+            stored = self.apply(obj, Result(status=result.status, actions=[], requeue_after=result.requeue_after))
             deferred.append((obj, result))
-        snap.record(obj.model_copy(update={"status": result.status}))
+        snap.record(stored if stored is not None else obj.model_copy(update={"status": result.status}))
         return result
 
     def refine(self, obj: Resource, result: Result) -> Result:
@@ -310,18 +310,25 @@ class Runner:
 
     # -- applying ---------------------------------------------------------------------
 
-    def apply(self, obj: Resource, result: Result) -> None:
-        """Store the status when it changed, then apply the actions in order."""
+    def apply(self, obj: Resource, result: Result) -> Resource | None:
+        """Store the status when it changed, then apply the actions in order.
+
+        Returns:
+            The object as stored (with the store's new resourceVersion when the status was
+            written; ``obj`` itself when it had not changed), or None when it is gone.
+        """
         old: Mapping[str, Any] = obj.status.model_dump(mode="json", exclude_none=True)  # type: ignore[attr-defined]
         new: Mapping[str, Any] = result.status.model_dump(mode="json", exclude_none=True)
+        stored = obj
         if old != new:
             try:
-                self.store.replace_status(obj.model_copy(update={"status": result.status}))
+                stored = self.store.replace_status(obj.model_copy(update={"status": result.status}))
             except NotFound:
-                return
+                return None
             logger.debug("Updated status of %s %s/%s", obj.kind, obj.metadata.namespace, obj.metadata.name)
         for action in result.actions:
             self.apply_action(obj, action)
+        return stored
 
     def apply_action(self, obj: Resource, action: Action) -> None:
         """Apply one action; "already there" and "already gone" are success."""

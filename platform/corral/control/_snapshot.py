@@ -11,6 +11,8 @@ runner visits them in.
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +22,7 @@ from corral.scheduler import Allocation, PlacementRequest
 
 from ._placement import allocation_of, waiting_request
 
-__all__ = ["Snapshot"]
+__all__ = ["RequestMemo", "Snapshot"]
 
 _PLACED_KINDS = ("FineTuneJob", "ModelDeployment")
 
@@ -39,6 +41,44 @@ def _ledger_facts(obj: Any) -> tuple[Any, ...]:
     )
 
 
+class RequestMemo:
+    """Queued objects' placement requests, kept from one snapshot to the next.
+
+    A request is a pure function of the object and its namespace's Models and Datasets; it
+    is reused while those are the very same instances (compared by identity, held so their
+    ids stay theirs). A process whose snapshots share unchanged objects (the kopf operator's
+    indexes) then builds the queue in a lookup per object instead of a request per object.
+    Thread-safe; entries of objects missing from the latest queue are dropped.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: dict[int, tuple[tuple[object, ...], PlacementRequest | None]] = {}
+
+    def request(self, obj: Any, models: Mapping[str, Any], datasets: Mapping[str, Any]) -> PlacementRequest | None:
+        """:func:`waiting_request` of ``obj``, computed again only when an input changed."""
+        inputs = (obj, *models.values(), *datasets.values())
+        with self._lock:
+            found = self._entries.get(id(obj))
+        if (
+            found is not None
+            and len(found[0]) == len(inputs)
+            and all(a is b for a, b in zip(found[0], inputs, strict=True))
+        ):
+            return found[1]
+        request = waiting_request(obj, models, datasets)
+        with self._lock:
+            self._entries[id(obj)] = (inputs, request)
+        return request
+
+    def keep(self, objs: list[Any]) -> None:
+        """Drop the entries of objects not in ``objs``."""
+        alive = {id(o) for o in objs}
+        with self._lock:
+            for key in [k for k in self._entries if k not in alive]:
+                del self._entries[key]
+
+
 @dataclass
 class Snapshot:
     """Everything one pass reads from the store and the driver, read once, then kept current.
@@ -46,9 +86,11 @@ class Snapshot:
     Attributes:
         objects: Per kind, per namespace (None for GPUPools), per name.
         serve: Serve applications by name (read lazily, once).
+        memo: Placement requests kept between snapshots (None: computed for this one).
     """
 
     objects: dict[str, dict[str | None, dict[str, Any]]] = field(default_factory=dict)
+    memo: RequestMemo | None = None
     _serve: dict[str, ServeAppState] | None = None
     _allocations: tuple[Allocation, ...] | None = None
     _queue: tuple[PlacementRequest, ...] | None = None
@@ -85,14 +127,17 @@ class Snapshot:
     def queue(self) -> tuple[PlacementRequest, ...]:
         """Jobs and deployments waiting for GPUs, as placement requests."""
         if self._queue is None:
+            placed = [o for kind in _PLACED_KINDS for o in self.all(kind)]
+            compute = self.memo.request if self.memo is not None else waiting_request
             found = [
-                waiting_request(
+                compute(
                     o,
                     self.in_namespace("Model", o.metadata.namespace),
                     self.in_namespace("Dataset", o.metadata.namespace),
                 )
-                for kind in _PLACED_KINDS
-                for o in self.all(kind)
+                for o in placed
             ]
+            if self.memo is not None:
+                self.memo.keep(placed)
             self._queue = tuple(r for r in found if r is not None)
         return self._queue
