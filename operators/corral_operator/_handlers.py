@@ -35,10 +35,10 @@ from corral.api import DocumentError, parse_document
 from corral.api.v1alpha1 import API_GROUP, API_VERSION, KINDS, FineTuneJob, GPUPool, ModelDeployment, Resource
 from corral.control import FINALIZER, ControlSettings, Result, Runner
 from corral.drivers import DriverError
+from corral.drivers.kuberay import ChildRefusedError, KubeRayDriver
 from corral.store import Conflict, NotFound, StoreError
 from corral.store.kubernetes import KubernetesStore
 
-from ._driver import ChildRefusedError, KubeRayDriver
 from ._settings import ANNOTATION_PREFIX, OperatorSettings, configure_kopf
 from ._status import refine_status
 

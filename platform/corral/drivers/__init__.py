@@ -12,8 +12,6 @@ Example:
 """
 
 from ._fake import FakeDriver
-from ._head_record import HeadRecord, stop_recorded_head
-from ._local import LocalRayDriver, read_ray_token
 from ._protocol import (
     ACTIVE_JOB_STATUSES,
     Driver,
@@ -23,6 +21,7 @@ from ._protocol import (
     ServeAppState,
     ServeAppStatus,
 )
+from .local import HeadRecord, LocalRayDriver, read_ray_token, stop_recorded_head
 
 __all__ = [
     "ACTIVE_JOB_STATUSES",

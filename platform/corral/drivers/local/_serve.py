@@ -8,8 +8,8 @@ import logging
 from collections.abc import Mapping
 from typing import Any, cast
 
-from ._local_head import LocalRayHead
-from ._protocol import DriverError, ServeAppState, ServeAppStatus
+from .._protocol import DriverError, ServeAppState, ServeAppStatus
+from ._head import LocalRayHead
 
 __all__ = ["LocalRayServe"]
 

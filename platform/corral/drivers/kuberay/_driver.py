@@ -15,21 +15,24 @@ from typing import Any
 
 from corral.api.v1alpha1 import FineTuneJob, GPUPool, ModelDeployment, Resource
 from corral.control import app_name
-from corral.drivers import DriverError, JobState, ServeAppState
-from corral.drivers.kuberay import (
+from corral.store import NotFound, Store
+
+from .._protocol import DriverError, JobState, ServeAppState
+from ._builders import (
     KubeRaySettings,
     PodPlacement,
-    RayJobObservation,
-    RayServiceObservation,
     build_ray_network_policy,
     build_rayjob,
     build_rayservice,
-    deployment_status_from_rayservice,
-    finetunejob_status_from_rayjob,
     rayjob_name,
     rayservice_name,
 )
-from corral.store import NotFound, Store
+from ._status import (
+    RayJobObservation,
+    RayServiceObservation,
+    deployment_status_from_rayservice,
+    finetunejob_status_from_rayjob,
+)
 
 __all__ = ["RAY_GROUP", "RAY_VERSION", "ChildRefusedError", "KubeRayDriver"]
 

@@ -1,13 +1,11 @@
-"""KubeRay: build ``RayJob``/``RayService`` objects and read their status back as Corral sees it.
+"""KubeRay status, read back as Corral sees it: pure mappers of a RayJob's and a RayService's status.
 
-* Builders (pure, in :mod:`corral.drivers._kuberay`): :func:`build_rayjob`,
-  :func:`build_rayservice`, :class:`KubeRaySettings`, :class:`PodPlacement`.
-* Status mappers (pure, here): :func:`finetunejob_status_from_rayjob` maps a RayJob's
-  ``jobStatus``/``jobDeploymentStatus``/``reason`` onto a Corral phase and reason plus the
-  driver's :class:`~corral.drivers.JobState`; :func:`deployment_status_from_rayservice`
-  maps a RayService's conditions and application statuses onto a phase and reason plus
-  :class:`~corral.drivers.ServeAppState`. The reconcilers in ``corral.control`` consume the
-  driver-level states, so the cluster and the embedded loop share one reconciler.
+:func:`finetunejob_status_from_rayjob` maps a RayJob's ``jobStatus``/``jobDeploymentStatus``/
+``reason`` onto a Corral phase and reason plus the driver's :class:`~corral.drivers.JobState`;
+:func:`deployment_status_from_rayservice` maps a RayService's conditions and application
+statuses onto a phase and reason plus :class:`~corral.drivers.ServeAppState`. The reconcilers
+in ``corral.control`` consume the driver-level states, so the cluster and the embedded loop
+share one reconciler.
 
 Example:
     >>> from corral.drivers.kuberay import finetunejob_status_from_rayjob
@@ -25,49 +23,13 @@ from typing import Any, Literal
 
 import yaml
 
-from ._kuberay import (
-    CHAT_TOKENS_ENV,
-    KUBERAY_API_VERSION,
-    KUEUE_QUEUE_LABEL,
-    MAX_NAME_LENGTH,
-    NETWORK_POLICY_NAME,
-    OWNER_LABELS,
-    RAY_POD_LABELS,
-    KubeRaySettings,
-    PodPlacement,
-    build_ray_network_policy,
-    build_rayjob,
-    build_rayservice,
-    child_name,
-    owner_reference,
-    ray_accelerator_type,
-    rayjob_name,
-    rayservice_name,
-)
-from ._protocol import JobState, JobStatus, ServeAppState, ServeAppStatus
+from .._protocol import JobState, JobStatus, ServeAppState, ServeAppStatus
 
 __all__ = [
-    "CHAT_TOKENS_ENV",
-    "NETWORK_POLICY_NAME",
-    "RAY_POD_LABELS",
-    "build_ray_network_policy",
-    "KUBERAY_API_VERSION",
-    "KUEUE_QUEUE_LABEL",
-    "MAX_NAME_LENGTH",
-    "OWNER_LABELS",
-    "KubeRaySettings",
-    "PodPlacement",
     "RayJobObservation",
     "RayServiceObservation",
-    "build_rayjob",
-    "build_rayservice",
-    "child_name",
     "deployment_status_from_rayservice",
     "finetunejob_status_from_rayjob",
-    "owner_reference",
-    "ray_accelerator_type",
-    "rayjob_name",
-    "rayservice_name",
     "serve_config_of",
 ]
 
