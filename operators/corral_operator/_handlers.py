@@ -32,15 +32,14 @@ from kopf._core.actions.execution import HandlerChildrenRetry as _ChildrenRetry 
 from pydantic import ValidationError
 
 from corral.api import DocumentError, parse_document
-from corral.api.v1alpha1 import API_GROUP, API_VERSION, KINDS, FineTuneJob, GPUPool, ModelDeployment, Resource
-from corral.control import FINALIZER, ControlSettings, Result, Runner
+from corral.api.v1alpha1 import API_GROUP, API_VERSION, KINDS, FineTuneJob, ModelDeployment, Resource
+from corral.control import FINALIZER, ControlSettings, Runner
 from corral.drivers import DriverError
 from corral.drivers.kuberay import ChildRefusedError, KubeRayDriver
 from corral.store import Conflict, NotFound, StoreError
 from corral.store.kubernetes import KubernetesStore
 
 from ._settings import ANNOTATION_PREFIX, OperatorSettings, configure_kopf
-from ._status import refine_status
 
 __all__ = ["OperatorContext", "invalid_status_patch", "merge_condition", "reconcile"]
 
@@ -61,16 +60,6 @@ class OperatorContext:
     store: KubernetesStore
     driver: KubeRayDriver
     control: ControlSettings
-
-
-class _OperatorRunner(Runner):
-    """The shared runner, with KubeRay's reasons put back on the status before it is stored."""
-
-    def refine(self, obj: Resource, result: Result) -> Result:
-        driver = self.driver
-        if isinstance(driver, KubeRayDriver):
-            result.status = refine_status(obj, result.status, driver.observed_rayjob, driver.observed_rayservice)
-        return result
 
 
 def _plain(value: Any) -> Any:
@@ -268,11 +257,8 @@ def reconcile(ctx: OperatorContext, kind: str, body: Mapping[str, Any], *, wait:
 def _reconcile_locked(ctx: OperatorContext, obj: Resource) -> float | None:
     for attempt in range(_CONFLICT_RETRIES):
         try:
-            runner = _OperatorRunner(ctx.store, ctx.driver, ctx.control)
+            runner = Runner(ctx.store, ctx.driver, ctx.control)
             snap = runner.snapshot()
-            if isinstance(obj, FineTuneJob | ModelDeployment):
-                pools: dict[str, GPUPool] = {p.metadata.name: p for p in snap.all("GPUPool")}
-                runner.driver = ctx.driver.bind(obj, pools)
             result = runner.reconcile_object(obj, snap)
         except Conflict as exc:
             if attempt + 1 < _CONFLICT_RETRIES:
@@ -304,7 +290,7 @@ def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     configure_kopf(settings, SETTINGS)
     store = KubernetesStore(source="corral-operator")
     memo.corral = OperatorContext(
-        store=store, driver=KubeRayDriver(store.api_client, SETTINGS.kuberay, store), control=SETTINGS.control()
+        store=store, driver=KubeRayDriver(store.api_client, SETTINGS.kuberay), control=SETTINGS.control()
     )
     if not SETTINGS.standalone:
         _ensure_peering(store, SETTINGS.peering_name)

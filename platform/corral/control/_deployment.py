@@ -12,10 +12,11 @@ for it) and ``ScalingUp`` (a replica is starting from zero while requests wait).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-from corral.api.v1alpha1 import LocalObjectReference, Model, ModelDeployment
+from corral.api.v1alpha1 import GPUPool, LocalObjectReference, Model, ModelDeployment, Placement
+from corral.drivers import Handle
 from corral.serving import (
     ACTIVATOR_DEPLOYMENT,
     CORRAL_IMPORT_PATH,
@@ -209,7 +210,7 @@ def reconcile_deployment(dep: ModelDeployment, world: DeploymentWorld) -> Result
 
     if meta.deletion_timestamp is not None:
         if world.app is not None:
-            actions.append(DeleteServe(name))
+            actions.append(DeleteServe(Handle.of(dep), name))
             return Result(status=old, actions=actions, requeue_after=world.settings.deploying_seconds)
         if FINALIZER in meta.finalizers:
             remaining = [f for f in meta.finalizers if f != FINALIZER]
@@ -255,7 +256,7 @@ def reconcile_deployment(dep: ModelDeployment, world: DeploymentWorld) -> Result
     if problem is not None or app is None:
         phase, reason, message = problem or ("Failed", "InvalidSpec", "no application")
         if world.app is not None and phase == "Failed":
-            actions.append(DeleteServe(name))  # never keep serving what the spec or the license refuses
+            actions.append(DeleteServe(Handle.of(dep), name))  # never keep serving what the spec or the license refuses
         st.phase = phase  # type: ignore[assignment]
         cond("False", reason, message)
         st.ready_replicas = 0 if world.app is None else st.ready_replicas
@@ -265,7 +266,8 @@ def reconcile_deployment(dep: ModelDeployment, world: DeploymentWorld) -> Result
     st.endpoint = f"{world.endpoint.rstrip('/')}{route_prefix(dep)}/v1" if world.endpoint else None
     deploying = world.app is None or not config_matches(app, world.app.deployed_config or {})
     if deploying:
-        actions.append(DeployServe({"applications": [app]}))
+        handle = Handle.for_deployment(dep, _placed_pool(dep, st.placement, world.pools))
+        actions.append(DeployServe(handle, {"applications": [app]}))
     st.replicas, st.ready_replicas = _replica_counts(dep, world)
     status = world.app.status if world.app is not None else "NOT_STARTED"
     was_ready = old.phase in ("Ready", "Updating")
@@ -284,10 +286,19 @@ def reconcile_deployment(dep: ModelDeployment, world: DeploymentWorld) -> Result
         reason = "DeployFailed" if status == "DEPLOY_FAILED" else "Unhealthy"
         cond("False", reason, world.app.message if world.app else status)
         return finish(world.settings.deploying_seconds)
+    told = world.app.reason if world.app is not None else ""  # the backend's reason (KubeRay: UpgradeInProgress)
+    told_message = world.app.message if world.app is not None and told else ""
     if was_ready and st.ready_replicas > 0:
         st.phase = "Updating"
-        cond("True", "Updating", f"rolling out generation {gen}; old replicas keep serving until new ones are ready")
+        default = f"rolling out generation {gen}; old replicas keep serving until new ones are ready"
+        cond("True", told or "Updating", told_message or default)
     else:
         st.phase = "Deploying"
-        cond("False", "Deploying", f"deploying Serve application {name}")
+        cond("False", told or "Deploying", told_message or f"deploying Serve application {name}")
     return finish(world.settings.deploying_seconds)
+
+
+def _placed_pool(dep: ModelDeployment, placement: Placement | None, pools: Iterable[GPUPool]) -> GPUPool | None:
+    """The GPUPool the scheduler just placed ``dep`` on (its spec's pool when it has no placement)."""
+    name = placement.pool if placement is not None else dep.spec.resources.pool
+    return next((p for p in pools if p.metadata.name == name), None) if name else None

@@ -25,9 +25,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
-from corral.api.v1alpha1 import Dataset, FineTuneJob, Model
+from corral.api.v1alpha1 import Dataset, FineTuneJob, GPUPool, Model
 from corral.api.v1alpha1.finetunejob import FineTuneJobStatus, JobCost
 from corral.catalog import check_policy
+from corral.drivers import Handle
 
 from ._actions import Action, CreateObject, PatchObject, RecordEvent, Result, StopJob, SubmitJob, WriteFile
 from ._conditions import set_condition
@@ -69,6 +70,7 @@ class _Admission:
     price: str
     message: str
     policy_message: str
+    pool: GPUPool | None  # where the scheduler placed the job (its workers' node selector, tolerations)
 
 
 def _check_references(job: FineTuneJob, world: FineTuneJobWorld) -> _Refusal | tuple[Model, dict[str, Dataset]]:
@@ -135,7 +137,7 @@ def _admit(job: FineTuneJob, world: FineTuneJobWorld) -> _Refusal | tuple[_Admis
         placement=decision.placement(),
         cost=JobCost(estimated_usd=str(decision.cost_usd) if decision.cost_usd is not None else None),
     )
-    return _Admission(base, datasets, price, decision.message, decision_policy.message), status
+    return _Admission(base, datasets, price, decision.message, decision_policy.message, pool), status
 
 
 def _submit_actions(job: FineTuneJob, world: FineTuneJobWorld, admission: _Admission, sid: str) -> list[Action]:
@@ -144,6 +146,7 @@ def _submit_actions(job: FineTuneJob, world: FineTuneJobWorld, admission: _Admis
     return [
         WriteFile(files.job_file, job_file_bytes(doc)),
         SubmitJob(
+            handle=Handle.for_job(job, admission.pool),
             submission_id=sid,
             entrypoint=entrypoint(files.job_file, world.settings),
             runtime_env=dict(world.settings.job_runtime_env),
@@ -214,7 +217,7 @@ def reconcile_finetunejob(job: FineTuneJob, world: FineTuneJobWorld) -> Result:
     # Deletion: stop the Ray job, then let the object go.
     if meta.deletion_timestamp is not None:
         if ray_job is not None and ray_job.active:
-            actions.append(StopJob(ray_job.submission_id))
+            actions.append(StopJob(Handle.of(job), ray_job.submission_id))
             st.phase = "Cancelled"
             cond("Running", "False", "Deleted", f"stopping Ray job {ray_job.submission_id}: the FineTuneJob is deleted")
             return finish(world.settings.follow_seconds)
@@ -264,7 +267,7 @@ def reconcile_finetunejob(job: FineTuneJob, world: FineTuneJobWorld) -> Result:
     if job.spec.suspend:
         stopping = ray_job is not None and ray_job.active
         if ray_job is not None and stopping:
-            actions.append(StopJob(ray_job.submission_id))
+            actions.append(StopJob(Handle.of(job), ray_job.submission_id))
         elif st.placement is not None and st.placement.gpus:
             st.placement = released(st.placement, "released while suspended; unset spec.suspend to resume")
         st.phase = "Suspended"
@@ -274,7 +277,7 @@ def reconcile_finetunejob(job: FineTuneJob, world: FineTuneJobWorld) -> Result:
     # Preempted: the run is stopped; its GPUs stay held until Ray says it has stopped.
     if st.phase == "Preempted" and st.placement is not None and st.placement.gpus:
         if ray_job is not None and ray_job.active:
-            actions.append(StopJob(ray_job.submission_id))
+            actions.append(StopJob(Handle.of(job), ray_job.submission_id))
             return finish(world.settings.follow_seconds)
         if ray_job is not None and ray_job.status == "SUCCEEDED":
             st.phase = "Running"  # it finished before the stop landed: follow it to success below
@@ -328,7 +331,7 @@ def reconcile_finetunejob(job: FineTuneJob, world: FineTuneJobWorld) -> Result:
             cond("Admitted", "False", "Preempted", message)
             cond("Running", "False", "Preempted", message)
             if ray_job is not None:
-                actions.append(StopJob(ray_job.submission_id))
+                actions.append(StopJob(Handle.of(job), ray_job.submission_id))
                 return finish(world.settings.follow_seconds)
             st.placement = released(st.placement, message)  # nothing runs: the GPUs are free now
             return finish()
@@ -354,7 +357,7 @@ def reconcile_finetunejob(job: FineTuneJob, world: FineTuneJobWorld) -> Result:
             cond("Running", "False", "Resubmitted", message)
         base, datasets = checked
         pool = next((p for p in world.pools if st.placement and p.metadata.name == st.placement.pool), None)
-        admission = _Admission(base, datasets, pool.spec.price_per_gpu_hour if pool else "0", "", "")
+        admission = _Admission(base, datasets, pool.spec.price_per_gpu_hour if pool else "0", "", "", pool)
         actions.extend(_submit_actions(job, world, admission, sid))
         return finish(world.settings.follow_seconds)
     reattached = None
@@ -364,7 +367,10 @@ def reconcile_finetunejob(job: FineTuneJob, world: FineTuneJobWorld) -> Result:
         actions.append(RecordEvent("Normal", "Reattached", reattached))
     if ray_job.status == "PENDING":
         st.phase = "Admitted"
-        cond("Running", "False", "JobPending", reattached or f"Ray job {sid} is pending")
+        if ray_job.reason:  # the backend says why it waits (KubeRay: Pending in Kueue, Retrying)
+            cond("Running", "False", ray_job.reason, ray_job.message or reattached or f"Ray job {sid} is pending")
+        else:
+            cond("Running", "False", "JobPending", reattached or f"Ray job {sid} is pending")
         return finish(world.settings.follow_seconds)
     if ray_job.status == "RUNNING":
         st.phase = "Running"
@@ -372,7 +378,7 @@ def reconcile_finetunejob(job: FineTuneJob, world: FineTuneJobWorld) -> Result:
         cond("Running", "True", *_running_reason(st, sid, reattached, resumed_note))
         deadline = job.spec.active_deadline_seconds
         if deadline is not None and (now - st.start_time).total_seconds() > deadline:
-            actions.append(StopJob(sid))
+            actions.append(StopJob(Handle.of(job), sid))
             st.phase = "Failed"
             st.completion_time = now
             message = f"the job ran longer than activeDeadlineSeconds={deadline}; Ray job {sid} stopped"
@@ -392,8 +398,11 @@ def reconcile_finetunejob(job: FineTuneJob, world: FineTuneJobWorld) -> Result:
         return finish()
     if ray_job.status == "FAILED":
         st.phase = "Failed"
-        reason = (training.failed_reason if training else None) or "JobFailed"
-        message = (training.failed_message if training else None) or ray_job.message or f"Ray job {sid} failed"
+        # The training's own reason first (it knows best), then the backend's (KubeRay: DeadlineExceeded...).
+        trained = training.failed_reason if training else None
+        reason = trained or ray_job.reason or "JobFailed"
+        told = None if trained else (ray_job.message if ray_job.reason else None)
+        message = told or (training.failed_message if training else None) or ray_job.message or f"Ray job {sid} failed"
         cond("Running", "False", "JobFailed", f"Ray job {sid} failed")
         cond("Failed", "True", reason, message)
         return finish()

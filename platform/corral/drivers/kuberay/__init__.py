@@ -14,6 +14,7 @@ Example:
     'Running'
 """
 
+from .._handle import PodPlacement
 from ._builders import (
     CHAT_TOKENS_ENV,
     KUBERAY_API_VERSION,
@@ -23,7 +24,6 @@ from ._builders import (
     OWNER_LABELS,
     RAY_POD_LABELS,
     KubeRaySettings,
-    PodPlacement,
     build_ray_network_policy,
     build_rayjob,
     build_rayservice,

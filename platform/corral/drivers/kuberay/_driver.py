@@ -1,38 +1,33 @@
 """The KubeRay driver: the :class:`~corral.drivers.Driver` protocol over ``RayJob`` and ``RayService`` objects.
 
-A driver instance is bound to one owner (the FineTuneJob or ModelDeployment being
-reconciled), because a KubeRay child needs its owner's uid, namespace and placement;
-:meth:`KubeRayDriver.bind` makes a bound one per reconcile. Children are built by the
-pure builders in :mod:`corral.drivers.kuberay`; names are deterministic, a 409 on create
-and a 404 on delete are success, so applying the same action twice changes nothing.
+One driver serves every owner: each call's :class:`~corral.drivers.Handle` names the
+FineTuneJob or ModelDeployment (its children live in its namespace and carry an owner
+reference to its uid) and, to start work, the placement the scheduler decided (node
+selector, tolerations, GPUs). Children are built by the pure builders in
+:mod:`._builders` and read back by the mappers in :mod:`._status`, whose reasons
+(``DeadlineExceeded``, ``Pending`` in Kueue, ``UpgradeInProgress``...) travel on the
+returned states. Names are deterministic, a 409 on create and a 404 on delete are success,
+so applying the same action twice changes nothing. Before a namespace's first Ray cluster
+the driver creates its ``corral-ray`` NetworkPolicy.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from corral.api.v1alpha1 import FineTuneJob, GPUPool, ModelDeployment, Resource
-from corral.control import app_name
-from corral.store import NotFound, Store
-
+from .._handle import Handle
 from .._protocol import DriverError, JobState, ServeAppState
 from ._builders import (
     KubeRaySettings,
-    PodPlacement,
     build_ray_network_policy,
     build_rayjob,
     build_rayservice,
     rayjob_name,
     rayservice_name,
 )
-from ._status import (
-    RayJobObservation,
-    RayServiceObservation,
-    deployment_status_from_rayservice,
-    finetunejob_status_from_rayjob,
-)
+from ._status import deployment_status_from_rayservice, finetunejob_status_from_rayjob
 
 __all__ = ["RAY_GROUP", "RAY_VERSION", "ChildRefusedError", "KubeRayDriver"]
 
@@ -68,94 +63,72 @@ def _refusal_text(exc: Any) -> str:
 
 
 class KubeRayDriver:
-    """Creates, reads and deletes the KubeRay children of one Corral object.
+    """Creates, reads and deletes the KubeRay children of any Corral object, named by each call's handle.
 
     Args:
         api_client: A ``kubernetes.client.ApiClient``.
         settings: Images, service account, S3 secret, submission options.
-        store: Where the owner is re-read from (its placement is decided in the same pass).
-        owner: The FineTuneJob or ModelDeployment the children belong to (None: unbound).
-        pools: GPUPools by name (placement -> node selector and tolerations).
     """
 
-    def __init__(
-        self,
-        api_client: Any,
-        settings: KubeRaySettings,
-        store: Store,
-        owner: Resource | None = None,
-        pools: Mapping[str, GPUPool] | None = None,
-    ) -> None:
+    def __init__(self, api_client: Any, settings: KubeRaySettings) -> None:
         import kubernetes.client
 
         self.api_client = api_client
         self.custom = kubernetes.client.CustomObjectsApi(api_client)
         self.settings = settings
-        self.store = store
-        self.owner = owner
-        self.pools = dict(pools or {})
-        self.observed_rayjob: RayJobObservation | None = None
-        self.observed_rayservice: RayServiceObservation | None = None
-
-    def bind(self, owner: Resource, pools: Mapping[str, GPUPool]) -> KubeRayDriver:
-        """A driver for one owner's children."""
-        return KubeRayDriver(self.api_client, self.settings, self.store, owner, pools)
 
     # -- helpers ------------------------------------------------------------------------
 
-    @property
-    def _namespace(self) -> str:
-        if self.owner is None or not self.owner.metadata.namespace:
-            raise DriverError("the KubeRay driver is not bound to a namespaced owner")
-        return self.owner.metadata.namespace
+    @staticmethod
+    def _namespace(handle: Handle) -> str:
+        if not handle.owner.namespace:
+            raise DriverError(f"{handle.owner.kind} {handle.owner.name}: KubeRay children need a namespaced owner")
+        return handle.owner.namespace
 
-    def _fresh_owner(self) -> Resource:
-        assert self.owner is not None
-        try:
-            return self.store.get(self.owner.kind, self.owner.metadata.namespace, self.owner.metadata.name)
-        except NotFound:
-            return self.owner
-
-    def _pool(self, name: str | None) -> GPUPool | None:
-        return self.pools.get(name) if name else None
-
-    def _get(self, plural: str, name: str) -> dict[str, Any] | None:
+    def _get(self, namespace: str, plural: str, name: str) -> dict[str, Any] | None:
         from kubernetes.client.exceptions import ApiException
 
         try:
-            found: Any = self.custom.get_namespaced_custom_object(RAY_GROUP, RAY_VERSION, self._namespace, plural, name)
+            found: Any = self.custom.get_namespaced_custom_object(RAY_GROUP, RAY_VERSION, namespace, plural, name)
         except ApiException as exc:
             if exc.status == 404:
                 return None
             raise DriverError(f"cannot read {plural}/{name}: {exc.reason}") from exc
         return dict(found)
 
-    def _ensure_network_policy(self) -> None:
+    def _ensure_network_policy(self, namespace: str) -> None:
         """Create the namespace's ``corral-ray`` NetworkPolicy before its first Ray cluster (409 is success)."""
         if not self.settings.network_policy:
             return
         import kubernetes.client
         from kubernetes.client.exceptions import ApiException
 
-        body: Any = build_ray_network_policy(self._namespace, self.settings)
+        body: Any = build_ray_network_policy(namespace, self.settings)
         try:
-            kubernetes.client.NetworkingV1Api(self.api_client).create_namespaced_network_policy(self._namespace, body)
+            kubernetes.client.NetworkingV1Api(self.api_client).create_namespaced_network_policy(namespace, body)
         except ApiException as exc:
             if exc.status == 409:
                 return
             raise DriverError(
-                f"cannot create NetworkPolicy {self._namespace}/{body['metadata']['name']} (Ray pods would be open "
+                f"cannot create NetworkPolicy {namespace}/{body['metadata']['name']} (Ray pods would be open "
                 f"to every pod of the cluster): {exc.reason} {exc.body}"
             ) from exc
-        logger.info("Created NetworkPolicy %s/%s", self._namespace, body["metadata"]["name"])
+        logger.info("Created NetworkPolicy %s/%s", namespace, body["metadata"]["name"])
 
-    def _create(self, plural: str, body: dict[str, Any]) -> bool:
+    def _build(self, build: Callable[..., dict[str, Any]], handle: Handle, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """A child from its builder; a handle the builder cannot use (no placement, no uid) is a DriverError."""
+        try:
+            return build(handle, *args, **kwargs)
+        except ValueError as exc:
+            raise DriverError(str(exc)) from exc
+
+    def _create(self, namespace: str, plural: str, body: dict[str, Any]) -> bool:
         """Create a child (after the namespace's NetworkPolicy); False when it already existed (409 is success)."""
         from kubernetes.client.exceptions import ApiException
 
-        self._ensure_network_policy()
+        self._ensure_network_policy(namespace)
         try:
-            self.custom.create_namespaced_custom_object(RAY_GROUP, RAY_VERSION, self._namespace, plural, body)
+            self.custom.create_namespaced_custom_object(RAY_GROUP, RAY_VERSION, namespace, plural, body)
         except ApiException as exc:
             if exc.status == 409:
                 return False
@@ -163,91 +136,93 @@ class KubeRayDriver:
             if exc.status in (400, 403, 422):
                 raise ChildRefusedError(text, exc.status, exc.reason) from exc
             raise DriverError(text) from exc
-        logger.info("Created %s %s/%s", body["kind"], self._namespace, body["metadata"]["name"])
+        logger.info("Created %s %s/%s", body["kind"], namespace, body["metadata"]["name"])
         return True
 
-    def _delete(self, plural: str, name: str) -> bool:
+    def _delete(self, namespace: str, plural: str, name: str) -> bool:
         """Delete a child; False when it was already gone (404 is success)."""
         from kubernetes.client.exceptions import ApiException
 
         try:
-            self.custom.delete_namespaced_custom_object(RAY_GROUP, RAY_VERSION, self._namespace, plural, name)
+            self.custom.delete_namespaced_custom_object(RAY_GROUP, RAY_VERSION, namespace, plural, name)
         except ApiException as exc:
             if exc.status == 404:
                 return False
             raise DriverError(f"cannot delete {plural}/{name}: {exc.reason}") from exc
-        logger.info("Deleted %s %s/%s", plural, self._namespace, name)
+        logger.info("Deleted %s %s/%s", plural, namespace, name)
         return True
 
     # -- jobs ---------------------------------------------------------------------------
 
     def submit_job(
         self,
+        handle: Handle,
         submission_id: str,
         entrypoint: str,
         runtime_env: Mapping[str, Any] | None = None,
         resources: Mapping[str, Any] | None = None,
     ) -> None:
-        """Create the owner's RayJob (an existing one is success)."""
-        job = self._fresh_owner()
-        if not isinstance(job, FineTuneJob):
-            raise DriverError(f"RayJobs belong to FineTuneJobs, not to {type(job).__name__}")
-        placement = job.status.placement
-        pool = self._pool(placement.pool if placement else job.spec.resources.pool)
-        body = build_rayjob(
-            job,
-            PodPlacement.for_job(job, pool),
+        """Create the owner's RayJob, its workers where the handle's placement says (an existing one is success).
+
+        Raises:
+            ChildRefusedError: The API server refused the RayJob (403, 422...).
+            DriverError: The handle has no placement or no uid, or the API server failed.
+        """
+        if handle.owner.kind != "FineTuneJob":
+            raise DriverError(f"RayJobs belong to FineTuneJobs, not to {handle.owner.kind}")
+        body = self._build(
+            build_rayjob,
+            handle,
             self.settings,
             submission_id=submission_id,
             entrypoint=entrypoint,
             runtime_env=runtime_env,
         )
-        self._create("rayjobs", body)
+        self._create(self._namespace(handle), "rayjobs", body)
 
-    def job_status(self, submission_id: str) -> JobState | None:
-        """The RayJob's state, or None when there is no RayJob for the id."""
-        rayjob = self._get("rayjobs", rayjob_name(submission_id))
+    def job_status(self, handle: Handle, submission_id: str) -> JobState | None:
+        """The RayJob's state with KubeRay's reason, or None when there is no RayJob for the id."""
+        rayjob = self._get(self._namespace(handle), "rayjobs", rayjob_name(submission_id))
         if rayjob is None:
             return None
-        self.observed_rayjob = finetunejob_status_from_rayjob(rayjob)
-        return self.observed_rayjob.job_state(submission_id)
+        return finetunejob_status_from_rayjob(rayjob).job_state(submission_id)
 
-    def stop_job(self, submission_id: str) -> bool:
+    def stop_job(self, handle: Handle, submission_id: str) -> bool:
         """Delete the RayJob (KubeRay tears its cluster down); False when none was running."""
-        rayjob = self._get("rayjobs", rayjob_name(submission_id))
+        namespace = self._namespace(handle)
+        rayjob = self._get(namespace, "rayjobs", rayjob_name(submission_id))
         if rayjob is None:
             return False
         active = finetunejob_status_from_rayjob(rayjob).phase in ("Pending", "Admitted", "Running")
-        self._delete("rayjobs", rayjob_name(submission_id))
+        self._delete(namespace, "rayjobs", rayjob_name(submission_id))
         return active
 
-    def job_logs(self, submission_id: str) -> str:
+    def job_logs(self, handle: Handle, submission_id: str) -> str:
         """Not served by KubeRay's objects: read the submitter pod's logs with kubectl."""
         return ""
 
     # -- serving ------------------------------------------------------------------------
 
-    def _deployment(self) -> ModelDeployment:
-        dep = self._fresh_owner()
-        if not isinstance(dep, ModelDeployment):
-            raise DriverError("RayServices belong to ModelDeployments")
-        return dep
+    def deploy_serve(self, handle: Handle, config: Mapping[str, Any]) -> None:
+        """Create the owner's RayService, or update its spec in place (KubeRay rolls it).
 
-    def deploy_serve(self, config: Mapping[str, Any]) -> None:
-        """Create the owner's RayService, or update its spec in place (KubeRay rolls it)."""
+        Raises:
+            ChildRefusedError: The API server refused the RayService or the update (403, 422...).
+            DriverError: The handle has no placement or no uid, or the API server failed.
+        """
         from kubernetes.client.exceptions import ApiException
 
-        dep = self._deployment()
-        placement = dep.status.placement
-        pool = self._pool(placement.pool if placement else dep.spec.resources.pool)
-        body = build_rayservice(dep, config, PodPlacement.for_deployment(dep, pool), self.settings)
-        if self._create("rayservices", body):
+        if handle.owner.kind != "ModelDeployment":
+            raise DriverError(f"RayServices belong to ModelDeployments, not to {handle.owner.kind}")
+        namespace = self._namespace(handle)
+        body = self._build(build_rayservice, handle, config, self.settings)
+        if self._create(namespace, "rayservices", body):
             return
         name = body["metadata"]["name"]
         patch = {"metadata": {"labels": body["metadata"]["labels"]}, "spec": body["spec"]}
         try:
             self.custom.patch_namespaced_custom_object(
-                RAY_GROUP, RAY_VERSION, self._namespace, "rayservices", name, patch, _content_type=_MERGE_PATCH
+                RAY_GROUP, RAY_VERSION, namespace, "rayservices", name, patch, _content_type=_MERGE_PATCH
             )
         except ApiException as exc:
             if exc.status in (400, 403, 422):
@@ -257,26 +232,27 @@ class KubeRayDriver:
                     exc.reason,
                 ) from exc
             raise DriverError(f"cannot update rayservices/{name}: {exc.reason}") from exc
-        logger.info("Updated RayService %s/%s", self._namespace, name)
+        logger.info("Updated RayService %s/%s", namespace, name)
 
-    def serve_status(self) -> dict[str, ServeAppState]:
-        """The owner's application, from its RayService (empty when there is none)."""
-        if not isinstance(self.owner, ModelDeployment):
-            return {}
-        rayservice = self._get("rayservices", rayservice_name(self.owner))
-        if rayservice is None:
-            return {}
-        name = app_name(self.owner)
-        self.observed_rayservice = deployment_status_from_rayservice(rayservice, name)
-        return {name: self.observed_rayservice.app}
-
-    def delete_serve_app(self, name: str) -> None:
-        """Delete the owner's RayService (absent is success)."""
-        if isinstance(self.owner, ModelDeployment) and name == app_name(self.owner):
-            self._delete("rayservices", rayservice_name(self.owner))
-
-    def endpoint(self) -> str | None:
-        """The in-cluster URL of the owner's Serve service (KubeRay names it ``<rayservice>-serve-svc``)."""
-        if not isinstance(self.owner, ModelDeployment):
+    def serve_status(self, handle: Handle, name: str) -> ServeAppState | None:
+        """The owner's application ``name``, from its RayService with KubeRay's reason (None when there is none)."""
+        if handle.owner.kind != "ModelDeployment":
             return None
-        return f"http://{rayservice_name(self.owner)}-serve-svc.{self._namespace}.svc:8000"
+        rayservice = self._get(self._namespace(handle), "rayservices", rayservice_name(handle.owner.name))
+        if rayservice is None:
+            return None
+        return deployment_status_from_rayservice(rayservice, name).app
+
+    def delete_serve_app(self, handle: Handle, name: str) -> None:
+        """Delete the owner's RayService, which holds its one application (absent is success)."""
+        if handle.owner.kind == "ModelDeployment":
+            self._delete(self._namespace(handle), "rayservices", rayservice_name(handle.owner.name))
+
+    def endpoint(self, handle: Handle | None = None) -> str | None:
+        """The in-cluster URL of the owner's Serve service (KubeRay names it ``<rayservice>-serve-svc``).
+
+        Every ModelDeployment has a Ray cluster of its own: without an owner there is no endpoint.
+        """
+        if handle is None or handle.owner.kind != "ModelDeployment":
+            return None
+        return f"http://{rayservice_name(handle.owner.name)}-serve-svc.{self._namespace(handle)}.svc:8000"

@@ -77,10 +77,17 @@ class RayJobObservation:
     end_time: float | None = None
 
     def job_state(self, submission_id: str) -> JobState:
-        """The driver-level state the FineTuneJob reconciler follows."""
+        """The driver-level state the FineTuneJob reconciler follows.
+
+        Its ``reason`` is KubeRay's where it says more than the status: why the job failed
+        (``DeadlineExceeded``, ``AppFailed``...), ``Pending`` (waiting for Kueue or KubeRay),
+        ``Retrying``; empty otherwise (a stopped, admitted, running or finished job).
+        """
         status: JobStatus = "STOPPED" if self.stopped else _PHASE_TO_JOB_STATUS[self.phase]
-        message = f"{self.reason}: {self.message}" if self.message else self.reason
-        return JobState(submission_id, status, message, self.start_time, self.end_time)
+        told = not self.stopped and (self.phase in ("Pending", "Failed") or self.reason == "Retrying")
+        return JobState(
+            submission_id, status, self.message, self.start_time, self.end_time, reason=self.reason if told else ""
+        )
 
 
 def finetunejob_status_from_rayjob(rayjob: Mapping[str, Any]) -> RayJobObservation:
@@ -172,7 +179,8 @@ def deployment_status_from_rayservice(rayservice: Mapping[str, Any], app_name: s
 
     Returns:
         The observation. While KubeRay reports ``UpgradeInProgress``, the application is
-        reported ``DEPLOYING`` (the old cluster keeps serving; the reconciler says Updating).
+        reported ``DEPLOYING`` with reason ``UpgradeInProgress`` (the old cluster keeps
+        serving; the reconciler puts the reason on the Ready condition).
     """
     status = rayservice.get("status") or {}
     config = next((a for a in serve_config_of(rayservice).get("applications") or [] if a.get("name") == app_name), None)
@@ -215,5 +223,6 @@ def deployment_status_from_rayservice(rayservice: Mapping[str, Any], app_name: s
         route_prefix=(config or {}).get("route_prefix"),
         deployments=deployments,
         deployed_config=config,
+        reason="UpgradeInProgress" if phase == "UpgradeInProgress" else "",
     )
     return RayServiceObservation(phase, reason, message, app)
