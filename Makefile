@@ -55,9 +55,13 @@ test-repeat: venv tools
 	    || { echo "== test-repeat: run $$i failed; replay with --randomly-seed=$$seed"; exit 1; }; \
 	done; echo "== test-repeat: $(REPEAT) runs in random order passed"
 
+# lint-imports checks the import contracts in pyproject.toml ([tool.importlinter]: the layers, the two
+# composition roots, no ML stack in the operator/control API); the source roots go on PYTHONPATH so it
+# reads this checkout even when the venv's editable install points at another one.
 lint: venv
 	$(VENV)/bin/ruff check platform operators tests bench scripts
 	$(VENV)/bin/mypy
+	PYTHONPATH=platform:operators $(VENV)/bin/lint-imports
 	$(VENV)/bin/corral crds --check
 	$(PY) scripts/sync_dashboards.py --check
 	$(PY) infra/grafana/generate.py --check
@@ -69,4 +73,4 @@ demo: venv
 	$(VENV)/bin/corral demo
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .import_linter_cache

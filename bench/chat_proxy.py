@@ -143,7 +143,7 @@ def main() -> None:
         root = Path(tmp)
         paths = build_models(root / "models")
         serve_url, _ = start_serve({MODEL: paths[MODEL]})
-        direct = f"{serve_url}/{MODEL}/v1"
+        direct = f"{serve_url}/default/{MODEL}/v1"
         proxy, server = start_control_api(root, direct)
         results: dict[str, Any] = {}
         for level in args.levels:

@@ -90,6 +90,9 @@ def deployment(name: str, **spec: Any) -> ModelDeployment:
     return ModelDeployment.model_validate({"metadata": {"name": name}, "spec": body})
 
 
+COLD, FRESH = "default-cold", "default-fresh"  # serve_config names applications <namespace>-<name>
+
+
 def app_config(dep: ModelDeployment, base: Path, *, activator: bool = True) -> dict[str, Any]:
     """The Serve config of one deployment; ``activator=False`` strips the activator (Serve's proxy alone)."""
     config = serve_config([dep], lambda ref: ResolvedModel(uri=f"file://{base}"))
@@ -183,26 +186,26 @@ def fresh_round(url: str, put: Any) -> dict[str, Any]:
     """Baseline: 1 -> 2 replicas of ``fresh`` (a lightweight update: Serve starts one replica, builds nothing)."""
     t_request = time.time()
     put(2)
-    ready = wait(lambda: running("fresh") == 2, "second fresh replica running")
-    ttft, _ = asyncio.run(stream_one(f"{url}/fresh/v1"))
+    ready = wait(lambda: running(FRESH) == 2, "second fresh replica running")
+    ttft, _ = asyncio.run(stream_one(f"{url}/default/fresh/v1"))
     row = {
         "ready_s": round(ready, 2),
         "warm_ttft_s": round(ttft, 3),
         "start_s": round(ready + ttft, 2),
-        "split": split(t_request, t_request + ready + ttft, startup("fresh", newest=True)),
+        "split": split(t_request, t_request + ready + ttft, startup(FRESH, newest=True)),
     }
     put(1)
-    wait(lambda: running("fresh") == 1, "fresh back to one replica", every=0.5)
+    wait(lambda: running(FRESH) == 1, "fresh back to one replica", every=0.5)
     return row
 
 
 def cold_round(url: str) -> dict[str, Any]:
     """One request at zero replicas: time to first token from zero."""
-    wait(lambda: running("cold") == 0, "cold at zero", every=1.0)
+    wait(lambda: running(COLD) == 0, "cold at zero", every=1.0)
     t_request = time.time()
-    ttft, total = asyncio.run(stream_one(f"{url}/cold/v1"))
+    ttft, total = asyncio.run(stream_one(f"{url}/default/cold/v1"))
     t_first = t_request + ttft
-    return {"ttft_s": round(ttft, 2), "total_s": round(total, 2), "split": split(t_request, t_first, startup("cold"))}
+    return {"ttft_s": round(ttft, 2), "total_s": round(total, 2), "split": split(t_request, t_first, startup(COLD))}
 
 
 async def burst(url: str, n: int) -> dict[str, Any]:
@@ -301,22 +304,22 @@ def main() -> None:
                 row = cold_round(url)
                 cold.append(row)
                 print(f"cold start {i + 1}: {row}", flush=True)
-            serve.delete("fresh")
-            wait(lambda: running("cold") == 0, "cold at zero", every=1.0)
-            bursts = asyncio.run(burst(f"{url}/cold/v1", args.burst))
+            serve.delete(FRESH)
+            wait(lambda: running(COLD) == 0, "cold at zero", every=1.0)
+            bursts = asyncio.run(burst(f"{url}/default/cold/v1", args.burst))
             print(f"burst of {args.burst} from zero: {bursts}", flush=True)
-            wait(lambda: running("cold") == 0, "cold at zero", every=1.0)
-            load = asyncio.run(sustained(f"{url}/cold/v1", "cold", args.clients, args.load_seconds))
+            wait(lambda: running(COLD) == 0, "cold at zero", every=1.0)
+            load = asyncio.run(sustained(f"{url}/default/cold/v1", COLD, args.clients, args.load_seconds))
             print(f"sustained load from zero (activator): {load}", flush=True)
-            serve.delete("cold")
+            serve.delete(COLD)
 
             proxy_load = None
             if not args.no_proxy_baseline:
                 deploy(app_config(deployment("cold", autoscaling=AUTOSCALING), base, activator=False))
-                wait(lambda: running("cold") == 0, "cold at zero", every=1.0)
-                proxy_load = asyncio.run(sustained(f"{url}/cold/v1", "cold", args.clients, args.load_seconds))
+                wait(lambda: running(COLD) == 0, "cold at zero", every=1.0)
+                proxy_load = asyncio.run(sustained(f"{url}/default/cold/v1", COLD, args.clients, args.load_seconds))
                 print(f"sustained load from zero (Serve's proxy alone): {proxy_load}", flush=True)
-                serve.delete("cold")
+                serve.delete(COLD)
     finally:
         serve.shutdown()
         ray.shutdown()

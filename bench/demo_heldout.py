@@ -146,7 +146,7 @@ def main() -> None:
         client = CorralClient.from_context()
         client.namespace = "support"
     else:
-        from corral.control import EmbeddedControlPlane
+        from corral.embedded import EmbeddedControlPlane
 
         data_dir = Path(tempfile.mkdtemp(prefix="corral-bench-"))
         tokens = {"tokens": [{"name": "bench", "token": TOKEN, "namespaces": ["support"], "cluster": True}]}

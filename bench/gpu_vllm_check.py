@@ -78,7 +78,7 @@ def main() -> int:
         t0 = time.monotonic()
         _get_global_client().deploy_apps(ServeDeploySchema.model_validate(config))
         while True:
-            status = serve.status().applications.get("gpucheck")
+            status = serve.status().applications.get("default-gpucheck")
             if status is not None and status.status == "RUNNING":
                 break
             if (status is not None and status.status == "DEPLOY_FAILED") or time.monotonic() - t0 > args.timeout:
@@ -88,7 +88,7 @@ def main() -> int:
                 return 1
             time.sleep(2)
         report["deploy_s"] = round(time.monotonic() - t0, 1)
-        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/gpucheck/v1", api_key="unused", max_retries=0)
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/default/gpucheck/v1", api_key="unused", max_retries=0)
         names = [m.id for m in client.models.list().data]
         out = client.chat.completions.create(
             model=served_model_names(dep)[0],

@@ -187,7 +187,7 @@ async def bench_model(
 
         await drive(inproc, 2, 4)  # warm-up
         await drive(over_http, 2, 4)
-        pids = serve_pids(model)
+        pids = serve_pids(f"default-{model}")  # serve_config names it <namespace>-<name>
         for c in LEVELS:
             calibration = await drive(inproc, c, 2 * c)
             n = requests_for(c, calibration["req_per_s"], seconds)
@@ -250,9 +250,9 @@ def start_serve(paths: dict[str, Path]) -> tuple[str, float]:
     _get_global_client().deploy_apps(ServeDeploySchema.model_validate(config))
     while True:
         apps = serve.status().applications
-        if all(name in apps and apps[name].status == "RUNNING" for name in paths):
+        if all(f"default-{n}" in apps and apps[f"default-{n}"].status == "RUNNING" for n in paths):
             break
-        if any(name in apps and apps[name].status == "DEPLOY_FAILED" for name in paths):
+        if any(f"default-{n}" in apps and apps[f"default-{n}"].status == "DEPLOY_FAILED" for n in paths):
             raise RuntimeError(f"deploy failed: {apps}")
         if time.perf_counter() - t0 > 300:
             raise TimeoutError("Serve applications not running after 300s")
@@ -289,7 +289,8 @@ def main() -> None:
         inproc, http = {}, {}
         try:
             for name, p in paths.items():
-                inproc[name], http[name] = asyncio.run(bench_model(p, f"{url}/{name}/v1", name, rounds, seconds))
+                route = f"{url}/default/{name}/v1"  # serve_config routes it at /<namespace>/<name>
+                inproc[name], http[name] = asyncio.run(bench_model(p, route, name, rounds, seconds))
         finally:
             serve.shutdown()
 

@@ -12,7 +12,7 @@ def main() -> int:
     """Run kopf with Corral's handlers until SIGTERM."""
     import kopf
 
-    from . import _handlers
+    from . import _handlers  # importing it registers the handlers with kopf and reads CORRAL_OPERATOR_*
 
     settings = _handlers.SETTINGS
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -15,16 +15,16 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
+from corral.controlapi import create_app
+from corral.store.kubernetes import KubernetesStore
+
+from ._auth import KubernetesAuth
+
 __all__ = ["build_app", "main"]
 
 
 def build_app(environ: Mapping[str, str] | None = None, api_client: Any | None = None) -> Any:
     """The control API app over the Kubernetes store (``api_client``: in-cluster config when None)."""
-    from corral.controlapi import create_app
-    from corral.store.kubernetes import KubernetesStore
-
-    from ._auth import KubernetesAuth
-
     env = os.environ if environ is None else environ
     store = KubernetesStore(api_client, source="corral-api")
     namespaces = [n.strip() for n in env.get("CORRAL_API_NAMESPACES", "").split(",") if n.strip()]

@@ -32,8 +32,8 @@ import yaml
 
 from corral.api.v1alpha1 import FineTuneJob
 from corral.client import CorralClient
-from corral.control import EmbeddedControlPlane
 from corral.data import load_dataset
+from corral.embedded import EmbeddedControlPlane
 from corral.training._data import split_validation
 from corral.training._evaluate import normalize
 from tests.support.poll import wait_until

@@ -30,7 +30,7 @@ import yaml
 from corral.api import load_documents
 from corral.api.v1alpha1 import FineTuneJob, ModelDeployment
 from corral.client import CorralClient
-from corral.control import EmbeddedControlPlane
+from corral.embedded import EmbeddedControlPlane
 from tests.support.poll import wait_until
 
 REPO = Path(__file__).resolve().parents[2]

@@ -143,6 +143,12 @@ def test_pods_are_non_root_with_read_only_root(custom_objects: list[dict[str, An
         assert pod["imagePullSecrets"] == [{"name": "regcred"}]
 
 
+def _kuberay_settings(objects: list[dict[str, Any]]) -> KubeRaySettings:
+    operator = by_kind(objects, "Deployment")["corral-operator"]
+    env = {e["name"]: e for e in operator["spec"]["template"]["spec"]["containers"][0]["env"]}
+    return KubeRaySettings.model_validate(json.loads(env["CORRAL_OPERATOR_KUBERAY"]["value"]))
+
+
 def test_s3_credentials_only_as_secret_refs(custom_objects: list[dict[str, Any]]) -> None:
     operator = by_kind(custom_objects, "Deployment")["corral-operator"]
     env = {e["name"]: e for e in operator["spec"]["template"]["spec"]["containers"][0]["env"]}
@@ -184,6 +190,22 @@ def test_non_default_values_switch_on_optional_objects(custom_objects: list[dict
     assert by_kind(custom_objects, "Service")["corral-api"]["spec"]["type"] == "LoadBalancer"
     dashboards = [o for o in by_kind(custom_objects, "ConfigMap").values() if "dashboard" in o["metadata"]["name"]]
     assert dashboards and all(o["metadata"]["namespace"] == "monitoring" for o in dashboards)
+    # The Ray ServiceAccount may review chat callers' tokens in the release namespace and each watched one.
+    delegator = by_kind(custom_objects, "ClusterRoleBinding")["corral-ray-auth-delegator"]
+    assert [(s["name"], s["namespace"]) for s in delegator["subjects"]] == [
+        ("corral-ray", "corral-system"),
+        ("corral-ray", "team-a"),
+        ("corral-ray", "team-b"),
+    ]
+
+
+def test_kubernetes_auth_at_the_chat_endpoints_can_be_turned_off(tmp_path: Path) -> None:
+    objects = render(tmp_path, {"ray": {"chatKubernetesAuth": {"enabled": False, "namespaces": ["team-a"]}}})
+    assert "corral-ray-auth-delegator" not in by_kind(objects, "ClusterRoleBinding")
+    assert _kuberay_settings(objects).chat_kubernetes_auth is False
+    listed = render(tmp_path, {"ray": {"chatKubernetesAuth": {"namespaces": ["team-c", "team-c", "team-d"]}}})
+    delegator = by_kind(listed, "ClusterRoleBinding")["corral-ray-auth-delegator"]
+    assert [s["namespace"] for s in delegator["subjects"]] == ["team-c", "team-d"]
 
 
 def test_least_privilege_rbac(default_objects: list[dict[str, Any]]) -> None:
@@ -206,6 +228,20 @@ def test_least_privilege_rbac(default_objects: list[dict[str, Any]]) -> None:
     assert "rbac.authorization.k8s.io/aggregate-to-view" not in edit["metadata"]["labels"]
     edited = {res for r in edit["rules"] for res in r["resources"]}
     assert "gpupools" not in edited and not any(res.endswith("/status") for res in edited)
+    # Chat endpoints check Kubernetes tokens as the Ray ServiceAccount: Kubernetes' own auth-delegator role,
+    # bound by Helm in the release namespace (the default: no watched namespaces listed). The operator gets no
+    # right to grant roles.
+    delegator = by_kind(default_objects, "ClusterRoleBinding")["corral-ray-auth-delegator"]
+    assert delegator["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "ClusterRole",
+        "name": "system:auth-delegator",
+    }
+    assert delegator["subjects"] == [{"kind": "ServiceAccount", "name": "corral-ray", "namespace": "corral-system"}]
+    assert not any("rbac.authorization.k8s.io" in r["apiGroups"] for r in operator_rules)
+    assert not any(r["verbs"] in (["bind"], ["escalate"]) for r in operator_rules)
+    settings = _kuberay_settings(default_objects)
+    assert settings.chat_kubernetes_auth is True
 
 
 def test_dashboards_copies_match_infra(default_objects: list[dict[str, Any]]) -> None:

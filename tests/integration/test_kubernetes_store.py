@@ -20,6 +20,7 @@ from corral.api.v1alpha1 import FineTuneJob, GPUPool, Model
 from corral.store import AlreadyExists, Conflict, Forbidden, Invalid, NotFound, WatchEvent
 from corral.store.kubernetes import KubernetesStore
 from tests.support.kube import KubeCluster
+from tests.support.objects import applied, base_model, finetunejob, gpupool
 
 NS = f"store-{uuid.uuid4().hex[:6]}"
 POOL_SUFFIX = uuid.uuid4().hex[:6]
@@ -40,15 +41,11 @@ def store(kube: KubeCluster, namespace: str) -> Iterator[KubernetesStore]:
 
 
 def model(name: str, labels: dict[str, str] | None = None) -> Model:
-    return Model.model_validate(
-        {"metadata": {"name": name, "namespace": NS, "labels": labels or {}}, "spec": {"catalogName": "tiny-llama"}}
-    )
+    return applied(base_model(name, ns=NS, labels=labels or {}))
 
 
 def job(name: str) -> FineTuneJob:
-    return FineTuneJob.model_validate(
-        {"metadata": {"name": name, "namespace": NS}, "spec": {"baseModel": {"name": "m"}, "datasets": [{"name": "d"}]}}
-    )
+    return applied(finetunejob(name, ns=NS, finalizers=(), baseModel={"name": "m"}, datasets=[{"name": "d"}]))
 
 
 def pool_name(base: str) -> str:
@@ -57,9 +54,7 @@ def pool_name(base: str) -> str:
 
 
 def pool(name: str) -> GPUPool:
-    return GPUPool.model_validate(
-        {"metadata": {"name": name}, "spec": {"acceleratorType": "cpu", "gpusPerNode": 0, "maxNodes": 1}}
-    )
+    return applied(gpupool(name, accelerator="cpu", gpus_per_node=0, gpu_memory=None, price="0"))
 
 
 def test_create_get_list_and_already_exists(store: KubernetesStore) -> None:

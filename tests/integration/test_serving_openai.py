@@ -22,7 +22,8 @@ from corral.api.v1alpha1.modeldeployment import ModelDeployment
 from corral.models import tiny
 from corral.serving import MULTIPLEX_HEADER, ResolvedModel, serve_config
 
-APP = "tinybot"
+NAME = "tinybot"
+APP = f"default-{NAME}"  # serve_config names it <namespace>-<name>, at /<namespace>/<name>
 TOKEN = "team-support-chat-token"
 QUESTION = [{"role": "user", "content": "What is a Python list?"}]
 PROSE = "The Python language reference describes"
@@ -55,7 +56,7 @@ def endpoint(serve_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 
     dep = ModelDeployment.model_validate(
         {
-            "metadata": {"name": APP},
+            "metadata": {"name": NAME},
             "spec": {
                 "model": {"name": "tiny"},
                 "servedName": "tiny",
@@ -84,7 +85,7 @@ def endpoint(serve_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     else:
         pytest.fail(f"application not running after 240s: {status}")
     try:
-        yield f"{serve_url}/{APP}/v1"
+        yield f"{serve_url}/default/{NAME}/v1"
     finally:
         serve.delete(APP)
 

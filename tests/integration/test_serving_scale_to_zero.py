@@ -27,7 +27,7 @@ import pytest
 from corral.api.v1alpha1.common import LocalObjectReference
 from corral.api.v1alpha1.modeldeployment import ModelDeployment
 from corral.models import tiny
-from corral.serving import LLM_DEPLOYMENT, ResolvedModel, cold_start_estimate, serve_config
+from corral.serving import LLM_DEPLOYMENT, ResolvedModel, app_name, cold_start_estimate, serve_config
 
 QUESTION = [{"role": "user", "content": "What is a Python list?"}]
 DEADLINE = 300.0  # a cold start on a loaded 2-core box: worker process, torch import, load
@@ -69,7 +69,7 @@ def _deploy(deps: list[ModelDeployment], base: Path) -> None:
     deadline = time.monotonic() + 240
     statuses: dict[str, Any] = {}
     while time.monotonic() < deadline:
-        statuses = {d.metadata.name: serve.status().applications.get(d.metadata.name) for d in deps}
+        statuses = {app_name(d): serve.status().applications.get(app_name(d)) for d in deps}
         if all(s is not None and s.status == "RUNNING" for s in statuses.values()):
             return
         failed = [s for s in statuses.values() if s is not None and s.status in ("DEPLOY_FAILED", "UNHEALTHY")]
@@ -112,30 +112,30 @@ def apps(serve_url: str, base: Path) -> Iterator[str]:
     try:
         yield serve_url
     finally:
-        serve.delete("zero")
-        serve.delete("zero-stuck")
+        serve.delete("default-zero")
+        serve.delete("default-zero-stuck")
 
 
 @pytest.fixture(scope="module")
 def zero(apps: str) -> str:
-    return f"{apps}/zero/v1"
+    return f"{apps}/default/zero/v1"
 
 
 def test_request_at_zero_replicas_is_answered(zero: str) -> None:
     client = openai.OpenAI(base_url=zero, api_key="unused", max_retries=0, timeout=DEADLINE)
-    _wait_for_zero("zero")  # at once when this test runs first: minReplicas 0 starts with no replica
+    _wait_for_zero("default-zero")  # at once when this test runs first: minReplicas 0 starts with no replica
     assert [m.id for m in client.models.list().data] == ["tiny"]  # the activator answers this itself
-    assert _running("zero") == 0
+    assert _running("default-zero") == 0
     out = client.chat.completions.create(model="tiny", messages=QUESTION, temperature=0, max_tokens=8)
     assert out.choices[0].message.content and out.choices[0].finish_reason in ("stop", "length")
-    assert _running("zero") >= 1
+    assert _running("default-zero") >= 1
     stream = client.chat.completions.create(model="tiny", messages=QUESTION, temperature=0, max_tokens=8, stream=True)
     text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
     assert text == out.choices[0].message.content  # the stream passes through the activator unchanged
 
 
 def test_burst_during_scale_up_from_zero_loses_nothing(zero: str) -> None:
-    _wait_for_zero("zero")
+    _wait_for_zero("default-zero")
     client = openai.AsyncOpenAI(base_url=zero, api_key="unused", max_retries=0, timeout=DEADLINE)
 
     async def one(i: int) -> str:
@@ -162,7 +162,7 @@ def test_burst_during_scale_up_from_zero_loses_nothing(zero: str) -> None:
 
 
 def test_request_past_the_hold_timeout_gets_503_with_retry_after(apps: str) -> None:
-    url = f"{apps}/zero-stuck/v1"
+    url = f"{apps}/default/zero-stuck/v1"
     raw = httpx.post(
         f"{url}/chat/completions", json={"model": "tiny", "messages": QUESTION, "max_tokens": 4}, timeout=120
     )

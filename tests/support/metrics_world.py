@@ -18,13 +18,13 @@ from prometheus_client import CollectorRegistry
 from corral.api.v1alpha1 import (
     Dataset,
     FineTuneJob,
-    GPUPool,
     Model,
     ModelDeployment,
     Resource,
 )
 from corral.control import ControlSettings, job_files
 from corral.store import Store
+from tests.support.objects import applied, finetunejob, gpupool
 
 __all__ = ["NS", "populate", "serving_registry"]
 
@@ -38,16 +38,8 @@ def _create(store: Store, obj: Resource, status: dict[str, Any] | None) -> None:
 
 
 def _job(name: str, gpus: int = 1) -> FineTuneJob:
-    return FineTuneJob.model_validate(
-        {
-            "metadata": {"name": name, "namespace": NS},
-            "spec": {
-                "baseModel": {"name": "base"},
-                "datasets": [{"name": "support"}],
-                "resources": {"workers": 1, "gpusPerWorker": gpus, "pool": "a100"},
-            },
-        }
-    )
+    resources = {"workers": 1, "gpusPerWorker": gpus, "pool": "a100"}
+    return applied(finetunejob(name, finalizers=(), baseModel={"name": "base"}, resources=resources))
 
 
 def _write_events(uri: str, events: list[dict[str, Any]]) -> None:
@@ -60,18 +52,14 @@ def populate(store: Store, artifact_root: str) -> None:
     """Create the objects (and the running job's events file under ``artifact_root``)."""
     _create(
         store,
-        GPUPool.model_validate(
-            {
-                "metadata": {"name": "a100"},
-                "spec": {
-                    "acceleratorType": "a100-80g",
-                    "gpusPerNode": 8,
-                    "gpuMemory": "80Gi",
-                    "maxNodes": 2,
-                    "pricePerGpuHour": "2.5",
-                    "quotas": [{"namespace": NS, "maxGpus": 8}],
-                },
-            }
+        applied(
+            gpupool(
+                accelerator="a100-80g",
+                gpus_per_node=8,
+                max_nodes=2,
+                price="2.5",
+                quotas=[{"namespace": NS, "maxGpus": 8}],
+            )
         ),
         {"nodes": 1, "allocatableGpus": 8, "allocatedGpus": 3, "allocations": [{"namespace": NS, "gpus": 3}]},
     )

@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from corral.control import DeployServe, reconcile_deployment
-from corral.control._embedded import _chat_tokens
 from corral.controlapi import TokenAuth
+from corral.embedded._plane import _chat_tokens
 from corral.serving import ServeAppArgs
 from corral.serving._args import ChatAuthArgs
 from corral.serving._chat_auth import ChatAuth, UnauthorizedError
@@ -61,7 +61,14 @@ def test_tokens_from_the_pods_environment_join_the_digests() -> None:
     result = reconcile_deployment(deployment(), dataclasses.replace(world(), settings=settings))
     (deploy,) = [a for a in result.actions if isinstance(a, DeployServe)]
     app_args = ServeAppArgs.model_validate(deploy.config["applications"][0]["args"])
-    assert app_args.auth == ChatAuthArgs(token_sha256=[], tokens_env="CORRAL_CHAT_TOKENS")
+    dep = deployment()
+    # The deployment is named too: whom a Kubernetes caller must be allowed to `get` (when the pods check those).
+    assert app_args.auth == ChatAuthArgs(
+        token_sha256=[],
+        tokens_env="CORRAL_CHAT_TOKENS",
+        namespace=dep.metadata.namespace,
+        deployment=dep.metadata.name,
+    )
 
 
 def test_each_deployment_accepts_its_namespaces_tokens_and_the_admins(tmp_path: Path) -> None:

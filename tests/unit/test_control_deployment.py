@@ -3,25 +3,18 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
+import pytest
 import yaml
 
 from corral.api.v1alpha1 import (
     Condition,
-    GPUPool,
-    GPUPoolSpec,
-    LicenseSpec,
-    LocalObjectReference,
-    Model,
     ModelDeployment,
-    ModelDeploymentSpec,
-    ModelSpec,
-    ObjectMeta,
 )
-from corral.api.v1alpha1.model import ModelArtifact, ModelLineage, ModelLineageLink, ModelStatus
+from corral.api.v1alpha1.model import ModelArtifact, ModelStatus
 from corral.control import (
-    FINALIZER,
     ControlSettings,
     DeleteServe,
     DeploymentWorld,
@@ -29,53 +22,20 @@ from corral.control import (
     PatchObject,
     RecordEvent,
     Result,
+    app_config,
     config_matches,
     reconcile_deployment,
 )
 from corral.drivers import FakeDriver, Handle, Owner
+from tests.support import objects
+from tests.support.objects import NS, model
 
 NOW = datetime(2025, 1, 1, tzinfo=UTC)
-NS = "team-a"
 SETTINGS = ControlSettings(artifact_root="file:///srv/a")
 
 
-def meta(name: str, generation: int = 1, **extra: Any) -> ObjectMeta:
-    return ObjectMeta(name=name, namespace=NS, generation=generation, resource_version="3", **extra)
-
-
-def model(name: str, *, adapter_of: str | None = None, commercial: str = "allowed", is_ready: bool = True) -> Model:
-    spec = (
-        ModelSpec(type="adapter", uri=f"file:///srv/a/{name}", base_model=LocalObjectReference(name=adapter_of))
-        if adapter_of
-        else ModelSpec(uri=f"file:///srv/a/{name}", license=LicenseSpec(name="x", commercial_use=commercial))
-    )
-    lineage = ModelLineage(
-        links=[ModelLineageLink(kind="model", name=name, relation="base", license="x", commercial_use=commercial)],
-        commercial_use=commercial,
-    )
-    return Model(
-        metadata=meta(name),
-        spec=spec,
-        status=ModelStatus(
-            conditions=[Condition(type="Ready", status="True" if is_ready else "False", reason="R", message="")],
-            artifact=ModelArtifact(uri=f"file:///srv/a/{name}"),
-            lineage=lineage,
-        ),
-    )
-
-
 MODELS = {"tiny": model("tiny"), "bot": model("bot", adapter_of="tiny")}
-
-
-def deployment(generation: int = 1, adapters: tuple[str, ...] = ("bot",), **spec: Any) -> ModelDeployment:
-    fields: dict[str, Any] = {
-        "model": {"name": "tiny"},
-        "adapters": [{"name": a, "model": {"name": a}} for a in adapters],
-    }
-    fields.update(spec)
-    return ModelDeployment(
-        metadata=meta("support", generation, finalizers=[FINALIZER]), spec=ModelDeploymentSpec.model_validate(fields)
-    )
+deployment = partial(objects.deployment, "support", adapters=("bot",))
 
 
 def world(driver: FakeDriver | None = None, **kw: Any) -> DeploymentWorld:
@@ -107,6 +67,16 @@ def test_missing_model_waits() -> None:
     assert dep.status.phase == "Pending"
     assert ready_cond(dep).reason == "ModelNotFound"
     assert not any(isinstance(a, DeployServe) for a in result.actions)
+
+
+def test_a_model_that_cannot_be_resolved_is_named_in_the_error() -> None:
+    with pytest.raises(KeyError) as missing:
+        app_config(deployment(), {"tiny": MODELS["tiny"]})
+    assert str(missing.value) == "Model team-a/bot not found"
+    bare = MODELS["tiny"].model_copy(update={"status": ModelStatus()})
+    with pytest.raises(KeyError) as unready:
+        app_config(deployment(adapters=()), {"tiny": bare})
+    assert str(unready.value).startswith("Model team-a/tiny has no artifact yet")
 
 
 def test_adapter_of_another_base_is_refused() -> None:
@@ -204,30 +174,16 @@ def test_delete_removes_app_then_finalizer() -> None:
 
 
 def test_deploy_carries_the_owner_and_the_placement_just_decided() -> None:
-    pool = GPUPool(
-        metadata=ObjectMeta(name="l4", generation=1),
-        spec=GPUPoolSpec.model_validate(
-            {
-                "acceleratorType": "nvidia-l4",
-                "gpusPerNode": 4,
-                "gpuMemory": "24Gi",
-                "maxNodes": 1,
-                "nodeSelector": {"pool": "l4"},
-            }
-        ),
-    )
+    pool = objects.gpupool("l4", accelerator="nvidia-l4", gpu_memory="24Gi", nodeSelector={"pool": "l4"})
     spec = {"resources": {"gpusPerReplica": 1}, "autoscaling": {"minReplicas": 1, "maxReplicas": 3}}
     tiny = MODELS["tiny"]
     sized = tiny.status.model_copy(
         update={"artifact": ModelArtifact(uri="file:///srv/a/tiny", size_bytes=10), "parameters": 1377408}
     )
     models = {**MODELS, "tiny": tiny.model_copy(update={"status": sized})}
-    dep, result = step(
-        deployment(adapters=(), **spec).model_copy(update={"metadata": meta("support", uid="u1")}),
-        world(pools=(pool,), models=models),
-    )
+    dep, result = step(deployment(adapters=(), **spec), world(pools=(pool,), models=models))
     deploy = next(a for a in result.actions if isinstance(a, DeployServe))
-    assert deploy.handle.owner == Owner("ModelDeployment", "support", NS, "u1")
+    assert deploy.handle.owner == Owner("ModelDeployment", "support", NS, "uid-support")
     placement = deploy.handle.placement
     assert dep.status.placement is not None and dep.status.placement.pool == "l4"
     assert placement is not None and placement.pool == "l4" and placement.node_selector == {"pool": "l4"}

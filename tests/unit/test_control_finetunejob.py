@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import pytest
 
 from corral.api.v1alpha1 import (
     Condition,
-    Dataset,
-    DatasetSpec,
     FineTuneJob,
-    FineTuneJobSpec,
     GPUPool,
     GPUPoolSpec,
-    LicenseSpec,
     LocalObjectReference,
     Model,
     ModelDeployment,
@@ -24,9 +20,8 @@ from corral.api.v1alpha1 import (
     ModelSpec,
     ObjectMeta,
 )
-from corral.api.v1alpha1.dataset import DatasetReport, DatasetStatus, RoleTokenStats
 from corral.api.v1alpha1.finetunejob import JobCost, JobMetrics, JobProgress
-from corral.api.v1alpha1.model import ModelArtifact, ModelStatus
+from corral.api.v1alpha1.model import ModelStatus
 from corral.api.v1alpha1.modeldeployment import AdapterSpec
 from corral.control import (
     FINALIZER,
@@ -43,67 +38,10 @@ from corral.control import (
     reconcile_finetunejob,
 )
 from corral.drivers import Handle, JobState, Owner
+from tests.support.objects import NOW, NS, base_model, dataset, meta, ready
+from tests.support.objects import finetunejob as job
 
-NOW = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
-NS = "team-a"
 SETTINGS = ControlSettings(artifact_root="file:///srv/corral/artifacts", python="/opt/venv/bin/python")
-
-
-def meta(name: str, generation: int = 1, **extra: Any) -> ObjectMeta:
-    return ObjectMeta(name=name, namespace=NS, generation=generation, uid=f"uid-{name}", resource_version="7", **extra)
-
-
-def ready(message: str = "ok") -> list[Condition]:
-    return [Condition(type="Ready", status="True", reason="Ok", message=message, last_transition_time=NOW)]
-
-
-def base_model(name: str = "tiny") -> Model:
-    return Model(
-        metadata=meta(name),
-        spec=ModelSpec(catalog_name="tiny-llama"),
-        status=ModelStatus(
-            observed_generation=1,
-            conditions=ready(),
-            artifact=ModelArtifact(uri="file:///srv/corral/artifacts/catalog/tiny-llama", size_bytes=10),
-            architecture="llama",
-            parameters=1377408,
-            context_length=1024,
-            chat_template="chatml",
-        ),
-    )
-
-
-def dataset(
-    name: str = "support", license_: str = "Apache-2.0", commercial: str = "allowed", ok: bool = True
-) -> Dataset:
-    conditions = (
-        ready("12 examples")
-        if ok
-        else [Condition(type="Ready", status="False", reason="Invalid", message="3 invalid records: line 2: bad")]
-    )
-    return Dataset(
-        metadata=meta(name),
-        spec=DatasetSpec(
-            uri=f"file:///data/{name}.jsonl", license=LicenseSpec(name=license_, commercial_use=commercial)
-        ),
-        status=DatasetStatus(
-            observed_generation=1,
-            conditions=conditions,
-            format="alpaca",
-            report=DatasetReport(
-                examples=12, token_stats=[RoleTokenStats(role="all", min=5, p5=5, median=20, p95=40, max=50)]
-            ),
-        ),
-    )
-
-
-def job(generation: int = 1, finalizers: tuple[str, ...] = (FINALIZER,), **spec: Any) -> FineTuneJob:
-    fields: dict[str, Any] = {"baseModel": {"name": "tiny"}, "datasets": [{"name": "support"}]}
-    fields.update(spec)
-    return FineTuneJob(
-        metadata=meta("bot", generation, finalizers=list(finalizers)),
-        spec=FineTuneJobSpec.model_validate(fields),
-    )
 
 
 def world(**kw: Any) -> FineTuneJobWorld:
@@ -355,7 +293,7 @@ def test_success_creates_output_model_and_deployment_once() -> None:
 
 def test_success_adds_adapter_to_existing_deployment_once() -> None:
     existing = ModelDeployment(
-        metadata=meta("support"),
+        metadata=meta("support", resource_version="7"),
         spec=ModelDeploymentSpec(
             model=LocalObjectReference(name="tiny"),
             adapters=[AdapterSpec(name="other", model=LocalObjectReference(name="other"))],

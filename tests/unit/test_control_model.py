@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,6 @@ from corral.api.v1alpha1 import (
     LocalObjectReference,
     Model,
     ModelSpec,
-    ObjectMeta,
 )
 from corral.api.v1alpha1.dataset import DatasetReport
 from corral.control import (
@@ -31,14 +31,14 @@ from corral.control import (
     reconcile_model,
 )
 from corral.control._observe import check_dataset_data, probe_artifact
+from tests.support import objects
 
 NOW = datetime(2025, 1, 1, tzinfo=UTC)
 SETTINGS = ControlSettings(artifact_root="file:///srv/a")
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "data"
 
 
-def meta(name: str, **extra: Any) -> ObjectMeta:
-    return ObjectMeta(name=name, namespace="ns", generation=1, **extra)
+meta = partial(objects.meta, ns="ns", uid=None)
 
 
 def ready(obj: Model | Dataset) -> Condition:

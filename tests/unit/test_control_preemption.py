@@ -2,29 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from corral.api.v1alpha1 import (
     Condition,
-    Dataset,
-    DatasetSpec,
     FineTuneJob,
-    FineTuneJobSpec,
-    GPUPool,
-    GPUPoolSpec,
-    LicenseSpec,
-    Model,
     ModelDeployment,
-    ModelDeploymentSpec,
-    ModelSpec,
-    ObjectMeta,
 )
-from corral.api.v1alpha1.dataset import DatasetReport, DatasetStatus, RoleTokenStats
 from corral.api.v1alpha1.finetunejob import CheckpointInfo
-from corral.api.v1alpha1.model import ModelArtifact, ModelStatus
 from corral.control import (
-    FINALIZER,
     ControlSettings,
     DeploymentWorld,
     DeployServe,
@@ -41,46 +28,14 @@ from corral.control import (
 from corral.control._placement import allocation_of, waiting_request
 from corral.drivers import Handle, JobState
 from corral.scheduler import Allocation, PlacementRequest
+from tests.support import objects
+from tests.support.objects import NOW, base_model, dataset, finetunejob, gpupool, ready
 
-NOW = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
-NS = "team-a"
 SETTINGS = ControlSettings(artifact_root="file:///srv/corral/artifacts", python="/opt/venv/bin/python")
-READY = [Condition(type="Ready", status="True", reason="Ok", message="ok", last_transition_time=NOW)]
 
-
-def meta(name: str, created: datetime = NOW, **extra: Any) -> ObjectMeta:
-    return ObjectMeta(name=name, namespace=NS, generation=1, uid=f"uid-{name}", creation_timestamp=created, **extra)
-
-
-BASE = Model(
-    metadata=meta("tiny"),
-    spec=ModelSpec(catalog_name="tiny-llama"),
-    status=ModelStatus(
-        conditions=READY,
-        artifact=ModelArtifact(uri="file:///srv/corral/artifacts/catalog/tiny-llama", size_bytes=10),
-        architecture="llama",
-        parameters=1377408,
-        context_length=1024,
-    ),
-)
-DATA = Dataset(
-    metadata=meta("support"),
-    spec=DatasetSpec(
-        uri="file:///data/support.jsonl", license=LicenseSpec(name="Apache-2.0", commercial_use="allowed")
-    ),
-    status=DatasetStatus(
-        conditions=READY,
-        report=DatasetReport(
-            examples=12, token_stats=[RoleTokenStats(role="all", min=5, p5=5, median=20, p95=40, max=50)]
-        ),
-    ),
-)
-POOL = GPUPool(
-    metadata=ObjectMeta(name="a100", generation=1),
-    spec=GPUPoolSpec(
-        accelerator_type="nvidia-a100-80gb", gpus_per_node=4, gpu_memory="80Gi", max_nodes=1, price_per_gpu_hour="2.50"
-    ),
-)
+BASE = base_model(chat_template=None, observed_generation=None, conditions=ready(), created=NOW)
+DATA = dataset(observed_generation=None, format_=None, conditions=ready(), created=NOW)
+POOL = gpupool()
 MODELS = {"tiny": BASE}
 DATASETS = {"support": DATA}
 
@@ -88,25 +43,12 @@ DATASETS = {"support": DATA}
 def job(
     name: str = "bot", *, priority: int = 0, preemptible: bool = True, age_h: float = 1, **spec: Any
 ) -> FineTuneJob:
-    fields: dict[str, Any] = {
-        "baseModel": {"name": "tiny"},
-        "datasets": [{"name": "support"}],
-        "resources": {"workers": 1, "gpusPerWorker": 4, "priority": priority, "preemptible": preemptible},
-    }
-    fields.update(spec)
-    return FineTuneJob(
-        metadata=meta(name, NOW - timedelta(hours=age_h), finalizers=[FINALIZER]),
-        spec=FineTuneJobSpec.model_validate(fields),
-    )
+    resources = {"workers": 1, "gpusPerWorker": 4, "priority": priority, "preemptible": preemptible}
+    return finetunejob(name, created=NOW - timedelta(hours=age_h), **{"resources": resources, **spec})
 
 
 def deployment(name: str = "chat", priority: int = 100) -> ModelDeployment:
-    return ModelDeployment(
-        metadata=meta(name, finalizers=[FINALIZER]),
-        spec=ModelDeploymentSpec.model_validate(
-            {"model": {"name": "tiny"}, "resources": {"gpusPerReplica": 4, "priority": priority}}
-        ),
-    )
+    return objects.deployment(name, created=NOW, resources={"gpusPerReplica": 4, "priority": priority})
 
 
 def job_world(**kw: Any) -> FineTuneJobWorld:

@@ -29,8 +29,9 @@ from corral.api.v1alpha1 import (
     ModelSpec,
     ObjectMeta,
 )
-from corral.control import EmbeddedControlPlane, job_files
+from corral.control import job_files
 from corral.drivers import FakeDriver, Handle
+from corral.embedded import EmbeddedControlPlane
 from corral.store import NotFound, SqliteStore
 from tests.support.poll import wait_until
 

@@ -428,3 +428,18 @@ def test_placement_for_job_without_pool_uses_spec_accelerator() -> None:
     job = finetunejob(acceleratorType="nvidia-l4")
     placement = PodPlacement.for_job(job)
     assert placement.accelerator_type == "nvidia-l4" and placement.node_selector == {}
+
+
+def test_serving_pods_of_a_cluster_checking_kubernetes_tokens_get_the_flag_and_their_token() -> None:
+    """The replica asks the API server about Kubernetes tokens with its pod's ServiceAccount token."""
+    dep = deployment()
+    on = SETTINGS.model_copy(update={"chat_kubernetes_auth": True})
+    cluster = build_rayservice(Handle.for_deployment(dep), {"applications": []}, on)["spec"]["rayClusterConfig"]
+    for pod in [cluster["headGroupSpec"]["template"]["spec"], cluster["workerGroupSpecs"][0]["template"]["spec"]]:
+        env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+        assert env["CORRAL_CHAT_KUBERNETES_AUTH"] == "true"
+        assert pod["automountServiceAccountToken"] is True
+    job = build_rayjob(Handle.for_job(finetunejob()), on, submission_id="s", entrypoint="e", runtime_env={})
+    assert "CORRAL_CHAT_KUBERNETES_AUTH" not in str(job) and "automountServiceAccountToken" not in str(job)
+    off = build_rayservice(Handle.for_deployment(dep), {"applications": []}, SETTINGS)
+    assert "CORRAL_CHAT_KUBERNETES_AUTH" not in str(off) and "automountServiceAccountToken" not in str(off)

@@ -23,6 +23,7 @@ HEAVY = ("torch", "transformers", "peft", "deepspeed")
         "import corral_operator.controlapi",
         "import corral.controlapi",
         "import corral.control",
+        "import corral.embedded",
         "from corral.training import TrainingJob, EventWriter, load_job, read_events",
     ],
 )

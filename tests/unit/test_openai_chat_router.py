@@ -11,14 +11,12 @@ from corral.controlapi._openai_chat import ChatRouter
 from corral.controlapi._openai_schemas import OpenAIError
 from corral.serving import MULTIPLEX_HEADER
 from corral.store import SqliteStore
+from tests.support.objects import applied, deployment
 
 
 def _deployment(store: SqliteStore, namespace: str, name: str, adapters: list[str], endpoint: str | None) -> None:
-    spec = {
-        "model": {"name": "tiny-llama"},
-        "adapters": [{"name": a, "model": {"name": f"model-{i}"}} for i, a in enumerate(adapters)],
-    }
-    store.create(ModelDeployment.model_validate({"metadata": {"name": name, "namespace": namespace}, "spec": spec}))
+    listed = [{"name": a, "model": {"name": f"model-{i}"}} for i, a in enumerate(adapters)]
+    store.create(applied(deployment(name, ns=namespace, finalizers=(), model={"name": "tiny-llama"}, adapters=listed)))
     status = {"phase": "Ready", "servedModels": ["tiny-llama", *adapters]}
     if endpoint:
         status["endpoint"] = endpoint

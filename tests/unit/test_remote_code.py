@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import torch
 
-from corral.api.v1alpha1 import Model, ModelSpec, ObjectMeta
+from corral.api.v1alpha1 import Model, ModelSpec
 from corral.api.v1alpha1.finetunejob import Hyperparameters, LoRASpec
 from corral.control import ArtifactProbe, ControlSettings, ModelWorld, reconcile_model
 from corral.control._jobspec import job_document
@@ -33,6 +33,7 @@ from corral.serving._prompt import Prompter
 from corral.training import LoopConfig, build_model, run_loop
 from corral.training._data import load_conversations, prepare_units
 from corral.training._job import TrainingJob
+from tests.support.objects import meta
 
 torch.set_num_threads(1)
 NOW = datetime(2025, 1, 1, tzinfo=UTC)
@@ -83,8 +84,7 @@ def remote(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _model(uri: str, *, trust: bool, namespace: str = "team-a") -> Model:
-    meta = ObjectMeta(name="glm-like", namespace=namespace, generation=1)
-    return Model(metadata=meta, spec=ModelSpec(uri=uri, trust_remote_code=trust))
+    return Model(metadata=meta("glm-like", ns=namespace, uid=None), spec=ModelSpec(uri=uri, trust_remote_code=trust))
 
 
 def test_the_probe_sees_code_shipped_with_the_weights(remote: Path) -> None:
@@ -122,8 +122,7 @@ def test_remote_code_needs_the_models_opt_in_and_the_namespaces_allowance(
 
 
 def test_a_catalog_model_that_needs_remote_code_is_refused_without_the_opt_in() -> None:
-    meta = ObjectMeta(name="glm", namespace="team-a", generation=1)
-    model = Model(metadata=meta, spec=ModelSpec(catalog_name="chatglm-6b"))
+    model = Model(metadata=meta("glm", uid=None), spec=ModelSpec(catalog_name="chatglm-6b"))
     probe = ArtifactProbe(uri="hf://THUDM/chatglm-6b", exists=True, size_bytes=1, sha256="a" * 64)
     settings = ControlSettings(artifact_root="file:///srv/a", remote_code_namespaces=frozenset(["*"]))
     result = reconcile_model(model, ModelWorld(now=NOW, settings=settings, probe=probe))

@@ -225,7 +225,7 @@ def test_embedded_control_plane_starts_and_stops(tmp_path: Path) -> None:
     import socket
     import urllib.request
 
-    from corral.control import EmbeddedControlPlane
+    from corral.embedded import EmbeddedControlPlane
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -7,13 +7,13 @@ from decimal import Decimal
 
 import pytest
 
+from corral.api import parse_quantity
 from corral.scheduler import (
     ModelProfile,
     estimate_serving,
     estimate_training,
     get_accelerator,
     model_state_bytes,
-    parse_quantity,
     serving_gpus_needed,
 )
 

@@ -19,13 +19,16 @@ from corral.serving import (
     MULTIPLEX_HEADER,
     ResolvedModel,
     ServeAppArgs,
+    app_name,
     estimate_cold_start_seconds,
     resolve_engine,
+    route_prefix,
     routing_headers,
     serve_config,
     served_model_names,
 )
 from corral.serving._config import CORRAL_IMPORT_PATH
+from tests.support import objects
 
 URIS = {
     "tiny": "file:///models/tiny",
@@ -41,8 +44,7 @@ def resolve(ref: LocalObjectReference) -> ResolvedModel:
 
 
 def deployment(name: str = "bot", **spec: Any) -> ModelDeployment:
-    spec.setdefault("model", {"name": "tiny"})
-    return ModelDeployment.model_validate({"metadata": {"name": name}, "spec": spec})
+    return objects.deployment(name, ns=None, finalizers=(), **spec)  # no namespace: served as default
 
 
 def ray_validate(config: dict[str, Any]) -> ServeDeploySchema:
@@ -66,7 +68,7 @@ def test_transformers_app_validates_with_rays_schema() -> None:
     config = serve_config([dep], resolve, http_options={"host": "127.0.0.1", "port": 8123})
     schema = ray_validate(config)
     app = schema.applications[0]
-    assert app.name == "bot" and app.route_prefix == "/bot"
+    assert app.name == "default-bot" and app.route_prefix == "/default/bot"
     assert app.import_path == "corral.serving:build_app"
     args = ServeAppArgs.model_validate(app.args)
     assert args.served_name == "support-bot" and args.model_uri == URIS["tiny"]
@@ -192,6 +194,15 @@ def test_transformers_engine_takes_one_gpu_and_refuses_tensor_parallelism() -> N
         serve_config([deployment(engine="transformers", resources={"gpusPerReplica": 2})], resolve)
 
 
+def test_applications_are_named_and_routed_by_namespace_and_name() -> None:
+    a, b = deployment(), deployment()
+    a.metadata.namespace, b.metadata.namespace = "team-a", "team-b"
+    schema = ray_validate(serve_config([a, b], resolve))
+    assert [x.name for x in schema.applications] == ["team-a-bot", "team-b-bot"]
+    assert [x.route_prefix for x in schema.applications] == ["/team-a/bot", "/team-b/bot"]
+    assert [app_name(a), route_prefix(a)] == ["team-a-bot", "/team-a/bot"]
+
+
 def test_duplicate_names_rejected() -> None:
     with pytest.raises(ValueError, match="unique"):
         serve_config([deployment("a"), deployment("a")], resolve)
@@ -283,8 +294,8 @@ def test_vllm_local_model_source_is_a_path() -> None:
 def test_two_deployments_are_two_applications() -> None:
     config = serve_config([deployment("a"), deployment("c")], resolve)
     schema = ray_validate(config)
-    assert [a.name for a in schema.applications] == ["a", "c"]
-    assert [a.route_prefix for a in schema.applications] == ["/a", "/c"]
+    assert [a.name for a in schema.applications] == ["default-a", "default-c"]
+    assert [a.route_prefix for a in schema.applications] == ["/default/a", "/default/c"]
 
 
 def test_vllm_llm_config_validates_with_ray_serve_llms_own_class() -> None:

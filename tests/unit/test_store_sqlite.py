@@ -21,6 +21,7 @@ from corral.store import (
     SqliteStore,
     WatchEvent,
 )
+from tests.support.objects import applied, base_model, finetunejob, gpupool
 
 
 @pytest.fixture
@@ -30,27 +31,15 @@ def store(tmp_path: Path) -> Iterator[SqliteStore]:
 
 
 def model(name: str = "m", namespace: str | None = "team-a", labels: dict[str, str] | None = None) -> Model:
-    return Model.model_validate(
-        {
-            "metadata": {"name": name, "namespace": namespace, "labels": labels or {}},
-            "spec": {"catalogName": "tiny-llama"},
-        }
-    )
+    return applied(base_model(name, ns=namespace, labels=labels or {}))
 
 
 def job(name: str = "bot", namespace: str = "team-a") -> FineTuneJob:
-    return FineTuneJob.model_validate(
-        {
-            "metadata": {"name": name, "namespace": namespace},
-            "spec": {"baseModel": {"name": "tiny-llama"}, "datasets": [{"name": "faq"}]},
-        }
-    )
+    return applied(finetunejob(name, ns=namespace, finalizers=()))
 
 
 def pool(name: str = "cpu") -> GPUPool:
-    return GPUPool.model_validate(
-        {"metadata": {"name": name}, "spec": {"acceleratorType": "cpu", "gpusPerNode": 0, "maxNodes": 1}}
-    )
+    return applied(gpupool(name, accelerator="cpu", gpus_per_node=0, gpu_memory=None, price="0"))
 
 
 def rv(obj: Resource) -> int:

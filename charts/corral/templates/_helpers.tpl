@@ -45,6 +45,13 @@ app.kubernetes.io/component: {{ .component }}
 {{- define "corral.apiServiceAccount" -}}{{ include "corral.fullname" . }}-api{{- end -}}
 {{- define "corral.rayServiceAccount" -}}{{ default (printf "%s-ray" (include "corral.fullname" .)) .Values.ray.serviceAccount.name }}{{- end -}}
 
+{{/* Namespaces whose Ray ServiceAccount is bound to system:auth-delegator (chat endpoints check Kubernetes tokens). */}}
+{{- define "corral.chatAuthNamespaces" -}}
+{{- $ns := .Values.ray.chatKubernetesAuth.namespaces -}}
+{{- if not $ns }}{{- $ns = concat (list .Release.Namespace) .Values.operator.watchNamespaces -}}{{- end -}}
+{{- $ns | uniq | toJson -}}
+{{- end -}}
+
 {{/* Environment for S3 access: plain endpoint/region, credentials only as secretKeyRef. */}}
 {{- define "corral.s3Env" -}}
 {{- with .Values.artifacts.s3.endpointUrl }}
@@ -84,6 +91,7 @@ app.kubernetes.io/component: {{ .component }}
   "ttl_seconds_after_finished" .Values.ray.ttlSecondsAfterFinished
   "upgrade_strategy" .Values.ray.upgradeStrategy
   "chat_tokens_secret" (.Values.ray.chatTokensSecret | default "")
+  "chat_kubernetes_auth" .Values.ray.chatKubernetesAuth.enabled
   "ray_auth" .Values.ray.auth
   "network_policy" .Values.ray.networkPolicy.enabled
   "control_plane_namespaces" (concat (list .Release.Namespace) .Values.ray.networkPolicy.kuberayNamespaces) -}}

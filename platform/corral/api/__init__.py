@@ -9,13 +9,16 @@ from ._loader import (
     validate_source,
 )
 from ._names import kind_for_name
+from ._quantity import Quantity, parse_quantity
 
 __all__ = [
     "DocumentError",
     "FieldProblem",
+    "Quantity",
     "kind_for_name",
     "load_documents",
     "parse_document",
+    "parse_quantity",
     "resolve_relative_uris",
     "validate_source",
 ]

@@ -10,11 +10,16 @@ Checkpoints, adapters, merged weights and datasets are read and written through
 Every put records the content's SHA-256 (as ``sha256`` object metadata on S3); every get
 writes atomically (temp file + rename) and verifies it where the backend recorded one.
 ``hf://`` is read-only and honours huggingface_hub's offline mode and cache.
+
+:func:`job_files_under` and :func:`catalog_model_uri` spell where Corral keeps its own
+files under the artifact root (job folders, materialized catalog models).
 """
 
 from __future__ import annotations
 
 from corral.artifacts._base import ArtifactError, ArtifactInfo, ArtifactNotFound, ArtifactStore
+from corral.artifacts._layout import JobFiles, catalog_model_uri, job_files_under
+from corral.artifacts._local import LocalStore
 from corral.artifacts._policy import URIPolicy, URIRefused, spec_uris
 from corral.artifacts._settings import ArtifactSettings, load_namespace_settings
 from corral.artifacts._uri import ArtifactURI, parse_uri
@@ -26,8 +31,11 @@ __all__ = [
     "ArtifactSettings",
     "ArtifactStore",
     "ArtifactURI",
+    "JobFiles",
     "URIPolicy",
     "URIRefused",
+    "catalog_model_uri",
+    "job_files_under",
     "load_namespace_settings",
     "open_store",
     "parse_uri",
@@ -55,13 +63,11 @@ def open_store(uri: str | ArtifactURI, settings: ArtifactSettings | None = None)
     """
     scheme = parse_uri(uri).scheme
     if scheme == "s3":
-        from corral.artifacts._s3 import S3Store
+        from corral.artifacts._s3 import S3Store  # lazy: boto3 only when an s3:// URI is opened
 
         return S3Store(settings)
     if scheme == "hf":
-        from corral.artifacts._hf import HfStore
+        from corral.artifacts._hf import HfStore  # lazy: huggingface_hub only when an hf:// URI is opened
 
         return HfStore(settings)
-    from corral.artifacts._local import LocalStore
-
     return LocalStore()

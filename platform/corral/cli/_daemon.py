@@ -22,6 +22,8 @@ import signal
 import threading
 from pathlib import Path
 
+from corral.embedded import EmbeddedControlPlane
+
 from ._home import DaemonRecord, HomeLock
 
 __all__ = ["EXIT_LOCKED", "main"]
@@ -64,8 +66,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace, data_dir: Path) -> int:
-    from corral.control import EmbeddedControlPlane
-
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

@@ -16,6 +16,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from corral.data import FormatDetectionError, TemplateError, check_dataset
+
 dataset_app = typer.Typer(help="Inspect instruction datasets.", no_args_is_help=True)
 
 _SHOWN_ERRORS = 20
@@ -155,8 +157,6 @@ def check(
     Exits 1 when any record has an error (training would refuse the file), 2 when the
     file cannot be read or the arguments are wrong.
     """
-    from corral.data import FormatDetectionError, TemplateError, check_dataset
-
     try:
         tok = _load_tokenizer(tokenizer) if tokenizer else None
         report = check_dataset(

@@ -18,8 +18,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from .. import catalog
 from ..api import load_documents
 from ..api.v1alpha1.common import Resource
+from ..artifacts import parse_uri
+from ..catalog import choose_hyperparameters, load_catalog
+from ..data import load_dataset
 from ..scheduler import ModelProfile, PoolState, dry_run_deployment, dry_run_job
 
 __all__ = ["catalog_profile", "estimate", "register"]
@@ -34,10 +38,6 @@ def catalog_profile(name: str) -> ModelProfile | None:
     Tries ``name``, then ``name`` without an ``-instruct``/``-chat``/``-it`` suffix (instruct
     variants share the base's shape).
     """
-    try:
-        from .. import catalog
-    except ImportError:  # pragma: no cover - the catalog ships with Corral
-        return None
     candidates = [name] + [name[: -len(s)] for s in _SUFFIXES if name.endswith(s)]
     for candidate in candidates:
         try:
@@ -83,9 +83,6 @@ def _dataset_tokens(job: Resource, datasets: dict[str, Resource]) -> int | None:
 
 def _dataset_examples(job: Resource, datasets: dict[str, Resource]) -> int | None:
     """Examples of the job's datasets: their reports, else the local files read."""
-    from corral.artifacts import parse_uri
-    from corral.data import load_dataset
-
     total = 0
     for ref in job.spec.datasets:  # type: ignore[attr-defined]
         ds = datasets.get(ref.name)
@@ -107,8 +104,6 @@ def _dataset_examples(job: Resource, datasets: dict[str, Resource]) -> int | Non
 
 def _chosen(job: Resource, models: dict[str, Resource], examples: int | None) -> Any:
     """The hyper-parameters the control plane would choose (``corral.catalog.choose_hyperparameters``)."""
-    from corral.catalog import choose_hyperparameters, load_catalog
-
     if examples is None:
         return None
     spec = job.spec  # type: ignore[attr-defined]

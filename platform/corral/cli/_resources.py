@@ -11,7 +11,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from ..api import DocumentError, kind_for_name
+from ..api import DocumentError, kind_for_name, load_documents
 from ..api.v1alpha1 import Resource
 from ..client import APIStatusError, CorralClient
 from ._columns import age, column_value
@@ -51,8 +51,6 @@ def apply(
     namespace: Namespace = None,
 ) -> None:
     """Create or update resources from YAML, as `kubectl apply -f` does on a cluster."""
-    from ..api import load_documents
-
     objects: list[Resource] = []
     for path in files:
         try:

@@ -36,6 +36,7 @@ import yaml
 
 from ..client import Context, save_context
 from ..client._context import corral_home, load_context
+from ..drivers import stop_recorded_head
 from ._home import DAEMON_MODULE, DaemonRecord, Ports, daemon_lock_held, running_daemon, up_lock
 
 __all__ = ["TokensFileError", "ensure_up", "register", "stop_daemon"]
@@ -68,7 +69,7 @@ def _ensure_token(data_dir: Path, server: str) -> str:
     never rewritten: a new admin entry is appended to it (the other entries stay as they
     are), or, when the file cannot take one safely, :class:`TokensFileError` says why.
     """
-    from corral.controlapi import TokenAuth, hash_token
+    from corral.controlapi import TokenAuth, hash_token  # lazy: FastAPI only for `corral up`, not every command
 
     tokens_file = data_dir / "tokens.yaml"
     try:
@@ -244,8 +245,6 @@ def stop_daemon(data_dir: Path | None = None, timeout: float = 60.0) -> bool:
     left alone. When the daemon was killed and left its Ray head running, that head is
     stopped by the PIDs recorded in ``ray-head.json``.
     """
-    from corral.drivers import stop_recorded_head
-
     data = _data_dir(data_dir)
     stopped = False
     record = running_daemon(data)

@@ -6,8 +6,9 @@
   backend they run on.
 * :mod:`~corral.control._actions` - what they ask for (submit a Ray job, deploy a Serve
   config, create an object, ...); :mod:`~corral.control._observed` - what they are given.
-* :class:`Runner` - the embedded loop (store + driver); :class:`EmbeddedControlPlane` -
-  store, driver, loop and control API in one process (``corral up``).
+* :class:`Runner` - the loop over a store and a driver, the one both composition roots
+  assemble (:mod:`corral.embedded` for ``corral up``, ``corral_operator`` on a cluster);
+  this package imports neither.
 """
 
 from ._actions import (
@@ -26,7 +27,6 @@ from ._actions import (
 from ._conditions import get_condition, is_true, set_condition
 from ._dataset import reconcile_dataset
 from ._deployment import app_config, app_name, config_matches, reconcile_deployment, route_prefix
-from ._embedded import EmbeddedControlPlane
 from ._finetunejob import reconcile_finetunejob
 from ._gpupool import reconcile_gpupool
 from ._jobspec import job_document, job_files, output_model_name, submission_id
@@ -59,7 +59,6 @@ __all__ = [
     "DeleteServe",
     "DeployServe",
     "DeploymentWorld",
-    "EmbeddedControlPlane",
     "FineTuneJobWorld",
     "GPUPoolWorld",
     "MaterializeModel",

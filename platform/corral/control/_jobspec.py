@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import shlex
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from corral.api.v1alpha1 import (
@@ -22,7 +21,7 @@ from corral.api.v1alpha1 import (
     ObjectMeta,
 )
 from corral.api.v1alpha1.modeldeployment import AdapterSpec
-from corral.artifacts import parse_uri
+from corral.artifacts import JobFiles, job_files_under, parse_uri
 from corral.catalog import Choice, choose_hyperparameters, load_catalog
 from corral.training import TrainingJob
 
@@ -95,27 +94,9 @@ def output_type(job: FineTuneJob) -> str:
     return "adapter" if job.spec.method != "full" and not job.spec.output.merge else "merged"
 
 
-@dataclass(frozen=True)
-class JobFiles:
-    """Where a job's files go, under its artifact folder."""
-
-    folder: str
-    job_file: str
-    events: str
-    checkpoints: str
-    output: str
-
-
 def job_files(job: FineTuneJob, settings: ControlSettings) -> JobFiles:
-    """The job's artifact folder and the files in it."""
-    folder = settings.job_folder(job.metadata.namespace or "default", job.metadata.name)
-    return JobFiles(
-        folder=folder,
-        job_file=f"{folder}/job.json",
-        events=f"{folder}/events.jsonl",
-        checkpoints=f"{folder}/checkpoints",
-        output=f"{folder}/output",
-    )
+    """The job's artifact folder and the files in it (see :func:`corral.artifacts.job_files_under`)."""
+    return job_files_under(settings.artifact_root, job.metadata.namespace or "default", job.metadata.name)
 
 
 def _license_id(model: Model) -> str:

@@ -2,7 +2,8 @@
 
 These are the bridges to ``corral.data``, ``corral.artifacts``, ``corral.training`` and
 ``corral.models.tiny``; the runner calls them and hands the results to the pure
-reconcilers. Heavy modules are imported on first use.
+reconcilers. None of them loads the ML stack: the data check runs in a child process,
+and a tiny model is copied from shipped files.
 """
 
 from __future__ import annotations
@@ -19,6 +20,10 @@ from typing import Any
 from corral.api.v1alpha1 import Dataset
 from corral.api.v1alpha1.dataset import DatasetReport
 from corral.artifacts import ArtifactError, ArtifactSettings, open_store, parse_uri
+from corral.data._isolated import DataCheckFailed, check_dataset_isolated
+from corral.models import tiny
+from corral.scheduler import ModelProfile
+from corral.training._events import ProgressEvent, StartedEvent, read_events, summarize
 
 from ._observed import ArtifactProbe, DatasetCheck, TrainingObservation, TrainingRestart
 
@@ -52,8 +57,6 @@ def check_dataset_data(dataset: Dataset, artifact_settings: ArtifactSettings | N
     Returns:
         The check; ``error`` is set when the data cannot be read at all.
     """
-    from corral.data._isolated import DataCheckFailed, check_dataset_isolated
-
     spec = dataset.spec
     try:
         with _local_copy(spec.uri, artifact_settings) as local:
@@ -132,8 +135,6 @@ def probe_artifact(uri: str, artifact_settings: ArtifactSettings | None = None) 
             remote_code = bool(config.get("auto_map"))
             context = config.get("max_position_embeddings") or config.get("seq_length")
             try:
-                from corral.scheduler import ModelProfile
-
                 parameters = ModelProfile.from_hf_config(config).params
             except (KeyError, ValueError, TypeError):
                 parameters = None
@@ -153,8 +154,6 @@ def probe_artifact(uri: str, artifact_settings: ArtifactSettings | None = None) 
 
 def read_training(events_uri: str, keep: int | None = None) -> TrainingObservation:
     """Fold a job's events file (``corral.training``'s JSON lines) into status fields."""
-    from corral.training._events import StartedEvent, read_events, summarize
-
     events = read_events(events_uri)
     summary = summarize(events, keep=keep)
     started = [e for e in events if isinstance(e, StartedEvent)]
@@ -176,8 +175,6 @@ def training_restarts(events: list[Any]) -> tuple[TrainingRestart, ...]:
     """The restarts in an events file: every ``started`` event after the first, once its run
     has logged a step (or ended), with the step it stopped at and the seconds the steps paused.
     """
-    from corral.training._events import ProgressEvent, StartedEvent
-
     restarts: list[TrainingRestart] = []
     seen_start = False
     last_step: int | None = None
@@ -209,8 +206,6 @@ def write_file(uri: str, content: bytes) -> None:
 
 def materialize_model(builtin: str, uri: str) -> None:
     """Build a tiny catalog model (``corral.models.tiny.build``) at ``uri``."""
-    from corral.models import tiny
-
     parsed = parse_uri(uri)
     if parsed.scheme == "file":
         tiny.build(builtin, Path(parsed.path))

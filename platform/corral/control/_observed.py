@@ -15,7 +15,7 @@ from typing import Any
 from corral.api.v1alpha1 import Dataset, GPUPool, Model, ModelDeployment
 from corral.api.v1alpha1.dataset import DatasetReport
 from corral.api.v1alpha1.finetunejob import CheckpointInfo, Evaluation, JobCost, JobMetrics, JobProgress
-from corral.artifacts import ArtifactSettings, URIPolicy
+from corral.artifacts import ArtifactSettings, URIPolicy, catalog_model_uri, job_files_under
 from corral.drivers import JobState, ServeAppState
 from corral.scheduler import Allocation, PlacementRequest
 
@@ -92,16 +92,13 @@ class ControlSettings:
         """Whether an administrator allowed Models in ``namespace`` to run code shipped with their weights."""
         return "*" in self.remote_code_namespaces or namespace in self.remote_code_namespaces
 
-    def _root(self) -> str:
-        return self.artifact_root.rstrip("/")
-
     def job_folder(self, namespace: str, name: str) -> str:
         """Artifact folder of a FineTuneJob: JOB.json, events, checkpoints and the output."""
-        return f"{self._root()}/finetunejobs/{namespace}/{name}"
+        return job_files_under(self.artifact_root, namespace, name).folder
 
     def catalog_model_uri(self, catalog_name: str) -> str:
         """Where a locally built catalog model (the tiny presets) is materialized."""
-        return f"{self._root()}/catalog/{catalog_name}"
+        return catalog_model_uri(self.artifact_root, catalog_name)
 
 
 @dataclass(frozen=True)

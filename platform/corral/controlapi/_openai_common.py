@@ -27,6 +27,7 @@ from corral.store import StoreError
 from ._auth import Authenticator, Principal
 from ._limits import InputError, check_namespace, decode_json
 from ._openai_schemas import OpenAIError
+from ._status import APIError
 
 __all__ = [
     "Namespace",
@@ -47,8 +48,6 @@ T = TypeVar("T")
 
 
 def _principal(request: Request, credentials: HTTPAuthorizationCredentials | None) -> Principal:
-    from ._status import APIError
-
     auth: Authenticator = request.app.state.auth
     try:
         return auth.authenticate(credentials.credentials if credentials else None)

@@ -19,9 +19,11 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from corral import catalog
 from corral.api import DocumentError, parse_document
 from corral.api._show import show
 from corral.api.v1alpha1 import Dataset, FineTuneJob, GPUPool, Model, ModelDeployment
+from corral.scheduler import ModelProfile, PoolState, dry_run_deployment, dry_run_job
 from corral.store import NotFound, Store
 
 from ._limits import BodyTooLarge, InputError, decode_yaml
@@ -35,9 +37,6 @@ _SUFFIXES = ("-instruct", "-chat", "-it")
 
 
 def _profile(store: Store, namespace: str, model_ref: str) -> Any:
-    from corral import catalog
-    from corral.scheduler import ModelProfile
-
     name = model_ref
     try:
         model = store.get(Model, namespace, model_ref)
@@ -85,13 +84,8 @@ def estimate(store: Store, namespace: str, body: Any) -> dict[str, Any]:
     """Estimate a FineTuneJob or ModelDeployment document (see the module docstring).
 
     Raises:
-        OpenAIError: 400 for another kind or an invalid object, 404 for an unknown model,
-            503 when :mod:`corral.scheduler` cannot be imported.
+        OpenAIError: 400 for another kind or an invalid object, 404 for an unknown model.
     """
-    try:
-        from corral.scheduler import PoolState, dry_run_deployment, dry_run_job
-    except ImportError as exc:  # pragma: no cover - the scheduler ships with Corral
-        raise OpenAIError(503, f"the scheduler is not available: {exc}", code="scheduler_unavailable") from None
     if not isinstance(body, dict):
         raise OpenAIError(400, "the body must be a FineTuneJob or ModelDeployment object", code="invalid_request")
     body = dict(body)

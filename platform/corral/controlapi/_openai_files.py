@@ -29,6 +29,7 @@ from starlette.concurrency import run_in_threadpool
 
 from corral.api._show import show
 from corral.artifacts import ArtifactNotFound, open_store, parse_uri
+from corral.data._isolated import DataCheckFailed, check_dataset_isolated
 
 from ._limits import MAX_UPLOAD_BYTES, BodyTooLarge
 from ._multipart import MultipartError, Upload, boundary_of, split_multipart
@@ -55,8 +56,6 @@ def validate_file(uri: str) -> tuple[str, str | None, dict[str, Any]]:
         ``(status, status_details, validation)``: ``processed`` or ``error``, a one-line
         summary when in error, and the report (``ok``, ``format``, examples, errors with lines).
     """
-    from corral.data._isolated import DataCheckFailed, check_dataset_isolated
-
     try:
         checked = check_dataset_isolated(uri, format="auto")
     except DataCheckFailed as exc:

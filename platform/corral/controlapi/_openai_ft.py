@@ -45,6 +45,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
+from corral import catalog
 from corral.api.v1alpha1 import SERVING_PHASES, Dataset, FineTuneJob, Model, ModelDeployment
 from corral.api.v1alpha1.common import LicenseSpec
 from corral.api.v1alpha1.finetunejob import Hyperparameters
@@ -204,7 +205,6 @@ def _ensure_model(store: Store, namespace: str, model: str) -> str:
             return candidate
         except (NotFound, ValueError):
             continue
-    from corral import catalog
 
     try:
         catalog.get(model)
@@ -300,8 +300,6 @@ def _merge_hyperparameters(req: FineTuningJobCreate) -> Hyperparameters:
         update["micro_batch_size"] = min(hp.micro_batch_size, chosen.batch_size)
     multiplier = chosen.learning_rate_multiplier
     if isinstance(multiplier, float | int) and not isinstance(multiplier, bool):
-        from corral import catalog
-
         rate = hp.learning_rate or catalog.load_catalog().recipe_for_model(req.model).learning_rate("lora")
         update["learning_rate"] = rate * float(multiplier)
     if req.seed is not None:

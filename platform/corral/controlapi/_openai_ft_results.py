@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+from corral import catalog
 from corral.api.v1alpha1 import FineTuneJob, Model
 from corral.artifacts import ArtifactNotFound
 from corral.store import NotFound, Store
@@ -40,8 +41,6 @@ def results_file_id(job: FineTuneJob) -> str:
 
 def _recipe_rate(job: FineTuneJob) -> float:
     """The learning rate ``learning_rate_multiplier`` multiplies: the base model's recipe rate."""
-    from corral import catalog
-
     model = job.metadata.annotations.get(_A_MODEL, job.spec.base_model.name)
     return catalog.load_catalog().recipe_for_model(model).learning_rate(job.spec.method)
 

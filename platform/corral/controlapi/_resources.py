@@ -20,7 +20,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from corral.api import DocumentError, parse_document
+from corral.api import DocumentError, FieldProblem, parse_document
+from corral.api._show import show as _show
 from corral.api.v1alpha1 import GROUP_VERSION, KINDS, Resource
 from corral.artifacts import URIPolicy, URIRefused, spec_uris
 from corral.store import Store, StoreError
@@ -96,8 +97,6 @@ def _parse(cls: type[Resource], body: Any, namespace: str | None, name: str | No
 
 def show(value: Any) -> str:
     """A bad value for a message, cut before it is rendered."""
-    from corral.api._show import show as _show
-
     return _show(value, 80)
 
 
@@ -111,7 +110,6 @@ def _check_uris(
     policy: URIPolicy | None = getattr(request.app.state, "uri_policy", None)
     if policy is None or principal.all_namespaces or not cls.NAMESPACED or namespace is None:
         return
-    from corral.api import FieldProblem
 
     for path, uri in spec_uris(spec):
         try:

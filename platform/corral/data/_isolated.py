@@ -17,6 +17,8 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
+from corral.data import _report
+
 __all__ = ["CheckedData", "DataCheckFailed", "check_dataset_isolated"]
 
 log = logging.getLogger(__name__)
@@ -60,9 +62,7 @@ class CheckedData:
 
 
 def _summarize(source: str, fmt: str, max_seq_len: int, over_length: str) -> dict[str, Any]:
-    from corral.data import check_dataset
-
-    report = check_dataset(source, format=fmt, max_seq_len=max_seq_len, over_length=over_length)  # type: ignore[arg-type]
+    report = _report.check_dataset(source, format=fmt, max_seq_len=max_seq_len, over_length=over_length)  # type: ignore[arg-type]
     return {
         "ok": report.ok,
         "format": report.format,

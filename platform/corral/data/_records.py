@@ -19,17 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from corral import artifacts
+from corral.api.v1alpha1.dataset import DatasetErrorCode
+
 __all__ = ["ErrorCode", "RecordError", "RecordReader", "read_records"]
 
-ErrorCode = Literal[
-    "invalid_json",
-    "missing_field",
-    "unrecognized_role",
-    "missing_content",
-    "no_assistant_message",
-    "wrong_type",
-    "empty_example",
-]
+ErrorCode = DatasetErrorCode
+"""The error classes (defined once, with the report that carries them, in ``corral.api``)."""
 
 
 class RecordError(ValueError):
@@ -287,12 +283,10 @@ def _local_path(
 ) -> Path:
     text = os.fspath(source)
     if text.startswith("s3://"):
-        from corral.artifacts import open_store  # lazy: boto3 only when needed
-
         directory = tempfile.TemporaryDirectory(prefix="corral-data-")
         tmp.append(directory)
         local = Path(directory.name) / (text.rstrip("/").rsplit("/", 1)[-1] or "data.jsonl")
-        open_store(text, settings).get_file(text, local)
+        artifacts.open_store(text, settings).get_file(text, local)
         return local
     if text.startswith("file://"):
         text = text[len("file://") :]

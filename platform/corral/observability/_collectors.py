@@ -31,6 +31,7 @@ from prometheus_client.registry import Collector
 
 from corral.api.v1alpha1 import Dataset, FineTuneJob, GPUPool, Model, ModelDeployment, Resource
 from corral.api.v1alpha1.finetunejob import GPU_HOLDING_PHASES, Phase
+from corral.artifacts import ArtifactNotFound, job_files_under, open_store
 from corral.store import Store
 
 from ._names import BY_NAME, CONTRACT, LATENCY_BUCKETS_CONTROL
@@ -58,9 +59,7 @@ def events_uri_under(artifact_root: str) -> EventsURI:
     """
 
     def events_uri(job: FineTuneJob) -> str | None:
-        from corral.control import ControlSettings, job_files  # lazy: corral.control imports this package
-
-        return job_files(job, ControlSettings(artifact_root=artifact_root)).events
+        return job_files_under(artifact_root, job.metadata.namespace or "default", job.metadata.name).events
 
     return events_uri
 
@@ -274,8 +273,6 @@ class StoreCollector(Collector):
 
 def _count_events(uri: str) -> tuple[int, int]:
     """Count checkpoint and restart events in an events file (JSON lines with a ``type``)."""
-    from corral.artifacts import ArtifactNotFound, open_store
-
     try:
         data = open_store(uri).get_bytes(uri)
     except ArtifactNotFound:

@@ -19,7 +19,7 @@ Example:
     6
 """
 
-from ._accelerators import ACCELERATORS, Accelerator, get_accelerator, parse_quantity, ray_accelerator_type
+from ._accelerators import ACCELERATORS, Accelerator, get_accelerator, ray_accelerator_type
 from ._cluster import Allocation, ClusterState, PoolState
 from ._estimate import (
     MemoryBreakdown,
@@ -61,7 +61,6 @@ __all__ = [
     "estimate_training",
     "get_accelerator",
     "model_state_bytes",
-    "parse_quantity",
     "place",
     "pools_from",
     "ray_accelerator_type",

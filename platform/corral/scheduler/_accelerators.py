@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 
-__all__ = ["ACCELERATORS", "Accelerator", "get_accelerator", "parse_quantity", "ray_accelerator_type"]
+__all__ = ["ACCELERATORS", "Accelerator", "get_accelerator", "ray_accelerator_type"]
 
 GIB = 1024**3
 
@@ -190,34 +190,3 @@ def ray_accelerator_type(name: str | None) -> str | None:
         return _RAY_TYPES[key]
     bare = re.sub(r"-\d+gb$", "", re.sub(r"^nvidia-(tesla-)?", "", key))
     return bare.upper()
-
-
-_SUFFIX = {
-    "": 1, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18,
-    "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
-}
-
-
-def parse_quantity(value: str) -> int:
-    """Convert a Kubernetes quantity (``80Gi``, ``24G``, ``500m``) to an integer (bytes for memory).
-
-    Raises:
-        ValueError: Not a quantity; says what is allowed.
-    """
-    text = value.strip()
-    for suffix in sorted(_SUFFIX, key=len, reverse=True):
-        if suffix and text.endswith(suffix):
-            number = text[: -len(suffix)]
-            break
-    else:
-        suffix, number = "", text
-    try:
-        amount = float(number)
-    except ValueError:
-        raise ValueError(
-            f"{value!r} is not a quantity; expected a number with an optional suffix "
-            f"({', '.join(s for s in _SUFFIX if s)}), e.g. 80Gi"
-        ) from None
-    if amount < 0:
-        raise ValueError(f"{value!r}: a quantity must not be negative")
-    return int(amount * _SUFFIX[suffix])

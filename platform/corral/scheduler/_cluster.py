@@ -18,7 +18,9 @@ from decimal import Decimal
 from functools import cached_property
 from typing import TYPE_CHECKING, Literal
 
-from ._accelerators import Accelerator, get_accelerator, parse_quantity
+from corral.api import parse_quantity
+
+from ._accelerators import Accelerator, get_accelerator
 
 if TYPE_CHECKING:
     from ..api.v1alpha1.gpupool import GPUPool

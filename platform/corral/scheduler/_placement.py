@@ -31,14 +31,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
+from ..api.v1alpha1.common import Condition, Placement
 from ._accelerators import GIB
 from ._cluster import Allocation, ClusterState, NodePolicy, PoolState
 from ._queue import PendingQueue, Reservation, order_key, select_victims, shadow_time
-
-if TYPE_CHECKING:
-    from ..api.v1alpha1.common import Condition, Placement
 
 __all__ = ["Decision", "PlacementRequest", "Policy", "Scheduler", "Shape", "place"]
 
@@ -150,8 +148,6 @@ class Decision:
 
     def condition(self, observed_generation: int | None = None) -> Condition:
         """The ``Admitted`` condition for the object's status."""
-        from ..api.v1alpha1.common import Condition
-
         return Condition(
             type="Admitted",
             status="True" if self.admitted else "False",
@@ -167,8 +163,6 @@ class Decision:
 
     def placement(self) -> Placement:
         """The ``status.placement`` block (no GPUs held while victims still have to stop)."""
-        from ..api.v1alpha1.common import Placement
-
         return Placement(
             pool=self.pool,
             accelerator_type=self.accelerator_type,

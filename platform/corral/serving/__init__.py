@@ -28,9 +28,11 @@ from corral.serving._config import (
     LLM_DEPLOYMENT,
     MULTIPLEX_HEADER,
     ResolvedModel,
+    app_name,
     cold_start_estimate,
     hold_args,
     resolve_engine,
+    route_prefix,
     routing_headers,
     serve_config,
     served_model_names,
@@ -72,6 +74,7 @@ __all__ = [
     "ServeAppArgs",
     "ServingError",
     "TransformersEngine",
+    "app_name",
     "build_app",
     "cold_start_estimate",
     "default_hold_seconds",
@@ -80,6 +83,7 @@ __all__ = [
     "hold",
     "hold_args",
     "resolve_engine",
+    "route_prefix",
     "routing_headers",
     "serve_config",
     "served_model_names",
@@ -87,6 +91,8 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
+    # PEP 562: the Serve app, the hold helpers and the engine load Ray Serve, FastAPI and torch on
+    # first use, so that building a Serve config (the control plane, the operator) loads none of them.
     if name == "build_app":
         from corral.serving._app import build_app
 

@@ -87,7 +87,7 @@ class CorralActivator:
         path, method = request.url.path.rstrip("/"), request.method
         if not path.endswith("/healthz") and self.auth is not None:
             try:
-                self.auth.check(request.headers.get("authorization"))  # before the body is read
+                await self.auth.authorize(request.headers.get("authorization"))  # before the body is read
             except ServingError as exc:
                 return error_response(exc)
         if method == "POST" and path.endswith("/v1/chat/completions"):

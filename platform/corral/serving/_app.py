@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from ray import serve
 
+from corral.serving._activator import CorralActivator
 from corral.serving._args import ServeAppArgs
 from corral.serving._chat_auth import ChatAuth
 from corral.serving._config import LLM_DEPLOYMENT
@@ -70,6 +71,8 @@ class CorralLLMServer:
         started = time.time()
         import torch
 
+        # Imported in the replica, not where the app is built (no torch there), and timed as
+        # its ``imports`` start-up stage.
         from corral.serving._hf_engine import TransformersEngine
         from corral.serving._loading import load_base
         from corral.serving._openai import OpenAIFrontend
@@ -198,7 +201,6 @@ def build_app(args: dict[str, Any]) -> serve.Application:
     if parsed.hold is None:
         app: serve.Application = bound
         return app
-    from corral.serving._activator import CorralActivator
 
     activator: Any = CorralActivator
     held: serve.Application = activator.bind(parsed.model_dump(mode="json"), bound)

@@ -48,6 +48,15 @@ class ChatAuthArgs(BaseModel):
         "separated (on a cluster: the namespace's chat-tokens Secret, which the Ray pods mount; the operator never "
         "reads it). Unset or empty adds none.",
     )
+    namespace: str | None = Field(
+        default=None,
+        max_length=63,
+        description="Namespace of the ModelDeployment whose endpoint this is (asked about in a SubjectAccessReview "
+        "when the pods accept Kubernetes tokens).",
+    )
+    deployment: str | None = Field(
+        default=None, max_length=253, description="Name of that ModelDeployment (the SubjectAccessReview's name)."
+    )
 
 
 class ServeAppArgs(BaseModel):

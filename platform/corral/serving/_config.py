@@ -5,8 +5,9 @@ A pure function: the caller resolves each ``Model`` reference to a :class:`Resol
 The same dict is deployed to a local Ray's Serve (``PUT /api/serve/applications/``) and
 embedded as ``RayService.spec.serveConfigV2`` on Kubernetes.
 
-Each ModelDeployment becomes one application named after it, served under
-``/<name>`` (so its OpenAI base URL is ``http://<serve>/<name>/v1``):
+Each ModelDeployment becomes one application named ``<namespace>-<name>`` (:func:`app_name`),
+served under ``/<namespace>/<name>`` (:func:`route_prefix`; its OpenAI base URL is
+``http://<serve>/<namespace>/<name>/v1``). An object without a namespace is in ``default``.
 
 * engine ``transformers`` (CPU): ``import_path: corral.serving:build_app`` with
   :class:`~corral.serving.ServeAppArgs` as ``args``; one deployment, ``CorralLLMServer``,
@@ -33,6 +34,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from corral.api import Quantity, parse_quantity
 from corral.api.v1alpha1.common import LocalObjectReference
 from corral.api.v1alpha1.modeldeployment import ModelDeployment, ModelDeploymentSpec
 from corral.artifacts import parse_uri
@@ -47,9 +49,11 @@ __all__ = [
     "MULTIPLEX_HEADER",
     "VLLM_IMPORT_PATH",
     "ResolvedModel",
+    "app_name",
     "cold_start_estimate",
     "hold_args",
     "resolve_engine",
+    "route_prefix",
     "routing_headers",
     "serve_config",
     "served_model_names",
@@ -92,6 +96,16 @@ VLLM_ARCHITECTURES = frozenset({
 
 
 Resolver = Callable[[LocalObjectReference], ResolvedModel]
+
+
+def app_name(deployment: ModelDeployment) -> str:
+    """The Serve application of a ModelDeployment: ``<namespace>-<name>``."""
+    return f"{deployment.metadata.namespace or 'default'}-{deployment.metadata.name}"
+
+
+def route_prefix(deployment: ModelDeployment) -> str:
+    """The HTTP route of a ModelDeployment's application: ``/<namespace>/<name>``."""
+    return f"/{deployment.metadata.namespace or 'default'}/{deployment.metadata.name}"
 
 
 def resolve_engine(spec: ModelDeploymentSpec, architecture: str | None = None) -> Engine:
@@ -164,7 +178,8 @@ def serve_config(
     """Build one Ray Serve config (``serveConfigV2``) serving ``deployments``.
 
     Args:
-        deployments: The ModelDeployments to serve; names must be unique.
+        deployments: The ModelDeployments to serve; each is one application named
+            :func:`app_name` at :func:`route_prefix`, so those must be unique.
         resolve: Resolves a Model reference (base or adapter) to its URI and chat template.
         http_options: Serve ``http_options`` (e.g. ``{"host": "127.0.0.1", "port": 8000}``);
             omitted when ``None`` (KubeRay sets its own).
@@ -173,14 +188,14 @@ def serve_config(
         A JSON-able dict that validates as Ray's ``ServeDeploySchema``.
 
     Raises:
-        ValueError: Two deployments share a name, or a deployment asks for something its
+        ValueError: Two deployments share an application name, or a deployment asks for something its
             engine cannot do (more than one GPU per replica on ``transformers``; non-``s3://``
             adapters on ``vllm``).
     """
-    names = [d.metadata.name for d in deployments]
+    names = [app_name(d) for d in deployments]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
-        raise ValueError(f"deployment names must be unique (repeated: {', '.join(dupes)})")
+        raise ValueError(f"application names (<namespace>-<name>) must be unique (repeated: {', '.join(dupes)})")
     apps = []
     for dep in deployments:
         engine = resolve_engine(dep.spec, resolve(dep.spec.model).architecture)
@@ -193,15 +208,12 @@ def serve_config(
 
 
 def _cpus(spec: ModelDeploymentSpec) -> float:
-    text = spec.resources.cpus_per_replica
-    return float(text[:-1]) / 1000 if text.endswith("m") else float(text)
+    return float(Quantity.parse(spec.resources.cpus_per_replica))
 
 
 def _memory_bytes(spec: ModelDeploymentSpec) -> int | None:
     if spec.resources.memory_per_replica is None:
         return None
-    from corral.scheduler._accelerators import parse_quantity
-
     return parse_quantity(spec.resources.memory_per_replica)
 
 
@@ -288,8 +300,8 @@ def _corral_app(dep: ModelDeployment, resolve: Resolver) -> dict[str, Any]:
             },
         )
     return {
-        "name": dep.metadata.name,
-        "route_prefix": f"/{dep.metadata.name}",
+        "name": app_name(dep),
+        "route_prefix": route_prefix(dep),
         "import_path": CORRAL_IMPORT_PATH,
         "args": args.model_dump(mode="json"),
         "runtime_env": {"env_vars": {"OMP_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false"}},
@@ -369,8 +381,8 @@ def _vllm_app(dep: ModelDeployment, resolve: Resolver) -> dict[str, Any]:
         }
         llm_config["engine_kwargs"] = _clean(engine_kwargs)
     return {
-        "name": dep.metadata.name,
-        "route_prefix": f"/{dep.metadata.name}",
+        "name": app_name(dep),
+        "route_prefix": route_prefix(dep),
         "import_path": VLLM_IMPORT_PATH,
         "args": {"llm_configs": [_clean(llm_config)]},
     }

@@ -9,12 +9,15 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "AuthUnavailableError",
     "ColdStartTimeoutError",
     "EngineClosedError",
+    "ForbiddenError",
     "InvalidRequestError",
     "ModelNotFoundError",
     "OverloadedError",
     "ServingError",
+    "UnauthorizedError",
 ]
 
 
@@ -106,3 +109,27 @@ class ColdStartTimeoutError(ServingError):
     def __init__(self, message: str, *, retry_after: int, param: str | None = None) -> None:
         super().__init__(message, param=param)
         self.retry_after = retry_after
+
+
+class UnauthorizedError(ServingError):
+    """No token, or not one of the deployment's namespace (401)."""
+
+    status = 401
+    type = "invalid_request_error"
+    code = "invalid_api_key"
+
+
+class ForbiddenError(ServingError):
+    """A Kubernetes user whom RBAC does not allow to use this deployment (403)."""
+
+    status = 403
+    type = "invalid_request_error"
+    code = "permission_denied"
+
+
+class AuthUnavailableError(ServingError):
+    """The API server could not be asked who is calling (503); the caller may retry."""
+
+    status = 503
+    type = "server_error"
+    code = "auth_unavailable"

@@ -24,6 +24,8 @@ from typing import Any, Literal
 
 from prometheus_client import CollectorRegistry
 
+from corral import observability as obs
+
 __all__ = ["LATENCY_BUCKETS", "METRIC_NAMES", "STARTUP_BUCKETS", "STARTUP_STAGES", "ServingMetrics"]
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -108,7 +110,6 @@ class ServingMetrics:
             if kind == "gauge":
                 return rm.Gauge(name, description=doc, tag_keys=labels)
             return rm.Histogram(name, description=doc, boundaries=list(buckets), tag_keys=labels)
-        from corral import observability as obs
 
         reg = registry if registry is not None else obs.REGISTRY
         if kind == "counter":

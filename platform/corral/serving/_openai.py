@@ -131,7 +131,7 @@ class OpenAIFrontend:
     async def models(self, request: Request) -> Response:
         """``GET /v1/models``: the base model and its adapters."""
         try:
-            self._authorize(request)
+            await self._authorize(request)
         except ServingError as exc:
             return self._error(exc, None)
         return JSONResponse(self.model_list())
@@ -153,13 +153,13 @@ class OpenAIFrontend:
         """``POST /v1/completions`` (streamed and not)."""
         return await self._route(request, "completion")
 
-    def _authorize(self, request: Request) -> None:
+    async def _authorize(self, request: Request) -> None:
         if self.auth is not None:
-            self.auth.check(request.headers.get("authorization"))
+            await self.auth.authorize(request.headers.get("authorization"))
 
     async def _route(self, request: Request, kind: Kind) -> Response:
         try:
-            self._authorize(request)  # before the body is read
+            await self._authorize(request)  # before the body is read
             raw = await read_capped(request, self.max_body_bytes)
         except ServingError as exc:
             return self._error(exc, None)

@@ -26,6 +26,12 @@ from collections.abc import Sequence
 
 from pydantic import ValidationError
 
+from corral.artifacts import ArtifactError, parse_uri
+from corral.data import DatasetInvalid
+from corral.training._events import CompletedEvent, EventWriter, FailedEvent
+from corral.training._job import load_job
+from corral.training._preflight import preflight
+
 __all__ = ["main"]
 
 logger = logging.getLogger("corral.training")
@@ -47,11 +53,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-    from corral.artifacts import ArtifactError
-    from corral.data import DatasetInvalid
-    from corral.training._events import CompletedEvent, EventWriter, FailedEvent
-    from corral.training._job import load_job
-
     try:
         job = load_job(args.job)
     except (OSError, ArtifactError, ValidationError) as exc:
@@ -64,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         events.write(FailedEvent(reason=reason, message=message))
         return EXIT_REFUSED
 
-    from corral.training._data import load_conversations
+    from corral.training._data import load_conversations  # lazy: torch, once OMP_NUM_THREADS is set and the job read
 
     sources = [*job.datasets, *([job.validation_dataset] if job.validation_dataset else [])]
     for d in sources:
@@ -81,8 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import ray
     import torch
 
-    from corral.training._preflight import preflight
-    from corral.training._trainer import RAY_TRAIN_ENV, build_trainer
+    from corral.training._trainer import RAY_TRAIN_ENV, build_trainer  # lazy: Ray Train, after the refusals above
 
     for key, value in RAY_TRAIN_ENV.items():
         os.environ.setdefault(key, value)
@@ -137,8 +137,6 @@ def _unreadable_message(name: str, uri: str, exc: BaseException) -> str:
 
 def _missing(uri: str) -> bool:
     """True when a local (``file://`` or path) data file does not exist."""
-    from corral.artifacts import parse_uri
-
     try:
         parsed = parse_uri(uri)
     except ValueError:

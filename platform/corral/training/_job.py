@@ -19,6 +19,7 @@ from pydantic import Field, model_validator
 
 from corral.api.v1alpha1.common import CorralModel, DecimalString
 from corral.api.v1alpha1.finetunejob import FineTuneJobSpec
+from corral.artifacts import ArtifactSettings, open_store
 
 __all__ = ["BaseModelSource", "DatasetSource", "TrainingJob", "load_job"]
 
@@ -131,8 +132,6 @@ def load_job(path: str | Path) -> TrainingJob:
     """
     text = str(path)
     if "://" in text:
-        from corral.artifacts import ArtifactSettings, open_store
-
         data = open_store(text, ArtifactSettings.from_env()).get_bytes(text)
         return TrainingJob.model_validate_json(data)
     return TrainingJob.model_validate_json(Path(path).read_text(encoding="utf-8"))

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from corral.api.v1alpha1.finetunejob import FineTuneJobSpec
+from corral.scheduler import ModelProfile, estimate_training
 
 __all__ = ["FIT_FRACTION", "MemoryFit", "memory_fit"]
 
@@ -45,8 +46,6 @@ def memory_fit(model_config: Mapping[str, Any], spec: FineTuneJobSpec, device_by
     Returns:
         On when the job asked for it, or when the batch only fits with it; the estimate per GPU.
     """
-    from corral.scheduler import ModelProfile, estimate_training
-
     hp = spec.hyperparameters
     lora = spec.effective_lora
     profile = ModelProfile.from_hf_config(model_config)

@@ -8,6 +8,8 @@ from typing import Any, Literal
 import torch
 
 from corral.api.v1alpha1.finetunejob import LoRASpec
+from corral.training._deepspeed import Zero3Loading, attach_zero3_loading
+from corral.training._preflight import qlora_refusal
 
 __all__ = ["Method", "autocast_dtype", "base_dtype", "build_model", "load_trainable", "trainable_state_dict"]
 
@@ -113,7 +115,6 @@ def build_model(
     from transformers import AutoModelForCausalLM
     from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
 
-    from corral.training._deepspeed import Zero3Loading, attach_zero3_loading
 
     device = device or torch.device("cpu")
     loading: Zero3Loading | None = None
@@ -128,8 +129,6 @@ def build_model(
         )
     kwargs: dict[str, Any] = {"dtype": base_dtype(method, precision, device)}
     if method == "qlora":
-        from corral.training._preflight import qlora_refusal
-
         reason = qlora_refusal(cuda_available=device.type == "cuda")
         if reason:
             raise ValueError(reason)

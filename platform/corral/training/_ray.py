@@ -22,9 +22,14 @@ from typing import Any
 
 import torch
 
+from corral.api import Quantity
 from corral.artifacts import ArtifactSettings, open_store, parse_uri
+from corral.data import get_template
+from corral.models import tiny
 from corral.training._checkpoint import CheckpointData, read_checkpoint
 from corral.training._data import PreparedData, load_conversations, prepare_units, split_validation
+from corral.training._deepspeed import zero3_load_config
+from corral.training._evaluate import base_of, evaluate
 from corral.training._events import (
     CheckpointEvent,
     EvaluatedEvent,
@@ -34,10 +39,12 @@ from corral.training._events import (
     read_events,
 )
 from corral.training._job import BaseModelSource, TrainingJob
-from corral.training._loop import LoopCallbacks, LoopConfig, LoopResult
+from corral.training._loop import LoopCallbacks, LoopConfig, LoopResult, run_loop
 from corral.training._memory_fit import memory_fit
 from corral.training._model import build_model
+from corral.training._output import save_output
 from corral.training._sampling import steps_per_epoch
+from corral.training._strategies import output_model
 
 __all__ = [
     "loop_config",
@@ -62,8 +69,6 @@ def materialize_base_model(source: BaseModelSource, directory: Path) -> Path:
         A local directory ``from_pretrained`` can read.
     """
     if source.builtin is not None:
-        from corral.models import tiny
-
         return tiny.build(source.builtin, directory)
     assert source.uri is not None  # the model validator guarantees one of the two
     uri = parse_uri(source.uri)
@@ -108,8 +113,6 @@ def prepare_job_data_with_conversations(
     job: TrainingJob, tokenizer: Any
 ) -> tuple[PreparedData, str, str, tuple[list[Any], list[Any]]]:
     """As :func:`prepare_job_data`, also returning the (train, validation) conversations (for evaluation)."""
-    from corral.data import get_template
-
     hp = job.spec.hyperparameters.resolved()
     template_name = job.spec.chat_template or job.base_model.chat_template
     template = get_template(template_name, tokenizer)
@@ -184,11 +187,6 @@ def train_worker(config: dict[str, Any]) -> None:
     import ray.train.torch
     from transformers import AutoTokenizer
 
-    from corral.training._deepspeed import zero3_load_config
-    from corral.training._evaluate import base_of, evaluate
-    from corral.training._loop import run_loop
-    from corral.training._output import save_output
-    from corral.training._strategies import output_model
 
     job = TrainingJob.model_validate(config["job"])
     worker_threads(job.spec.resources.cpus_per_worker)
@@ -433,7 +431,7 @@ def worker_threads(cpus_per_worker: str) -> int:
     Returns:
         The torch thread count set (at least 1).
     """
-    threads = max(1, int(_cpus(cpus_per_worker)))
+    threads = max(1, int(Quantity.parse(cpus_per_worker)))
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # read by tokenizers when it first batches
     torch.set_num_threads(threads)
     return threads
@@ -464,9 +462,3 @@ def _node_shared_dir(run_name: str, rank: int, world: int) -> Path:
 
         dist.broadcast_object_list(token, src=0)
     return Path(tempfile.gettempdir()) / "corral-base" / f"{run_name}-{token[0]}"
-
-
-def _cpus(quantity: str) -> float:
-    if quantity.endswith("m"):
-        return int(quantity[:-1]) / 1000
-    return float(quantity)

@@ -45,7 +45,9 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, get_args
 
 import torch
 
+from corral.training._deepspeed import engine_config, take_zero3_loading, use_cpu_training_accelerator
 from corral.training._fsdp import FSDP_DIR, load_full, load_sharded, save_sharded
+from corral.training._model import trainable_state_dict
 
 if TYPE_CHECKING:
     from corral.api.v1alpha1.finetunejob import Hyperparameters
@@ -150,7 +152,6 @@ class Replicated(Strategy):
     def gather_weights(self) -> dict[str, torch.Tensor] | None:
         if self.rank != 0:
             return None
-        from corral.training._model import trainable_state_dict
 
         return trainable_state_dict(self.module)
 
@@ -393,8 +394,6 @@ def _deepspeed(
     world: int,
     device: torch.device,
 ) -> DeepSpeedStrategy:
-    from corral.training._deepspeed import engine_config, take_zero3_loading, use_cpu_training_accelerator
-
     loading = take_zero3_loading(model)  # dropped when this returns: later from_pretrained calls load whole
     if device.type == "cpu":
         use_cpu_training_accelerator()  # before deepspeed.initialize: no JIT build of its inference-only comm op

@@ -15,10 +15,11 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from corral.api import Quantity
 from corral.artifacts import ArtifactSettings, parse_uri
 from corral.scheduler import ray_accelerator_type
 from corral.training._job import TrainingJob
-from corral.training._ray import _cpus, train_worker
+from corral.training._ray import train_worker
 
 __all__ = ["RAY_TRAIN_ENV", "build_trainer", "run_name_for"]
 
@@ -103,7 +104,7 @@ def build_trainer(
     res = job.spec.resources
     name = run_name or run_name_for(job)
     storage_path, filesystem = _storage(job.checkpoint_uri)
-    cpus = _cpus(res.cpus_per_worker)
+    cpus = float(Quantity.parse(res.cpus_per_worker))
     resources: dict[str, float] = {"CPU": cpus}
     if res.gpus_per_worker:
         resources["GPU"] = res.gpus_per_worker

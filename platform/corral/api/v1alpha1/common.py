@@ -15,6 +15,8 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
+from corral.api._quantity import QUANTITY_PATTERN
+
 __all__ = [
     "API_GROUP",
     "ARTIFACT_URI_PATTERN",
@@ -44,7 +46,7 @@ GROUP_VERSION = f"{API_GROUP}/{API_VERSION}"
 DNS1123_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 DNS1123_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 CAMEL_CASE_REASON = r"^[A-Z][A-Za-z0-9]*$"
-QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$"
+QUANTITY = QUANTITY_PATTERN
 DECIMAL = r"^[0-9]+(\.[0-9]+)?$"
 
 
@@ -78,7 +80,7 @@ QuantityString = Annotated[
     str,
     Field(pattern=QUANTITY, max_length=32),
 ]
-"""A Kubernetes resource quantity such as ``500m``, ``2``, ``80Gi``."""
+"""A Kubernetes resource quantity such as ``500m``, ``2``, ``80Gi`` (its value: ``corral.api.Quantity.parse``)."""
 
 DecimalString = Annotated[
     str,

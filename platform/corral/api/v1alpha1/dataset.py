@@ -14,6 +14,7 @@ __all__ = [
     "DATASET_FORMATS",
     "Dataset",
     "DatasetError",
+    "DatasetErrorCode",
     "DatasetReport",
     "DatasetSpec",
     "DatasetStatus",
@@ -22,6 +23,16 @@ __all__ = [
 
 DATASET_FORMATS = ("auto", "alpaca", "dolly", "sharegpt", "openai", "prompt_completion", "text")
 DatasetFormat = Literal["auto", "alpaca", "dolly", "sharegpt", "openai", "prompt_completion", "text"]
+DatasetErrorCode = Literal[
+    "invalid_json",
+    "missing_field",
+    "unrecognized_role",
+    "missing_content",
+    "no_assistant_message",
+    "wrong_type",
+    "empty_example",
+]
+"""The error classes of a record, as in OpenAI's data preparation checks (``corral.data`` raises them)."""
 
 
 class DatasetSpec(CorralModel):
@@ -65,15 +76,7 @@ class DatasetError(CorralModel):
 
     line: int = Field(ge=0, description="1-based line (JSONL) or 0-based index (JSON array) of the record.")
     field: str = Field(default="", description="Field path inside the record, e.g. messages[2].role.")
-    code: Literal[
-        "invalid_json",
-        "missing_field",
-        "unrecognized_role",
-        "missing_content",
-        "no_assistant_message",
-        "wrong_type",
-        "empty_example",
-    ] = Field(description="Error class, as in OpenAI's data preparation checks.")
+    code: DatasetErrorCode = Field(description="Error class, as in OpenAI's data preparation checks.")
     message: str = Field(description="What is wrong and what is allowed.")
 
 

@@ -68,6 +68,8 @@ _RAY_SERVE_PORT, _RAY_DASHBOARD_PORT = 8000, 8265
 
 CHAT_TOKENS_ENV = "CORRAL_CHAT_TOKENS"
 """Environment variable of RayService pods holding the namespace's chat tokens (from its Secret)."""
+CHAT_KUBERNETES_AUTH_ENV = "CORRAL_CHAT_KUBERNETES_AUTH"
+"""Set to ``true`` in RayService pods whose chat endpoints also accept Kubernetes tokens."""
 
 
 class KubeRaySettings(BaseModel):
@@ -112,6 +114,12 @@ class KubeRaySettings(BaseModel):
         "refused). None: the endpoints ask for no token.",
     )
     chat_tokens_key: str = Field(default="tokens", description="Key of the tokens in chat_tokens_secret.")
+    chat_kubernetes_auth: bool = Field(
+        default=False,
+        description="Chat endpoints also accept Kubernetes bearer tokens (TokenReview, then a SubjectAccessReview for "
+        "get on the ModelDeployment): RayService pods get CORRAL_CHAT_KUBERNETES_AUTH=true and their ServiceAccount's "
+        "token, and that account needs system:auth-delegator in each namespace.",
+    )
     network_policy: bool = Field(
         default=True,
         description="Create a NetworkPolicy (corral-ray) in each namespace with Corral Ray pods: GCS, Ray client, "
@@ -201,6 +209,8 @@ def _env(settings: KubeRaySettings, *, serve: bool = False) -> list[dict[str, An
     if serve and settings.chat_tokens_secret:
         ref = {"name": settings.chat_tokens_secret, "key": settings.chat_tokens_key, "optional": True}
         env.append({"name": CHAT_TOKENS_ENV, "valueFrom": {"secretKeyRef": ref}})
+    if serve and settings.chat_kubernetes_auth:
+        env.append({"name": CHAT_KUBERNETES_AUTH_ENV, "value": "true"})
     if settings.s3_endpoint_url:
         env.append({"name": "AWS_ENDPOINT_URL_S3", "value": settings.s3_endpoint_url})
     if settings.s3_secret_name:
@@ -238,6 +248,8 @@ def _pod_spec(container: dict[str, Any], settings: KubeRaySettings, placement: P
     spec: dict[str, Any] = {"containers": [container]}
     if settings.service_account:
         spec["serviceAccountName"] = settings.service_account
+    if any(e["name"] == CHAT_KUBERNETES_AUTH_ENV for e in container["env"]):
+        spec["automountServiceAccountToken"] = True  # the replica asks the API server about Kubernetes tokens
     if placement is not None:
         if placement.node_selector:
             spec["nodeSelector"] = dict(placement.node_selector)

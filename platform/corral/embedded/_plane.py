@@ -1,7 +1,8 @@
 """``EmbeddedControlPlane``: the whole embedded default in one process (what ``corral up`` starts).
 
 A SQLite store under the data dir, a :class:`~corral.drivers.LocalRayDriver` (a private
-Ray head, or ``RAY_ADDRESS``), the :class:`Runner` thread and the control API on uvicorn.
+Ray head, or ``RAY_ADDRESS``), the :class:`~corral.control.Runner` thread and the control
+API on uvicorn.
 
 Restart-safe: the started Ray head is recorded in the data dir, so a plane started again
 on the same data dir re-attaches to the head an earlier (killed) plane left running, with
@@ -21,12 +22,11 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from corral.artifacts import load_namespace_settings
-from corral.drivers import Driver, LocalRayDriver
+from corral.artifacts import URIPolicy, load_namespace_settings
+from corral.control import ControlSettings, Runner
+from corral.controlapi import ControlAPISettings, TokenAuth, create_app
+from corral.drivers import Driver, LocalRayDriver, read_ray_token
 from corral.store import SqliteStore
-
-from ._observed import ControlSettings
-from ._runner import Runner
 
 __all__ = ["EmbeddedControlPlane"]
 
@@ -125,8 +125,6 @@ class EmbeddedControlPlane:
         self._auth = self._authenticator()
         self._chat_tokens = _chat_tokens(self._auth)
         if self._driver is None:
-            from corral.drivers import read_ray_token
-
             token = read_ray_token() if self._ray_address else None
             self._driver = LocalRayDriver(
                 self._ray_address,
@@ -156,9 +154,6 @@ class EmbeddedControlPlane:
     def _start_api(self) -> None:
         import uvicorn
 
-        from corral.artifacts import URIPolicy
-        from corral.controlapi import ControlAPISettings, create_app
-
         assert self.store is not None
         auth = self._authenticator()
         api = ControlAPISettings.from_env()
@@ -182,8 +177,6 @@ class EmbeddedControlPlane:
         """The control API's authenticator: the one given, else the tokens file (none: every call refused)."""
         if self._auth is not None:
             return self._auth
-        from corral.controlapi import TokenAuth
-
         tokens = self.data_dir / "tokens.yaml"
         return TokenAuth.from_file(tokens) if tokens.exists() else TokenAuth([])
 
@@ -225,8 +218,6 @@ class EmbeddedControlPlane:
 
 def _chat_tokens(auth: Any) -> tuple[tuple[str, frozenset[str] | None], ...] | None:
     """``(sha256, namespaces)`` of the tokens file's entries: the chat endpoints accept the same tokens."""
-    from corral.controlapi import TokenAuth
-
     if not isinstance(auth, TokenAuth):
         logger.warning("the control API's authenticator is not a tokens file: chat endpoints ask for no token")
         return None
