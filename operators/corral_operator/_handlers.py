@@ -35,16 +35,15 @@ from kopf._core.actions.execution import HandlerChildrenRetry as _ChildrenRetry 
 from pydantic import ValidationError
 
 from corral.api import DocumentError, parse_document
-from corral.api.v1alpha1 import API_GROUP, API_VERSION, KINDS, FineTuneJob, GPUPool, ModelDeployment, Resource
+from corral.api.v1alpha1 import API_GROUP, API_VERSION, KINDS, FineTuneJob, ModelDeployment, Resource
 from corral.control import FINALIZER, ControlSettings, Result, Runner
 from corral.drivers import DriverError
+from corral.drivers.kuberay import ChildRefusedError, KubeRayDriver
 from corral.store import Conflict, NotFound, StoreError
 from corral.store.kubernetes import KubernetesStore
 
 from ._admission import Admission, may_book
-from ._driver import ChildRefusedError, KubeRayDriver
 from ._settings import ANNOTATION_PREFIX, OperatorSettings, configure_kopf
-from ._status import refine_status
 from ._world import INDEX_NAMES, World, parse_body, parsed, world_of
 
 __all__ = ["OperatorContext", "invalid_status_patch", "merge_condition", "reconcile"]
@@ -69,16 +68,6 @@ class OperatorContext:
     admission: Admission = field(default_factory=Admission)
     kopf_settings: Any = None
     """kopf's settings (its executor runs the blocking part of the async handlers); None: asyncio's default."""
-
-
-class _OperatorRunner(Runner):
-    """The shared runner, with KubeRay's reasons put back on the status before it is stored."""
-
-    def refine(self, obj: Resource, result: Result) -> Result:
-        driver = self.driver
-        if isinstance(driver, KubeRayDriver):
-            result.status = refine_status(obj, result.status, driver.observed_rayjob, driver.observed_rayservice)
-        return result
 
 
 def _plain(value: Any) -> Any:
@@ -289,15 +278,12 @@ def _reconcile_locked(ctx: OperatorContext, obj: Resource, world: World | None) 
     admission = ctx.admission
     for attempt in range(_CONFLICT_RETRIES):
         try:
-            runner = _OperatorRunner(ctx.store, ctx.driver, ctx.control)
+            runner = Runner(ctx.store, ctx.driver, ctx.control)
             deferred: list[tuple[Resource, Result]] = []
             # Anything that may book GPUs is decided under the one admission lock (see _admission).
             books = may_book(obj) or may_book(admission.ledger.latest(obj))
             with admission.lock if books else contextlib.nullcontext():
                 snap = admission.ledger.overlay(world) if world is not None else runner.snapshot()
-                if isinstance(obj, FineTuneJob | ModelDeployment):
-                    pools: dict[str, GPUPool] = {p.metadata.name: p for p in snap.all("GPUPool")}
-                    runner.driver = ctx.driver.bind(obj, pools)
                 result = runner.reconcile_object(obj, snap, deferred)
                 stored = snap.in_namespace(obj.kind, obj.metadata.namespace).get(obj.metadata.name)
                 if result is None:
@@ -345,7 +331,7 @@ def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     store = KubernetesStore(source="corral-operator")
     memo.corral = OperatorContext(
         store=store,
-        driver=KubeRayDriver(store.api_client, SETTINGS.kuberay, store),
+        driver=KubeRayDriver(store.api_client, SETTINGS.kuberay),
         control=SETTINGS.control(),
         kopf_settings=settings,
     )

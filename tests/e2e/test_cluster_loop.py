@@ -103,11 +103,11 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, moto_s3: MotoS3) -> Iterat
         )
         env = {
             "PATH": os.environ.get("PATH", ""),
-            # the code under test, as the test process imports it (a worktree's, not the editable install's)
-            "PYTHONPATH": os.environ.get("PYTHONPATH", ""),
             "HOME": str(tmp),
             "OMP_NUM_THREADS": "1",
             "KUBECONFIG": str(kubeconfig),
+            # the operator runs this checkout's code, not whatever the environment has installed
+            "PYTHONPATH": os.pathsep.join([str(REPO / "platform"), str(REPO / "operators"), str(REPO)]),
             **_operator_env(operator_deployment, _secret(RELEASE_NS)),
             "TMPDIR": str(tmp),
         }

@@ -22,7 +22,7 @@ import yaml
 from corral.cli._home import DAEMON_MODULE, DaemonRecord
 from corral.client import CorralClient
 from corral.drivers import HeadRecord
-from corral.drivers._head_record import head_pids
+from corral.drivers.local import head_pids
 
 __all__ = ["Home", "wait_until"]
 

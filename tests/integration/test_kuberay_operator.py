@@ -32,9 +32,9 @@ from corral.api.v1alpha1 import FineTuneJob, Model, ModelDeployment
 from corral.api.v1alpha1.model import ModelArtifact, ModelStatus
 from corral.control import ControlSettings, app_config, job_files
 from corral.control._jobspec import entrypoint, submission_id
+from corral.drivers import Handle
 from corral.drivers.kuberay import (
     KubeRaySettings,
-    PodPlacement,
     build_rayjob,
     build_rayservice,
     rayjob_name,
@@ -177,8 +177,7 @@ def test_kuberay_runs_corral_rayjob(kube: KubeCluster, ray_operator: subprocess.
     assert isinstance(job, FineTuneJob) and job.metadata.uid
     sid = submission_id(job)
     body = build_rayjob(
-        job,
-        PodPlacement.for_job(job),
+        Handle.for_job(job),
         SETTINGS,
         submission_id=sid,
         entrypoint=entrypoint(job_files(job, CONTROL).job_file, CONTROL),
@@ -223,9 +222,9 @@ def test_kuberay_runs_corral_rayservice(
     dep = _store(kube, _example("40-deployment.yaml"), namespace)
     assert isinstance(dep, ModelDeployment) and dep.metadata.uid
     config = {"applications": [app_config(dep, {"tiny-llama": _ready_base(namespace)})]}
-    body = build_rayservice(dep, config, PodPlacement.for_deployment(dep), SETTINGS)
+    body = build_rayservice(Handle.for_deployment(dep), config, SETTINGS)
     kube.apply([body])
-    name = rayservice_name(dep)
+    name = rayservice_name(dep.metadata.name)
 
     cluster = eventually(lambda: _owned_cluster(kube, namespace, "RayService", name), f"the RayCluster of {name}")
     rayservice = kube.get_json("rayservices.ray.io", name, "-n", namespace)

@@ -15,10 +15,14 @@ from typing import Any
 
 import pytest
 
-from corral.drivers import LocalRayDriver
+from corral.drivers import Handle, LocalRayDriver, Owner
 from tests.support.poll import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
+
+JOB = Handle(Owner("FineTuneJob", "hello", "test", "uid-1"))
+APP = Handle(Owner("ModelDeployment", "echo", "test", "uid-2"))
+"""One Ray runs every owner's work: the local driver needs nothing of a handle."""
 
 
 @pytest.fixture(scope="module")
@@ -81,17 +85,17 @@ def _loopback(ip: str) -> bool:
 def test_same_submission_id_is_one_job(driver: LocalRayDriver) -> None:
     sid = "corral-test-hello-1"
     entrypoint = "python -c \"print('hi')\""
-    driver.submit_job(sid, entrypoint)
-    driver.submit_job(sid, entrypoint)  # a restarted control plane re-submitting: success, no second job
-    _wait(lambda: (s := driver.job_status(sid)) is not None and not s.active, 120, "the job to finish")
-    state = driver.job_status(sid)
+    driver.submit_job(JOB, sid, entrypoint)
+    driver.submit_job(JOB, sid, entrypoint)  # a restarted control plane re-submitting: success, no second job
+    _wait(lambda: (s := driver.job_status(JOB, sid)) is not None and not s.active, 120, "the job to finish")
+    state = driver.job_status(JOB, sid)
     assert state is not None and state.status == "SUCCEEDED"
     assert state.start_time is not None and state.end_time is not None and state.end_time >= state.start_time
-    assert "hi" in driver.job_logs(sid)
+    assert "hi" in driver.job_logs(JOB, sid)
     _, body = _get(f"{driver.address}/api/jobs/", token=driver.token)
     assert [j["submission_id"] for j in json.loads(body)].count(sid) == 1
-    assert driver.job_status("corral-test-nope-1") is None
-    assert driver.stop_job(sid) is False
+    assert driver.job_status(JOB, "corral-test-nope-1") is None
+    assert driver.stop_job(JOB, sid) is False
 
 
 def _echo(name: str, version: str) -> dict[str, Any]:
@@ -106,17 +110,18 @@ def _echo(name: str, version: str) -> dict[str, Any]:
 def test_serve_deploy_update_in_place_and_delete(driver: LocalRayDriver) -> None:
     endpoint = driver.endpoint()
     assert endpoint is not None
-    driver.deploy_serve({"applications": [_echo("one", "v1")]})
-    _wait(lambda: (a := driver.serve_status().get("one")) is not None and a.status == "RUNNING", 120, "app one")
+    driver.deploy_serve(APP, {"applications": [_echo("one", "v1")]})
+    _wait(lambda: (a := driver.serve_status(APP, "one")) is not None and a.status == "RUNNING", 120, "app one")
     status, body = _get(f"{endpoint}/t/one/v1/models")
     assert status == 200 and json.loads(body) == {"version": "v1", "path": "/t/one/v1/models"}
-    app = driver.serve_status()["one"]
+    app = driver.serve_status(APP, "one")
+    assert app is not None
     assert app.deployments["Echo"] == (1, 1) and app.route_prefix == "/t/one"
     assert app.deployed_config is not None and app.deployed_config["args"] == {"version": "v1"}
 
-    driver.deploy_serve({"applications": [_echo("two", "v1")]})  # upsert: "one" stays
-    _wait(lambda: (a := driver.serve_status().get("two")) is not None and a.status == "RUNNING", 120, "app two")
-    assert set(driver.serve_status()) == {"one", "two"}
+    driver.deploy_serve(APP, {"applications": [_echo("two", "v1")]})  # upsert: "one" stays
+    _wait(lambda: (a := driver.serve_status(APP, "two")) is not None and a.status == "RUNNING", 120, "app two")
+    assert set(driver.applications()) == {"one", "two"}
 
     failures: list[str] = []
     seen: set[str] = set()
@@ -133,7 +138,7 @@ def test_serve_deploy_update_in_place_and_delete(driver: LocalRayDriver) -> None
     thread = threading.Thread(target=hammer, daemon=True)
     thread.start()
     try:
-        driver.deploy_serve({"applications": [_echo("one", "v2")]})  # in-place update
+        driver.deploy_serve(APP, {"applications": [_echo("one", "v2")]})  # in-place update
         _wait(lambda: "v2" in seen, 120, "the update to answer")
     finally:
         stop.set()
@@ -141,10 +146,10 @@ def test_serve_deploy_update_in_place_and_delete(driver: LocalRayDriver) -> None
     assert failures == []
     assert seen <= {"v1", "v2"}
 
-    driver.delete_serve_app("two")
-    _wait(lambda: "two" not in driver.serve_status(), 60, "app two to go")
+    driver.delete_serve_app(APP, "two")
+    _wait(lambda: driver.serve_status(APP, "two") is None, 60, "app two to go")
     assert _get(f"{endpoint}/t/one/x")[0] == 200
-    driver.delete_serve_app("two")  # absent: success
+    driver.delete_serve_app(APP, "two")  # absent: success
 
 
 def test_down_stops_everything_it_started(driver: LocalRayDriver) -> None:

@@ -41,7 +41,7 @@ from typing import Any
 import kubernetes.client
 import yaml
 
-from corral.drivers import LocalRayDriver
+from corral.drivers import Handle, LocalRayDriver, Owner
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +52,12 @@ _HOST_ONLY_PREFIXES = ("AWS_", "CORRAL_S3_", "CORRAL_OPERATOR_", "KUBECONFIG")
 
 def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _handle(obj: Mapping[str, Any]) -> Handle:
+    """The local driver's handle for a KubeRay object: here it owns its Ray cluster (the driver needs none of it)."""
+    meta = obj["metadata"]
+    return Handle(Owner(str(obj.get("kind")), meta["name"], meta.get("namespace"), meta.get("uid")))
 
 
 @contextlib.contextmanager
@@ -146,8 +152,9 @@ class KubeRayHarness:
             self._rayservice(svc)
         for gone in set(self.deployed) - names:  # KubeRay deletes the cluster, and its apps, with the service
             assert self.ray is not None
+            owner = Handle(Owner("RayService", gone, self.namespace))
             for app in (yaml.safe_load(self.deployed.pop(gone)) or {}).get("applications") or []:
-                self.ray.delete_serve_app(app["name"])
+                self.ray.delete_serve_app(owner, app["name"])
 
     def _list(self, plural: str) -> list[dict[str, Any]]:
         found = self.custom.list_namespaced_custom_object(RAY_GROUP, RAY_VERSION, self.namespace, plural)
@@ -195,6 +202,7 @@ class KubeRayHarness:
         if spec.get("suspend") or status.get("jobDeploymentStatus") in ("Complete", "Failed"):
             return
         sid = spec.get("jobId") or name
+        owner = _handle(job)
         cluster = f"{name}-raycluster"
         if name not in self.submitted:
             self._patch_status(
@@ -212,10 +220,10 @@ class KubeRayHarness:
             head = spec["rayClusterSpec"]["headGroupSpec"]["template"]
             runtime_env = yaml.safe_load(spec.get("runtimeEnvYAML") or "") or {}
             runtime_env.setdefault("env_vars", {}).update(self.pod_env(head))
-            self.ray.submit_job(sid, spec["entrypoint"], runtime_env)
+            self.ray.submit_job(owner, sid, spec["entrypoint"], runtime_env)
             self.submitted[name] = sid
             logger.info("harness: submitted RayJob %s as Ray job %s", name, sid)
-        state = self.ray.job_status(sid)
+        state = self.ray.job_status(owner, sid)
         if state is None:
             return
         update: dict[str, Any] = {"jobId": sid, "jobStatus": state.status, "message": state.message or ""}
@@ -225,7 +233,7 @@ class KubeRayHarness:
             update.update(jobDeploymentStatus="Complete", endTime=_now(), succeeded=1)
         else:  # FAILED, STOPPED
             update.update(jobDeploymentStatus="Failed", reason="AppFailed", endTime=_now(), failed=1)
-            update["message"] = f"{state.message}\n{self.ray.job_logs(sid)[-2000:]}".strip()
+            update["message"] = f"{state.message}\n{self.ray.job_logs(owner, sid)[-2000:]}".strip()
         if any(status.get(k) != v for k, v in update.items()):
             self._patch_status("rayjobs", name, update)
 
@@ -244,10 +252,10 @@ class KubeRayHarness:
                 runtime_env = dict(app.get("runtime_env") or {})
                 runtime_env["env_vars"] = {**env, **(runtime_env.get("env_vars") or {})}
                 app["runtime_env"] = runtime_env
-            self.ray.deploy_serve({"applications": apps})
+            self.ray.deploy_serve(_handle(svc), {"applications": apps})
             self.deployed[name] = text
             logger.info("harness: deployed serveConfigV2 of RayService %s (%d applications)", name, len(apps))
-        running = self.ray.serve_status()
+        running = self.ray.applications()
         app_statuses: dict[str, Any] = {}
         ready = bool(apps)
         for app in apps:

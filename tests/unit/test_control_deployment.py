@@ -7,12 +7,13 @@ from functools import partial
 from typing import Any
 
 import pytest
+import yaml
 
 from corral.api.v1alpha1 import (
     Condition,
     ModelDeployment,
 )
-from corral.api.v1alpha1.model import ModelStatus
+from corral.api.v1alpha1.model import ModelArtifact, ModelStatus
 from corral.control import (
     ControlSettings,
     DeleteServe,
@@ -25,7 +26,7 @@ from corral.control import (
     config_matches,
     reconcile_deployment,
 )
-from corral.drivers import FakeDriver
+from corral.drivers import FakeDriver, Handle, Owner
 from tests.support import objects
 from tests.support.objects import NS, model
 
@@ -38,7 +39,7 @@ deployment = partial(objects.deployment, "support", adapters=("bot",))
 
 
 def world(driver: FakeDriver | None = None, **kw: Any) -> DeploymentWorld:
-    app = driver.serve_status().get("team-a-support") if driver else None
+    app = driver.app_states.get("team-a-support") if driver else None
     base: dict[str, Any] = {"now": NOW, "models": MODELS, "app": app, "endpoint": "http://127.0.0.1:8000"}
     base.update(kw)
     return DeploymentWorld(settings=SETTINGS, **base)
@@ -47,9 +48,9 @@ def world(driver: FakeDriver | None = None, **kw: Any) -> DeploymentWorld:
 def apply(driver: FakeDriver, result: Result) -> None:
     for action in result.actions:
         if isinstance(action, DeployServe):
-            driver.deploy_serve(action.config)
+            driver.deploy_serve(action.handle, action.config)
         elif isinstance(action, DeleteServe):
-            driver.delete_serve_app(action.app_name)
+            driver.delete_serve_app(action.handle, action.app_name)
 
 
 def step(dep: ModelDeployment, w: DeploymentWorld) -> tuple[ModelDeployment, Result]:
@@ -153,9 +154,11 @@ def test_commercial_use_refused_and_app_removed() -> None:
     assert ready_cond(dep).reason == "LicenseForbidsCommercialUse"
     assert "tiny" in ready_cond(dep).message and "research" in ready_cond(dep).message
     assert not any(isinstance(a, DeployServe) for a in result.actions)
-    driver.deploy_serve({"applications": [{"name": "team-a-support", "route_prefix": "/team-a/support"}]})
+    driver.deploy_serve(
+        Handle.of(dep), {"applications": [{"name": "team-a-support", "route_prefix": "/team-a/support"}]}
+    )
     _, result = step(dep, world(driver, models=models))
-    assert DeleteServe("team-a-support") in result.actions
+    assert DeleteServe(Handle.of(dep), "team-a-support") in result.actions
 
 
 def test_delete_removes_app_then_finalizer() -> None:
@@ -164,10 +167,64 @@ def test_delete_removes_app_then_finalizer() -> None:
     apply(driver, result)
     deleting = dep.model_copy(update={"metadata": dep.metadata.model_copy(update={"deletion_timestamp": NOW})})
     _, result = step(deleting, world(driver))
-    assert result.actions == [DeleteServe("team-a-support")]
+    assert result.actions == [DeleteServe(Handle.of(dep), "team-a-support")]
     apply(driver, result)
     _, result = step(deleting, world(driver))
     assert result.actions == [PatchObject("ModelDeployment", NS, "support", {"metadata": {"finalizers": []}})]
+
+
+def test_deploy_carries_the_owner_and_the_placement_just_decided() -> None:
+    pool = objects.gpupool("l4", accelerator="nvidia-l4", gpu_memory="24Gi", nodeSelector={"pool": "l4"})
+    spec = {"resources": {"gpusPerReplica": 1}, "autoscaling": {"minReplicas": 1, "maxReplicas": 3}}
+    tiny = MODELS["tiny"]
+    sized = tiny.status.model_copy(
+        update={"artifact": ModelArtifact(uri="file:///srv/a/tiny", size_bytes=10), "parameters": 1377408}
+    )
+    models = {**MODELS, "tiny": tiny.model_copy(update={"status": sized})}
+    dep, result = step(deployment(adapters=(), **spec), world(pools=(pool,), models=models))
+    deploy = next(a for a in result.actions if isinstance(a, DeployServe))
+    assert deploy.handle.owner == Owner("ModelDeployment", "support", NS, "uid-support")
+    placement = deploy.handle.placement
+    assert dep.status.placement is not None and dep.status.placement.pool == "l4"
+    assert placement is not None and placement.pool == "l4" and placement.node_selector == {"pool": "l4"}
+    assert (placement.replicas, placement.max_replicas, placement.gpus) == (1, 3, 1)
+
+
+def test_an_upgrade_in_progress_reaches_the_ready_condition() -> None:
+    from corral.drivers.kuberay import deployment_status_from_rayservice
+
+    driver = FakeDriver(auto_ready=True)
+    dep, result = step(deployment(), world(driver))
+    apply(driver, result)
+    dep, _ = step(dep, world(driver))
+    assert dep.status.phase == "Ready"
+    deployed = driver.apps["team-a-support"]
+    rayservice = {
+        "spec": {"serveConfigV2": yaml.safe_dump({"applications": [deployed]})},
+        "status": {
+            "conditions": [{"type": "UpgradeInProgress", "status": "True", "message": "new cluster"}],
+            "activeServiceStatus": {
+                "applicationStatuses": {
+                    "team-a-support": {
+                        "status": "RUNNING",
+                        "serveDeploymentStatuses": {"CorralLLMServer": {"status": "HEALTHY"}},
+                    }
+                }
+            },
+        },
+    }
+    upgrading = deployment_status_from_rayservice(rayservice, "team-a-support").app
+    assert (upgrading.status, upgrading.reason) == ("DEPLOYING", "UpgradeInProgress")
+    changed = deployment(generation=2).model_copy(update={"status": dep.status})
+    dep2, _ = step(changed, world(app=upgrading))
+    assert dep2.status.phase == "Updating"
+    assert (ready_cond(dep2).status, ready_cond(dep2).reason, ready_cond(dep2).message) == (
+        "True",
+        "UpgradeInProgress",
+        "new cluster",
+    )
+    fresh, _ = step(deployment(), world(app=upgrading))  # never ready before: Deploying, with KubeRay's reason
+    assert fresh.status.phase == "Deploying" and ready_cond(fresh).reason == "UpgradeInProgress"
 
 
 def test_config_matches_is_a_subset_compare() -> None:

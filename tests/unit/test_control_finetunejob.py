@@ -37,7 +37,7 @@ from corral.control import (
     WriteFile,
     reconcile_finetunejob,
 )
-from corral.drivers import JobState
+from corral.drivers import Handle, JobState, Owner
 from tests.support.objects import NOW, NS, base_model, dataset, meta, ready
 from tests.support.objects import finetunejob as job
 
@@ -172,6 +172,33 @@ def test_gpu_job_placed_on_a_pool_with_estimated_cost() -> None:
     assert obj.status.cost is not None and obj.status.cost.estimated_usd is not None
     write = next(a for a in result.actions if isinstance(a, WriteFile))
     assert json.loads(write.content)["pricePerGpuHour"] == "2.50"
+
+
+def test_submit_carries_the_owner_and_the_placement_just_decided() -> None:
+    pool = GPUPool(
+        metadata=ObjectMeta(name="a100", generation=1),
+        spec=GPUPoolSpec.model_validate(
+            {
+                "acceleratorType": "nvidia-a100-80gb",
+                "gpusPerNode": 8,
+                "gpuMemory": "80Gi",
+                "maxNodes": 2,
+                "nodeSelector": {"pool": "a100"},
+                "tolerations": [{"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}],
+            }
+        ),
+    )
+    spec = {"resources": {"workers": 2, "gpusPerWorker": 1, "queue": "training"}, "activeDeadlineSeconds": 600}
+    _, result = step(job(**spec), world(pools=(pool,)))
+    submit = next(a for a in result.actions if isinstance(a, SubmitJob))
+    handle = submit.handle
+    assert handle.owner == Owner("FineTuneJob", "bot", NS, "uid-bot")
+    assert handle.queue == "training" and handle.deadline_seconds == 600
+    placement = handle.placement
+    assert placement is not None and placement.pool == "a100"
+    assert (placement.replicas, placement.gpus, placement.accelerator_type) == (2, 1, "nvidia-a100-80gb")
+    assert placement.node_selector == {"pool": "a100"}
+    assert [dict(t) for t in placement.tolerations] == [{"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}]
 
 
 def test_gpu_job_without_pools_waits_unschedulable() -> None:
@@ -331,6 +358,44 @@ def test_failure_reports_the_training_reason() -> None:
     assert obj2.status == obj.status and kinds(result2) == []
 
 
+def test_the_backends_failure_reason_reaches_the_failed_condition() -> None:
+    from corral.drivers.kuberay import finetunejob_status_from_rayjob
+
+    obj = submitted(job())
+    sid = obj.status.submission_id
+    assert sid
+    rayjob = {"status": {"jobDeploymentStatus": "Failed", "reason": "DeadlineExceeded", "message": "ran too long"}}
+    failed = finetunejob_status_from_rayjob(rayjob).job_state(sid)
+    assert (failed.status, failed.reason, failed.message) == ("FAILED", "DeadlineExceeded", "ran too long")
+    done, _ = step(obj, world(job=failed))
+    assert (cond(done, "Failed").reason, cond(done, "Failed").message) == ("DeadlineExceeded", "ran too long")
+    assert cond(done, "Running").reason == "JobFailed"
+    # The training's own reason is better than the backend's.
+    training = TrainingObservation(failed_reason="OutOfMemory", failed_message="CUDA out of memory")
+    done, _ = step(obj, world(job=failed, training=training))
+    assert (cond(done, "Failed").reason, cond(done, "Failed").message) == ("OutOfMemory", "CUDA out of memory")
+    # A backend without reasons (the local Ray) keeps the generic one.
+    done, _ = step(obj, world(job=JobState(sid, "FAILED", message="exit 1")))
+    assert (cond(done, "Failed").reason, cond(done, "Failed").message) == ("JobFailed", "exit 1")
+
+
+def test_a_job_waiting_in_kueue_says_so_on_running() -> None:
+    from corral.drivers.kuberay import finetunejob_status_from_rayjob
+
+    obj = submitted(job())
+    sid = obj.status.submission_id
+    assert sid
+    rayjob = {"spec": {"suspend": True}, "status": {"jobDeploymentStatus": "Suspended"}}
+    queued = finetunejob_status_from_rayjob(rayjob).job_state(sid)
+    waiting, _ = step(obj, world(job=queued))
+    assert waiting.status.phase == "Admitted"
+    assert cond(waiting, "Running").reason == "Pending" and "Kueue" in cond(waiting, "Running").message
+    starting = finetunejob_status_from_rayjob({"status": {"jobDeploymentStatus": "Initializing"}}).job_state(sid)
+    assert starting.reason == ""  # the status says it all: the generic reason
+    waiting, _ = step(obj, world(job=starting))
+    assert cond(waiting, "Running").reason == "JobPending"
+
+
 def test_stopped_outside_is_cancelled() -> None:
     obj = submitted(job())
     sid = obj.status.submission_id
@@ -348,7 +413,7 @@ def test_deadline_stops_the_job() -> None:
     obj, result = step(obj, world(job=running, now=NOW + timedelta(seconds=61)))
     assert obj.status.phase == "Failed"
     assert cond(obj, "Failed").reason == "DeadlineExceeded"
-    assert StopJob(sid) in result.actions
+    assert StopJob(Handle.of(obj), sid) in result.actions
 
 
 # -- suspend and delete ---------------------------------------------------------------
@@ -363,7 +428,7 @@ def test_suspend_stops_and_unsuspend_resubmits_with_new_generation() -> None:
     suspended = job(generation=2, suspend=True).model_copy(update={"status": obj.status})
     obj, result = step(suspended, world(job=running))
     assert obj.status.phase == "Suspended"
-    assert StopJob(sid) in result.actions
+    assert StopJob(Handle.of(obj), sid) in result.actions
     assert cond(obj, "Running").reason == "Suspended"
     obj, result = step(obj, world(job=JobState(sid, "STOPPED")))
     assert obj.status.phase == "Suspended" and kinds(result) == []
@@ -393,7 +458,7 @@ def test_delete_stops_the_job_then_releases_the_finalizer() -> None:
     assert sid
     deleting = obj.model_copy(update={"metadata": obj.metadata.model_copy(update={"deletion_timestamp": NOW})})
     obj2, result = step(deleting, world(job=JobState(sid, "RUNNING")))
-    assert StopJob(sid) in result.actions
+    assert StopJob(Handle.of(obj), sid) in result.actions
     assert obj2.status.phase == "Cancelled"
     _, result = step(obj2, world(job=JobState(sid, "STOPPED")))
     assert result.actions == [PatchObject("FineTuneJob", NS, "bot", {"metadata": {"finalizers": []}})]

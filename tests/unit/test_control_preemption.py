@@ -26,7 +26,7 @@ from corral.control import (
     reconcile_finetunejob,
 )
 from corral.control._placement import allocation_of, waiting_request
-from corral.drivers import JobState
+from corral.drivers import Handle, JobState
 from corral.scheduler import Allocation, PlacementRequest
 from tests.support import objects
 from tests.support.objects import NOW, base_model, dataset, finetunejob, gpupool, ready
@@ -157,12 +157,12 @@ def test_victim_is_stopped_with_an_actionable_message_and_keeps_its_gpus_until_s
     assert victim.status.preemptions == 1
     assert cond(victim, "Admitted").reason == "Preempted" and cond(victim, "Admitted").message == message
     assert cond(victim, "Running").status == "False" and cond(victim, "Running").reason == "Preempted"
-    assert StopJob(sid) in result.actions
+    assert StopJob(Handle.of(victim), sid) in result.actions
     assert [(e.type, e.reason, e.message) for e in events(result)] == [("Warning", "Preempted", message)]
     # The Ray job is still stopping: it keeps its GPUs (and asks again), it is not queued yet.
     assert held(victim) and held(victim)[0].gpus == 4
     victim, result = step_job(victim, job_world(job=JobState(sid, "RUNNING"), allocations=held(victim), queue=(chat,)))
-    assert result.actions == [StopJob(sid)] and victim.status.preemptions == 1
+    assert result.actions == [StopJob(Handle.of(victim), sid)] and victim.status.preemptions == 1
     assert waiting_request(victim, MODELS, DATASETS) is None
     # Stopped: the GPUs are released and the job queues behind the deployment it made room for.
     victim, result = step_job(victim, job_world(job=JobState(sid, "STOPPED"), allocations=held(victim), queue=(chat,)))
@@ -248,7 +248,7 @@ def test_non_preemptible_job_is_never_preempted() -> None:
     assert chat is not None
     victim, result = step_job(victim, job_world(job=JobState(sid, "RUNNING"), allocations=held(victim), queue=(chat,)))
     assert victim.status.phase == "Running" and victim.status.preemptions == 0
-    assert StopJob(sid) not in result.actions
+    assert StopJob(Handle.of(victim), sid) not in result.actions
 
 
 def test_equal_or_lower_priority_never_preempts() -> None:
@@ -263,7 +263,7 @@ def test_equal_or_lower_priority_never_preempts() -> None:
         after, result = step_job(
             victim, job_world(job=JobState(sid, "RUNNING"), allocations=held(victim), queue=(queued,))
         )
-        assert after.status.phase == "Running" and StopJob(sid) not in result.actions
+        assert after.status.phase == "Running" and StopJob(Handle.of(victim), sid) not in result.actions
 
 
 def test_higher_priority_job_preempts_a_lower_one() -> None:
@@ -276,7 +276,7 @@ def test_higher_priority_job_preempts_a_lower_one() -> None:
     victim, result = step_job(
         victim, job_world(job=JobState(sid, "RUNNING"), allocations=held(victim), queue=(queued,))
     )
-    assert victim.status.phase == "Preempted" and StopJob(sid) in result.actions
+    assert victim.status.phase == "Preempted" and StopJob(Handle.of(victim), sid) in result.actions
     assert cond(victim, "Admitted").message.startswith("preempted by FineTuneJob/team-a/urgent (priority 50)")
 
 
@@ -336,8 +336,8 @@ def test_suspended_job_holds_its_gpus_until_its_ray_job_has_stopped() -> None:
     assert sid is not None
     suspended = obj.model_copy(update={"spec": obj.spec.model_copy(update={"suspend": True})})
     stopping, result = step_job(suspended, job_world(job=JobState(sid, "RUNNING"), allocations=held(obj)))
-    assert stopping.status.phase == "Suspended" and StopJob(sid) in result.actions
+    assert stopping.status.phase == "Suspended" and StopJob(Handle.of(obj), sid) in result.actions
     assert [a.gpus for a in held(stopping)] == [4]  # still running: nobody else may be placed on them yet
     stopped, result = step_job(stopping, job_world(job=JobState(sid, "STOPPED"), allocations=held(stopping)))
-    assert stopped.status.phase == "Suspended" and StopJob(sid) not in result.actions
+    assert stopped.status.phase == "Suspended" and StopJob(Handle.of(obj), sid) not in result.actions
     assert held(stopped) == () and stopped.status.placement is not None and stopped.status.placement.pool == "a100"

@@ -30,7 +30,7 @@ from corral.api.v1alpha1 import (
     ObjectMeta,
 )
 from corral.control import job_files
-from corral.drivers import FakeDriver
+from corral.drivers import FakeDriver, Handle
 from corral.embedded import EmbeddedControlPlane
 from corral.store import NotFound, SqliteStore
 from tests.support.poll import wait_until
@@ -47,14 +47,14 @@ class RecordingDriver(FakeDriver):
         super().__init__(auto_ready=True)
         self.log: list[tuple[str, str]] = []
 
-    def stop_job(self, submission_id: str) -> bool:
-        stopped = super().stop_job(submission_id)
+    def stop_job(self, handle: Handle, submission_id: str) -> bool:
+        stopped = super().stop_job(handle, submission_id)
         if stopped:
             self.log.append(("stop", submission_id))
         return stopped
 
-    def deploy_serve(self, config: Mapping[str, Any]) -> None:
-        super().deploy_serve(config)
+    def deploy_serve(self, handle: Handle, config: Mapping[str, Any]) -> None:
+        super().deploy_serve(handle, config)
         self.log += [("deploy", str(app["name"])) for app in config.get("applications", [])]
 
 

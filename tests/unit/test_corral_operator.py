@@ -232,55 +232,6 @@ def test_rejected_tokens_are_401(token: str | None) -> None:
     assert err.value.code == 401
 
 
-def _job_status(phase: str, *conditions: tuple[str, str, str]) -> Any:
-    from corral.api.v1alpha1 import Condition, FineTuneJobStatus
-
-    return FineTuneJobStatus(
-        phase=phase, conditions=[Condition(type=t, status=s, reason=r, message="m") for t, s, r in conditions]
-    )
-
-
-def test_refine_status_puts_kuberay_reasons_on_conditions() -> None:
-    from corral.api.v1alpha1 import FineTuneJob, ModelDeployment
-    from corral.api.v1alpha1.modeldeployment import ModelDeploymentStatus
-    from corral.drivers.kuberay import deployment_status_from_rayservice, finetunejob_status_from_rayjob
-    from corral_operator._status import refine_status
-
-    job = FineTuneJob.model_validate(
-        {"metadata": {"name": "j", "namespace": "n"}, "spec": {"baseModel": {"name": "b"}, "datasets": [{"name": "d"}]}}
-    )
-    failed = finetunejob_status_from_rayjob(
-        {"status": {"jobDeploymentStatus": "Failed", "reason": "DeadlineExceeded", "message": "ran too long"}}
-    )
-    status = _job_status("Failed", ("Failed", "True", "JobFailed"), ("Running", "False", "JobFailed"))
-    refined = refine_status(job, status, rayjob=failed)
-    assert [(c.type, c.reason) for c in refined.conditions] == [
-        ("Failed", "DeadlineExceeded"),
-        ("Running", "JobFailed"),
-    ]
-    assert refined.conditions[0].message == "ran too long" and status.conditions[0].reason == "JobFailed"
-    trained = _job_status("Failed", ("Failed", "True", "OutOfMemory"))
-    assert refine_status(job, trained, rayjob=failed).conditions[0].reason == "OutOfMemory"  # training knows better
-
-    queued = finetunejob_status_from_rayjob({"spec": {"suspend": True}, "status": {"jobDeploymentStatus": "Suspended"}})
-    waiting = refine_status(job, _job_status("Admitted", ("Running", "False", "JobPending")), rayjob=queued)
-    assert waiting.conditions[0].reason == "Pending" and "Kueue" in waiting.conditions[0].message
-
-    dep = ModelDeployment.model_validate(
-        {"metadata": {"name": "d", "namespace": "n"}, "spec": {"model": {"name": "m"}}}
-    )
-    upgrading = deployment_status_from_rayservice(
-        {"status": {"conditions": [{"type": "UpgradeInProgress", "status": "True", "message": "new cluster"}]}}, "n-d"
-    )
-    from corral.api.v1alpha1 import Condition
-
-    dstatus = ModelDeploymentStatus(
-        phase="Updating", conditions=[Condition(type="Ready", status="True", reason="Updating", message="x")]
-    )
-    ready = refine_status(dep, dstatus, rayservice=upgrading).conditions[0]
-    assert (ready.reason, ready.message) == ("UpgradeInProgress", "new cluster")
-
-
 def test_invalid_spec_merges_conditions_and_keeps_a_finished_phase() -> None:
     from corral_operator._handlers import invalid_status_patch
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -18,6 +19,7 @@ from corral.api.v1alpha1 import (
 from corral.api.v1alpha1.model import ModelArtifact, ModelStatus
 from corral.control import ControlSettings, app_config, job_files
 from corral.control._jobspec import entrypoint
+from corral.drivers import Handle
 from corral.drivers.kuberay import (
     CHAT_TOKENS_ENV,
     KUEUE_QUEUE_LABEL,
@@ -101,9 +103,7 @@ def ready_model(name: str) -> Model:
 def rayjob_for(job: FineTuneJob, pool: GPUPool | None = None) -> dict[str, Any]:
     sid = "corral-team-a-bot-2"
     ep = entrypoint(job_files(job, CONTROL).job_file, CONTROL)
-    return build_rayjob(
-        job, PodPlacement.for_job(job, pool), SETTINGS, submission_id=sid, entrypoint=ep, runtime_env={"pip": []}
-    )
+    return build_rayjob(Handle.for_job(job, pool), SETTINGS, submission_id=sid, entrypoint=ep, runtime_env={"pip": []})
 
 
 # -- RayJob ----------------------------------------------------------------------------
@@ -149,6 +149,14 @@ def test_owner_without_uid_is_refused() -> None:
     job.metadata.uid = None
     with pytest.raises(ValueError, match="uid"):
         rayjob_for(job)
+
+
+def test_starting_work_needs_a_placement() -> None:
+    job = finetunejob()
+    with pytest.raises(ValueError, match="placement"):
+        build_rayjob(Handle.of(job), SETTINGS, submission_id="corral-team-a.bot-2", entrypoint="true")
+    with pytest.raises(ValueError, match="placement"):
+        build_rayservice(Handle.of(deployment()), {"applications": []}, SETTINGS)
 
 
 def test_gpu_placement_becomes_selector_tolerations_limits_and_ray_resource() -> None:
@@ -231,8 +239,8 @@ def test_rayservice_embeds_contract_2() -> None:
     dep = deployment()
     app = app_config(dep, {"tiny": ready_model("tiny")})
     config = {"applications": [app]}
-    obj = build_rayservice(dep, config, PodPlacement.for_deployment(dep), SETTINGS)
-    assert obj["kind"] == "RayService" and obj["metadata"]["name"] == rayservice_name(dep) == "corral-bot"
+    obj = build_rayservice(Handle.for_deployment(dep), config, SETTINGS)
+    assert obj["kind"] == "RayService" and obj["metadata"]["name"] == rayservice_name(dep.metadata.name) == "corral-bot"
     assert yaml.safe_load(obj["spec"]["serveConfigV2"]) == config
     assert obj["spec"]["upgradeStrategy"] == {"type": "NewCluster"}
     cluster = obj["spec"]["rayClusterConfig"]
@@ -248,7 +256,7 @@ def test_rayservice_embeds_contract_2() -> None:
 
 def test_serving_pods_mount_the_namespaces_chat_tokens_and_training_pods_do_not() -> None:
     dep = deployment()
-    svc = build_rayservice(dep, {"applications": []}, PodPlacement.for_deployment(dep), SETTINGS)
+    svc = build_rayservice(Handle.for_deployment(dep), {"applications": []}, SETTINGS)
     cluster = svc["spec"]["rayClusterConfig"]
     for pod in [cluster["headGroupSpec"]["template"]["spec"], cluster["workerGroupSpecs"][0]["template"]["spec"]]:
         env = {e["name"]: e for e in pod["containers"][0]["env"]}
@@ -257,23 +265,21 @@ def test_serving_pods_mount_the_namespaces_chat_tokens_and_training_pods_do_not(
     job = rayjob_for(finetunejob())["spec"]["rayClusterSpec"]
     assert CHAT_TOKENS_ENV not in str(job)
     off = SETTINGS.model_copy(update={"chat_tokens_secret": None})
-    unchecked = build_rayservice(dep, {"applications": []}, PodPlacement.for_deployment(dep), off)
+    unchecked = build_rayservice(Handle.for_deployment(dep), {"applications": []}, off)
     assert CHAT_TOKENS_ENV not in str(unchecked)
 
 
 def test_every_ray_cluster_asks_for_a_token() -> None:
     """Issue 17 item 6: heads listened without a token (dashboard, job submission, GCS)."""
     dep = deployment()
-    svc = build_rayservice(dep, {"applications": []}, PodPlacement.for_deployment(dep), SETTINGS)
+    svc = build_rayservice(Handle.for_deployment(dep), {"applications": []}, SETTINGS)
     job = rayjob_for(finetunejob())
     assert svc["spec"]["rayClusterConfig"]["authOptions"] == {"mode": "token"}
     assert job["spec"]["rayClusterSpec"]["authOptions"] == {"mode": "token"}
     off = SETTINGS.model_copy(update={"ray_auth": "disabled"})
     assert (
         "authOptions"
-        not in build_rayservice(dep, {"applications": []}, PodPlacement.for_deployment(dep), off)["spec"][
-            "rayClusterConfig"
-        ]
+        not in build_rayservice(Handle.for_deployment(dep), {"applications": []}, off)["spec"]["rayClusterConfig"]
     )
 
 
@@ -301,7 +307,7 @@ def test_ray_pods_are_labelled_and_the_network_policy_keeps_them_to_corral() -> 
 
 def test_rayservice_autoscaling_range() -> None:
     dep = deployment(replicas=None, autoscaling={"minReplicas": 1, "maxReplicas": 4})
-    obj = build_rayservice(dep, {"applications": []}, PodPlacement.for_deployment(dep, a100_pool()), SETTINGS)
+    obj = build_rayservice(Handle.for_deployment(dep, a100_pool()), {"applications": []}, SETTINGS)
     cluster = obj["spec"]["rayClusterConfig"]
     group = cluster["workerGroupSpecs"][0]
     assert (group["minReplicas"], group["maxReplicas"]) == (1, 4)
@@ -311,7 +317,7 @@ def test_rayservice_autoscaling_range() -> None:
 
 def test_rayservice_queue_label() -> None:
     dep = deployment()
-    obj = build_rayservice(dep, {"applications": []}, PodPlacement.for_deployment(dep), SETTINGS, queue="serving")
+    obj = build_rayservice(replace(Handle.for_deployment(dep), queue="serving"), {"applications": []}, SETTINGS)
     assert obj["metadata"]["labels"][KUEUE_QUEUE_LABEL] == "serving"
 
 
@@ -345,8 +351,9 @@ def test_rayjob_status_mapping(
     obs = finetunejob_status_from_rayjob({"spec": spec, "status": status})
     assert (obs.phase, obs.reason) == (phase, reason)
     state = obs.job_state("sid")
-    assert state.status == job_status and state.submission_id == "sid"
-    assert state.message.startswith(reason)
+    assert state.status == job_status and state.submission_id == "sid" and state.message
+    # The state carries KubeRay's reason where it says more than the status: failures, waiting, retrying.
+    assert state.reason == (reason if phase in ("Pending", "Failed") and job_status != "STOPPED" else "")
 
 
 def test_rayjob_times_are_parsed() -> None:
@@ -396,7 +403,12 @@ def test_rayservice_status_mapping() -> None:
         ),
         "team-a-bot",
     )
-    assert (upgrading.phase, upgrading.app.status) == ("UpgradeInProgress", "DEPLOYING")
+    assert (upgrading.phase, upgrading.app.status, upgrading.app.reason) == (
+        "UpgradeInProgress",
+        "DEPLOYING",
+        "UpgradeInProgress",
+    )
+    assert ready.app.reason == ""
 
     failed = deployment_status_from_rayservice(_service("DEPLOY_FAILED"), "team-a-bot")
     assert (failed.phase, failed.reason) == ("Failed", "DeployFailed")
@@ -422,16 +434,12 @@ def test_serving_pods_of_a_cluster_checking_kubernetes_tokens_get_the_flag_and_t
     """The replica asks the API server about Kubernetes tokens with its pod's ServiceAccount token."""
     dep = deployment()
     on = SETTINGS.model_copy(update={"chat_kubernetes_auth": True})
-    cluster = build_rayservice(dep, {"applications": []}, PodPlacement.for_deployment(dep), on)["spec"][
-        "rayClusterConfig"
-    ]
+    cluster = build_rayservice(Handle.for_deployment(dep), {"applications": []}, on)["spec"]["rayClusterConfig"]
     for pod in [cluster["headGroupSpec"]["template"]["spec"], cluster["workerGroupSpecs"][0]["template"]["spec"]]:
         env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
         assert env["CORRAL_CHAT_KUBERNETES_AUTH"] == "true"
         assert pod["automountServiceAccountToken"] is True
-    job = build_rayjob(
-        finetunejob(), PodPlacement.for_job(finetunejob()), on, submission_id="s", entrypoint="e", runtime_env={}
-    )
+    job = build_rayjob(Handle.for_job(finetunejob()), on, submission_id="s", entrypoint="e", runtime_env={})
     assert "CORRAL_CHAT_KUBERNETES_AUTH" not in str(job) and "automountServiceAccountToken" not in str(job)
-    off = build_rayservice(dep, {"applications": []}, PodPlacement.for_deployment(dep), SETTINGS)
+    off = build_rayservice(Handle.for_deployment(dep), {"applications": []}, SETTINGS)
     assert "CORRAL_CHAT_KUBERNETES_AUTH" not in str(off) and "automountServiceAccountToken" not in str(off)

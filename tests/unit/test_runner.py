@@ -21,7 +21,7 @@ from corral.api.v1alpha1 import (
     Resource,
 )
 from corral.control import FINALIZER, ControlSettings, Runner, job_files
-from corral.drivers import FakeDriver
+from corral.drivers import FakeDriver, Handle, Owner
 from corral.store import NotFound, SqliteStore
 from tests.support.poll import wait_until
 
@@ -39,11 +39,13 @@ class CrashingDriver(FakeDriver):
         self.crash_before_submit = 0
         self.crash_after_submit = 0
 
-    def submit_job(self, submission_id: str, entrypoint: str, runtime_env: Any = None, resources: Any = None) -> None:
+    def submit_job(
+        self, handle: Handle, submission_id: str, entrypoint: str, runtime_env: Any = None, resources: Any = None
+    ) -> None:
         if self.crash_before_submit:
             self.crash_before_submit -= 1
             raise Crash("killed before the job reached Ray")
-        super().submit_job(submission_id, entrypoint, runtime_env, resources)
+        super().submit_job(handle, submission_id, entrypoint, runtime_env, resources)
         if self.crash_after_submit:
             self.crash_after_submit -= 1
             raise Crash("killed after the job reached Ray")
@@ -112,6 +114,10 @@ def test_references_become_ready_then_one_submission(env: Any) -> None:
     assert j.status.submission_id == "corral-team-a.bot-1"
     assert FINALIZER in j.metadata.finalizers
     assert driver.submitted == ["corral-team-a.bot-1"]
+    # The runner passes the handle the reconciler built: the stored owner (uid included) and its placement.
+    ((method, handle),) = driver.handles
+    assert method == "submit_job" and handle.owner == Owner.of(j) and handle.owner.uid
+    assert handle.placement is not None and handle.placement.replicas == j.spec.resources.workers
     job_file = Path(job_files(j, settings).job_file.removeprefix("file://"))
     assert json.loads(job_file.read_text())["name"] == "bot"
     passes(runner, 3)

@@ -1,9 +1,11 @@
 """What reconcilers ask for: plain, comparable action values the runner applies in order.
 
 Reconcilers never act; they return these. The runner applies them through the store and
-the :class:`~corral.drivers.Driver`, treating "already there" (409 on create, an existing
-submission id) and "already gone" (404 on delete) as success, so applying the same list
-twice changes nothing.
+the :class:`~corral.drivers.Driver`: the driver actions carry the
+:class:`~corral.drivers.Handle` of their owner (and, to start work, the placement the
+reconciler has just decided), which the runner passes through unchanged. It treats
+"already there" (409 on create, an existing submission id) and "already gone" (404 on
+delete) as success, so applying the same list twice changes nothing.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from corral.api.v1alpha1 import Resource
+from corral.drivers import Handle
 
 __all__ = [
     "Action",
@@ -38,8 +41,9 @@ class WriteFile:
 
 @dataclass(frozen=True)
 class SubmitJob:
-    """Submit a Ray job (idempotent by ``submission_id``)."""
+    """Submit a Ray job (idempotent by ``submission_id``) for the handle's owner, where its placement says."""
 
+    handle: Handle
     submission_id: str
     entrypoint: str
     runtime_env: dict[str, Any] = field(default_factory=dict)
@@ -48,15 +52,17 @@ class SubmitJob:
 
 @dataclass(frozen=True)
 class StopJob:
-    """Stop a Ray job (a finished or absent job is success)."""
+    """Stop the owner's Ray job (a finished or absent job is success)."""
 
+    handle: Handle
     submission_id: str
 
 
 @dataclass(frozen=True)
 class DeployServe:
-    """Deploy (create or update in place) the applications of a ``serveConfigV2`` config."""
+    """Deploy (create or update in place) the owner's ``serveConfigV2`` applications, where its placement says."""
 
+    handle: Handle
     config: dict[str, Any]
 
     @property
@@ -67,8 +73,9 @@ class DeployServe:
 
 @dataclass(frozen=True)
 class DeleteServe:
-    """Delete one Serve application (absent is success)."""
+    """Delete one of the owner's Serve applications (absent is success)."""
 
+    handle: Handle
     app_name: str
 
 

@@ -17,12 +17,13 @@ not served goes through ``_Pass.refuse``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from corral.api.v1alpha1 import LocalObjectReference, Model, ModelDeployment
+from corral.api.v1alpha1 import GPUPool, LocalObjectReference, Model, ModelDeployment, Placement
 from corral.api.v1alpha1.modeldeployment import ModelDeploymentStatus
+from corral.drivers import Handle
 from corral.serving import (
     ACTIVATOR_DEPLOYMENT,
     CORRAL_IMPORT_PATH,
@@ -232,7 +233,7 @@ class _Pass:
 
     def delete_app(self) -> None:
         """Ask the driver to delete the Serve application (the one place a DeleteServe is built)."""
-        self.actions.append(DeleteServe(app_name(self.dep)))
+        self.actions.append(DeleteServe(Handle.of(self.dep), app_name(self.dep)))
 
     def refuse(self, phase: str, reason: str, message: str) -> Result:
         """Not served: Pending waits, Failed needs a spec change (and stops serving what is refused)."""
@@ -319,7 +320,8 @@ def _deploy(p: _Pass) -> Result | None:
     st.endpoint = f"{world.endpoint.rstrip('/')}{route_prefix(dep)}/v1" if world.endpoint else None
     p.deploying = world.app is None or not config_matches(p.app, world.app.deployed_config or {})
     if p.deploying:
-        p.actions.append(DeployServe({"applications": [p.app]}))
+        handle = Handle.for_deployment(dep, _placed_pool(dep, st.placement, world.pools))
+        p.actions.append(DeployServe(handle, {"applications": [p.app]}))
     st.replicas, st.ready_replicas = _replica_counts(dep, world)
     return None
 
@@ -344,14 +346,23 @@ def _status(p: _Pass) -> Result | None:
         reason = "DeployFailed" if status == "DEPLOY_FAILED" else "Unhealthy"
         p.cond("False", reason, world.app.message if world.app else status)
         return p.finish(p.deploying_seconds)
+    told = world.app.reason if world.app is not None else ""  # the backend's reason (KubeRay: UpgradeInProgress)
+    told_message = world.app.message if world.app is not None and told else ""
     if was_ready and st.ready_replicas > 0:
         st.phase = "Updating"
         gen = dep.metadata.generation
-        p.cond("True", "Updating", f"rolling out generation {gen}; old replicas keep serving until new ones are ready")
+        default = f"rolling out generation {gen}; old replicas keep serving until new ones are ready"
+        p.cond("True", told or "Updating", told_message or default)
     else:
         st.phase = "Deploying"
-        p.cond("False", "Deploying", f"deploying Serve application {app_name(dep)}")
+        p.cond("False", told or "Deploying", told_message or f"deploying Serve application {app_name(dep)}")
     return p.finish(p.deploying_seconds)
+
+
+def _placed_pool(dep: ModelDeployment, placement: Placement | None, pools: Iterable[GPUPool]) -> GPUPool | None:
+    """The GPUPool the scheduler just placed ``dep`` on (its spec's pool when it has no placement)."""
+    name = placement.pool if placement is not None else dep.spec.resources.pool
+    return next((p for p in pools if p.metadata.name == name), None) if name else None
 
 
 _STEPS: tuple[Step[_Pass], ...] = (_finalizer, _references, _license, _admit, _config, _deploy, _status)

@@ -31,10 +31,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
 
-from corral.api.v1alpha1 import Dataset, FineTuneJob, Model
+from corral.api.v1alpha1 import Dataset, FineTuneJob, GPUPool, Model
 from corral.api.v1alpha1.finetunejob import FineTuneJobStatus, JobCost
 from corral.catalog import check_policy
-from corral.drivers import JobState
+from corral.drivers import Handle, JobState
 
 from ._actions import Action, CreateObject, RecordEvent, Result, StopJob, SubmitJob, WriteFile
 from ._conditions import set_condition
@@ -76,6 +76,7 @@ class _Admission:
     price: str
     message: str
     policy_message: str
+    pool: GPUPool | None  # where the scheduler placed the job (its workers' node selector, tolerations)
 
 
 def _check_references(job: FineTuneJob, world: FineTuneJobWorld) -> _Refusal | tuple[Model, dict[str, Dataset]]:
@@ -114,6 +115,7 @@ def _submit_actions(job: FineTuneJob, world: FineTuneJobWorld, admission: _Admis
     return [
         WriteFile(files.job_file, job_file_bytes(doc)),
         SubmitJob(
+            handle=Handle.for_job(job, admission.pool),
             submission_id=sid,
             entrypoint=entrypoint(files.job_file, world.settings),
             runtime_env=dict(world.settings.job_runtime_env),
@@ -153,7 +155,7 @@ class _Pass:
 
     def stop(self, sid: str) -> None:
         """Ask the driver to stop the Ray job ``sid`` (the one place a StopJob is built)."""
-        self.actions.append(StopJob(sid))
+        self.actions.append(StopJob(Handle.of(self.job), sid))
 
     def finish(self, requeue: float | None = None) -> Result:
         st, old = self.st, self.old
@@ -357,7 +359,7 @@ def _admit(p: _Pass) -> Result | None:
         placement=decision.placement(),
         cost=JobCost(estimated_usd=str(decision.cost_usd) if decision.cost_usd is not None else None),
     )
-    p.admission = _Admission(base, datasets, price, decision.message, p.policy_message)
+    p.admission = _Admission(base, datasets, price, decision.message, p.policy_message, pool)
     return None
 
 
@@ -434,7 +436,7 @@ def _resubmit(p: _Pass) -> Result | None:
         p.cond("Running", "False", "Resubmitted", message)
     base, datasets = checked
     pool = next((x for x in world.pools if st.placement and x.metadata.name == st.placement.pool), None)
-    admission = _Admission(base, datasets, pool.spec.price_per_gpu_hour if pool else "0", "", "")
+    admission = _Admission(base, datasets, pool.spec.price_per_gpu_hour if pool else "0", "", "", pool)
     p.actions.extend(_submit_actions(p.job, world, admission, sid))
     return p.finish(p.follow_seconds)
 
@@ -452,7 +454,10 @@ def _follow(p: _Pass) -> Result | None:
         p.actions.append(RecordEvent("Normal", "Reattached", reattached))
     if ray_job.status == "PENDING":
         st.phase = "Admitted"
-        p.cond("Running", "False", "JobPending", reattached or f"Ray job {sid} is pending")
+        if ray_job.reason:  # the backend says why it waits (KubeRay: Pending in Kueue, Retrying)
+            p.cond("Running", "False", ray_job.reason, ray_job.message or reattached or f"Ray job {sid} is pending")
+        else:
+            p.cond("Running", "False", "JobPending", reattached or f"Ray job {sid} is pending")
         return p.finish(p.follow_seconds)
     if ray_job.status == "RUNNING":
         st.phase = "Running"
@@ -481,8 +486,11 @@ def _follow(p: _Pass) -> Result | None:
     training = world.training
     if ray_job.status == "FAILED":
         st.phase = "Failed"
-        reason = (training.failed_reason if training else None) or "JobFailed"
-        message = (training.failed_message if training else None) or ray_job.message or f"Ray job {sid} failed"
+        # The training's own reason first (it knows best), then the backend's (KubeRay: DeadlineExceeded...).
+        trained = training.failed_reason if training else None
+        reason = trained or ray_job.reason or "JobFailed"
+        told = None if trained else (ray_job.message if ray_job.reason else None)
+        message = told or (training.failed_message if training else None) or ray_job.message or f"Ray job {sid} failed"
         p.cond("Running", "False", "JobFailed", f"Ray job {sid} failed")
         p.cond("Failed", "True", reason, message)
         return p.finish()

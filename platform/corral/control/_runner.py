@@ -27,7 +27,7 @@ from prometheus_client import CollectorRegistry
 
 from corral.api.v1alpha1 import Dataset, FineTuneJob, GPUPool, Model, ModelDeployment, Resource
 from corral.artifacts import URIRefused
-from corral.drivers import Driver, ServeAppState
+from corral.drivers import Driver, Handle
 from corral.observability import RunnerMetrics
 from corral.store import AlreadyExists, NotFound, Store
 
@@ -130,11 +130,6 @@ class Runner:
             snap.objects[cls.KIND] = dict(grouped)
         return snap
 
-    def _serve_status(self, snap: Snapshot) -> dict[str, ServeAppState]:
-        if snap._serve is None:
-            snap._serve = self.driver.serve_status()
-        return snap._serve
-
     def run_once(self, *, on_statuses: Callable[[], None] | None = None) -> float | None:
         """Reconcile every object once.
 
@@ -193,7 +188,7 @@ class Runner:
     def reconcile_object(
         self, obj: Resource, snap: Snapshot | None = None, deferred: list[tuple[Resource, Result]] | None = None
     ) -> Result | None:
-        """Observe, reconcile, :meth:`refine` and apply for one object (re-read from the store first).
+        """Observe, reconcile and apply for one object (re-read from the store first).
 
         The snapshot then holds the object with its new status, for the objects after it.
         With ``deferred``, only the status is stored; the object and its result are appended
@@ -204,25 +199,13 @@ class Runner:
             obj = self.store.get(obj.kind, obj.metadata.namespace, obj.metadata.name)
         except NotFound:
             return None
-        result = self.refine(obj, self._reconcile(obj, snap))
+        result = self._reconcile(obj, snap)
         if deferred is None:
             stored = self.apply(obj, result)
         else:
             stored = self.apply(obj, Result(status=result.status, actions=[], requeue_after=result.requeue_after))
             deferred.append((obj, result))
         snap.record(stored if stored is not None else obj.model_copy(update={"status": result.status}))
-        return result
-
-    def refine(self, obj: Resource, result: Result) -> Result:
-        """Adjust a reconcile's result before it is applied; the default returns it unchanged.
-
-        The hook for a backend that knows more than the driver protocol can say (the kopf
-        operator puts KubeRay's reasons on the conditions). It must stay pure: no I/O.
-
-        Args:
-            obj: The object as reconciled.
-            result: The reconciler's status and actions.
-        """
         return result
 
     def _refused(self, uri: str, namespace: str | None) -> str | None:
@@ -272,7 +255,7 @@ class Runner:
             sid = obj.status.submission_id
             if not owns_submission(obj, sid):  # a Ray job of another object is never read or stopped
                 sid = None
-            job = self.driver.job_status(sid) if sid else None
+            job = self.driver.job_status(Handle.of(obj), sid) if sid else None
             training = None
             if sid:
                 training = _observe.read_training(
@@ -300,8 +283,8 @@ class Runner:
                 pools=tuple(snap.all("GPUPool")),
                 allocations=snap.allocations(),
                 queue=snap.queue(),
-                app=self._serve_status(snap).get(app_name(obj)),
-                endpoint=self.driver.endpoint(),
+                app=self.driver.serve_status(Handle.of(obj), app_name(obj)),
+                endpoint=self.driver.endpoint(Handle.of(obj)),
             )
             return reconcile_deployment(obj, dw)
         if isinstance(obj, GPUPool):
@@ -335,13 +318,15 @@ class Runner:
         if isinstance(action, WriteFile):
             _observe.write_file(action.uri, action.content)
         elif isinstance(action, SubmitJob):
-            self.driver.submit_job(action.submission_id, action.entrypoint, action.runtime_env, action.resources)
+            self.driver.submit_job(
+                action.handle, action.submission_id, action.entrypoint, action.runtime_env, action.resources
+            )
         elif isinstance(action, StopJob):
-            self.driver.stop_job(action.submission_id)
+            self.driver.stop_job(action.handle, action.submission_id)
         elif isinstance(action, DeployServe):
-            self.driver.deploy_serve(action.config)
+            self.driver.deploy_serve(action.handle, action.config)
         elif isinstance(action, DeleteServe):
-            self.driver.delete_serve_app(action.app_name)
+            self.driver.delete_serve_app(action.handle, action.app_name)
         elif isinstance(action, CreateObject):
             target = action.obj
             try:

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from corral.api.v1alpha1 import Resource
-from corral.drivers import ServeAppState
 from corral.scheduler import Allocation, PlacementRequest
 
 from ._placement import allocation_of, waiting_request
@@ -81,17 +80,15 @@ class RequestMemo:
 
 @dataclass
 class Snapshot:
-    """Everything one pass reads from the store and the driver, read once, then kept current.
+    """Everything one pass reads from the store, read once, then kept current.
 
     Attributes:
         objects: Per kind, per namespace (None for GPUPools), per name.
-        serve: Serve applications by name (read lazily, once).
         memo: Placement requests kept between snapshots (None: computed for this one).
     """
 
     objects: dict[str, dict[str | None, dict[str, Any]]] = field(default_factory=dict)
     memo: RequestMemo | None = None
-    _serve: dict[str, ServeAppState] | None = None
     _allocations: tuple[Allocation, ...] | None = None
     _queue: tuple[PlacementRequest, ...] | None = None
 

@@ -2,7 +2,7 @@
 
 Jobs stay where tests put them (:meth:`FakeDriver.set_job`); Serve applications are
 ``DEPLOYING`` after a deploy until :meth:`FakeDriver.set_app` (or ``auto_ready``) says
-otherwise. Every call is recorded.
+otherwise. Every call is recorded, with the :class:`~corral.drivers.Handle` it carried.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
+from ._handle import Handle
 from ._protocol import JobState, JobStatus, ServeAppState, ServeAppStatus
 
 __all__ = ["FakeDriver"]
@@ -25,6 +26,7 @@ class FakeDriver:
         submit_calls: Every ``submit_job`` call, repeats included.
         apps: Deployed application configs by name.
         deploy_calls: Configs passed to ``deploy_serve``.
+        handles: ``(method, handle)`` of every submit, stop, deploy and delete, in order.
         auto_ready: Applications are RUNNING with all replicas as soon as they are deployed.
     """
 
@@ -37,17 +39,20 @@ class FakeDriver:
         self.app_states: dict[str, ServeAppState] = {}
         self.deploy_calls: list[dict[str, Any]] = []
         self.deleted_apps: list[str] = []
+        self.handles: list[tuple[str, Handle]] = []
         self.auto_ready = auto_ready
         self._endpoint = endpoint
 
     def submit_job(
         self,
+        handle: Handle,
         submission_id: str,
         entrypoint: str,
         runtime_env: Mapping[str, Any] | None = None,
         resources: Mapping[str, Any] | None = None,
     ) -> None:
         """Record the job as PENDING unless the id exists."""
+        self.handles.append(("submit_job", handle))
         self.submit_calls.append((submission_id, entrypoint, dict(runtime_env or {}), dict(resources or {})))
         if submission_id in self.jobs:
             return
@@ -73,12 +78,13 @@ class FakeDriver:
             end_time=end_time if end_time is not None else current.end_time,
         )
 
-    def job_status(self, submission_id: str) -> JobState | None:
+    def job_status(self, handle: Handle, submission_id: str) -> JobState | None:
         """The job, or None."""
         return self.jobs.get(submission_id)
 
-    def stop_job(self, submission_id: str) -> bool:
+    def stop_job(self, handle: Handle, submission_id: str) -> bool:
         """STOPPED when it was active."""
+        self.handles.append(("stop_job", handle))
         job = self.jobs.get(submission_id)
         if job is None or not job.active:
             return False
@@ -86,12 +92,13 @@ class FakeDriver:
         self.stopped.append(submission_id)
         return True
 
-    def job_logs(self, submission_id: str) -> str:
+    def job_logs(self, handle: Handle, submission_id: str) -> str:
         """Nothing is logged in memory."""
         return ""
 
-    def deploy_serve(self, config: Mapping[str, Any]) -> None:
+    def deploy_serve(self, handle: Handle, config: Mapping[str, Any]) -> None:
         """Store each application; DEPLOYING (or RUNNING with ``auto_ready``)."""
+        self.handles.append(("deploy_serve", handle))
         self.deploy_calls.append(dict(config))
         for app in config.get("applications", []):
             name = str(app["name"])
@@ -112,16 +119,17 @@ class FakeDriver:
             deployed_config=app,
         )
 
-    def serve_status(self) -> dict[str, ServeAppState]:
-        """Every application."""
-        return dict(self.app_states)
+    def serve_status(self, handle: Handle, name: str) -> ServeAppState | None:
+        """The application, or None."""
+        return self.app_states.get(name)
 
-    def delete_serve_app(self, name: str) -> None:
+    def delete_serve_app(self, handle: Handle, name: str) -> None:
         """Forget an application."""
+        self.handles.append(("delete_serve_app", handle))
         if self.apps.pop(name, None) is not None:
             self.deleted_apps.append(name)
         self.app_states.pop(name, None)
 
-    def endpoint(self) -> str | None:
+    def endpoint(self, handle: Handle | None = None) -> str | None:
         """The configured base URL."""
         return self._endpoint

@@ -1,8 +1,9 @@
 """Pure builders of KubeRay objects: a FineTuneJob becomes a ``RayJob``, a ModelDeployment a ``RayService``.
 
 Nothing here talks to Kubernetes: each builder returns the ``ray.io/v1`` object as a plain
-dict, ready for ``create_namespaced_custom_object``. The operator's KubeRay driver creates
-them; tests compare them field by field.
+dict, ready for ``create_namespaced_custom_object``. The KubeRay driver creates them from the
+:class:`~corral.drivers.Handle` a call carries (the owner and the scheduler's placement);
+tests compare them field by field.
 
 * The ``RayJob``'s ``spec.entrypoint`` is contract 1 (``python -m corral.training --job ...``),
   its ``spec.jobId`` the FineTuneJob's deterministic submission id.
@@ -21,15 +22,15 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from corral.api.v1alpha1 import FineTuneJob, GPUPool, ModelDeployment, Resource
 from corral.scheduler import ray_accelerator_type
+
+from .._handle import Handle, Owner, PodPlacement
 
 __all__ = [
     "CHAT_TOKENS_ENV",
@@ -41,7 +42,6 @@ __all__ = [
     "MAX_NAME_LENGTH",
     "OWNER_LABELS",
     "KubeRaySettings",
-    "PodPlacement",
     "build_rayjob",
     "build_rayservice",
     "child_name",
@@ -141,75 +141,6 @@ class KubeRaySettings(BaseModel):
     )
 
 
-@dataclass(frozen=True)
-class PodPlacement:
-    """Where and how large the worker pods are: the scheduler's decision in pod terms.
-
-    Attributes:
-        replicas: Worker pods (training workers or serving replicas).
-        cpus: CPU request per worker, as a quantity string.
-        memory: Memory request per worker, or None for the settings' default.
-        gpus: GPUs per worker (``nvidia.com/gpu`` limit and Ray ``num-gpus``).
-        accelerator_type: Corral accelerator type (``nvidia-a100-80gb``), or None.
-        node_selector: Node selector of the GPUPool.
-        tolerations: Tolerations of the GPUPool, in Kubernetes wire form.
-        max_replicas: Upper bound for autoscaling (serving); None: fixed at ``replicas``.
-    """
-
-    replicas: int = 1
-    cpus: str = "1"
-    memory: str | None = None
-    gpus: int = 0
-    accelerator_type: str | None = None
-    node_selector: Mapping[str, str] = field(default_factory=dict)
-    tolerations: Sequence[Mapping[str, Any]] = ()
-    max_replicas: int | None = None
-
-    @staticmethod
-    def _pool_fields(pool: GPUPool | None) -> dict[str, Any]:
-        if pool is None:
-            return {}
-        tolerations = [t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in pool.spec.tolerations]
-        accel = pool.spec.accelerator_type if pool.spec.accelerator_type != "cpu" else None
-        return {
-            "node_selector": dict(pool.spec.node_selector),
-            "tolerations": tuple(tolerations),
-            "accelerator_type": accel,
-        }
-
-    @classmethod
-    def for_job(cls, job: FineTuneJob, pool: GPUPool | None = None) -> PodPlacement:
-        """Workers of a fine-tune: ``spec.resources`` sized, on ``pool`` when it was placed on one."""
-        res = job.spec.resources
-        fields = cls._pool_fields(pool)
-        if res.accelerator_type and not fields.get("accelerator_type"):
-            fields["accelerator_type"] = res.accelerator_type
-        return cls(
-            replicas=res.workers,
-            cpus=res.cpus_per_worker,
-            memory=res.memory_per_worker,
-            gpus=res.gpus_per_worker,
-            **fields,
-        )
-
-    @classmethod
-    def for_deployment(cls, deployment: ModelDeployment, pool: GPUPool | None = None) -> PodPlacement:
-        """Replica pods of a deployment: one Ray worker per Serve replica, autoscaling within its range."""
-        res = deployment.spec.resources
-        low, high = deployment.spec.replica_range
-        fields = cls._pool_fields(pool)
-        if res.accelerator_type and not fields.get("accelerator_type"):
-            fields["accelerator_type"] = res.accelerator_type
-        return cls(
-            replicas=max(low, 1),
-            cpus=res.cpus_per_replica,
-            memory=res.memory_per_replica,
-            gpus=res.gpus_per_replica,
-            max_replicas=max(high, low, 1) if deployment.spec.autoscaling is not None else None,
-            **fields,
-        )
-
-
 def child_name(base: str, max_length: int = MAX_NAME_LENGTH) -> str:
     """A DNS-1123 label of at most ``max_length`` characters; long names keep a hash of the whole.
 
@@ -227,43 +158,50 @@ def rayjob_name(submission_id: str) -> str:
     return child_name(submission_id)
 
 
-def rayservice_name(deployment: ModelDeployment) -> str:
+def rayservice_name(deployment_name: str) -> str:
     """Name of a ModelDeployment's RayService (same namespace): ``corral-<name>``."""
-    return child_name(f"corral-{deployment.metadata.name}")
+    return child_name(f"corral-{deployment_name}")
 
 
-def owner_reference(owner: Resource) -> dict[str, Any]:
+def owner_reference(owner: Owner) -> dict[str, Any]:
     """A controller owner reference to ``owner`` (garbage collection deletes the child with it).
 
     Raises:
         ValueError: ``owner`` has no uid (it was never stored).
     """
-    if not owner.metadata.uid:
-        raise ValueError(f"{owner.kind} {owner.metadata.name} has no uid; owner references need a stored object")
+    if not owner.uid:
+        raise ValueError(f"{owner.kind} {owner.name} has no uid; owner references need a stored object")
     return {
         "apiVersion": owner.api_version,
         "kind": owner.kind,
-        "name": owner.metadata.name,
-        "uid": owner.metadata.uid,
+        "name": owner.name,
+        "uid": owner.uid,
         "controller": True,
         "blockOwnerDeletion": True,
     }
 
 
-def _metadata(name: str, owner: Resource, queue: str | None) -> dict[str, Any]:
+def _metadata(name: str, handle: Handle) -> dict[str, Any]:
+    owner = handle.owner
     labels = {
         "app.kubernetes.io/managed-by": "corral",
         OWNER_LABELS[0]: owner.kind,
-        OWNER_LABELS[1]: child_name(owner.metadata.name, 63),
+        OWNER_LABELS[1]: child_name(owner.name, 63),
     }
-    if queue:
-        labels[KUEUE_QUEUE_LABEL] = queue
+    if handle.queue:
+        labels[KUEUE_QUEUE_LABEL] = handle.queue
     return {
         "name": name,
-        "namespace": owner.metadata.namespace,
+        "namespace": owner.namespace,
         "labels": labels,
         "ownerReferences": [owner_reference(owner)],
     }
+
+
+def _placement(handle: Handle) -> PodPlacement:
+    if handle.placement is None:
+        raise ValueError(f"{handle.owner.kind} {handle.owner.name}: starting work needs the scheduler's placement")
+    return handle.placement
 
 
 def _env(settings: KubeRaySettings, *, serve: bool = False) -> list[dict[str, Any]]:
@@ -417,8 +355,7 @@ def build_ray_network_policy(namespace: str, settings: KubeRaySettings) -> dict[
 
 
 def build_rayjob(
-    job: FineTuneJob,
-    placement: PodPlacement,
+    handle: Handle,
     settings: KubeRaySettings,
     *,
     submission_id: str,
@@ -428,18 +365,19 @@ def build_rayjob(
     """The ``RayJob`` that runs one fine-tune (contract 1) on its own Ray cluster.
 
     Args:
-        job: The FineTuneJob (stored: it has a uid).
-        placement: Worker pods and where they go.
+        handle: The FineTuneJob (stored: it has a uid), its placement, queue and deadline.
         settings: Images, service account, S3 secret, submission options.
         submission_id: The deterministic Ray submission id (``status.submissionId``).
         entrypoint: ``python -m corral.training --job <uri>`` (``corral.control`` builds it).
         runtime_env: Ray runtime environment of the job.
 
     Returns:
-        The ``ray.io/v1`` RayJob as a dict. With ``spec.resources.queue`` set it is labelled
-        for Kueue and created suspended (Kueue unsuspends it on admission).
+        The ``ray.io/v1`` RayJob as a dict. With a queue it is labelled for Kueue and created
+        suspended (Kueue unsuspends it on admission).
+
+    Raises:
+        ValueError: The handle has no placement, or its owner no uid.
     """
-    queue = job.spec.resources.queue
     spec: dict[str, Any] = {
         "entrypoint": entrypoint,
         "jobId": submission_id,
@@ -447,51 +385,45 @@ def build_rayjob(
         "shutdownAfterJobFinishes": True,
         "ttlSecondsAfterFinished": settings.ttl_seconds_after_finished,
         "backoffLimit": settings.backoff_limit,
-        "rayClusterSpec": _cluster_spec(placement, settings, serve=False),
+        "rayClusterSpec": _cluster_spec(_placement(handle), settings, serve=False),
     }
     if runtime_env:
         spec["runtimeEnvYAML"] = yaml.safe_dump(dict(runtime_env), sort_keys=True)
-    if job.spec.active_deadline_seconds is not None:
-        spec["activeDeadlineSeconds"] = job.spec.active_deadline_seconds
-    if queue:
+    if handle.deadline_seconds is not None:
+        spec["activeDeadlineSeconds"] = handle.deadline_seconds
+    if handle.queue:
         spec["suspend"] = True
     return {
         "apiVersion": KUBERAY_API_VERSION,
         "kind": "RayJob",
-        "metadata": _metadata(rayjob_name(submission_id), job, queue),
+        "metadata": _metadata(rayjob_name(submission_id), handle),
         "spec": spec,
     }
 
 
-def build_rayservice(
-    deployment: ModelDeployment,
-    serve_config: Mapping[str, Any],
-    placement: PodPlacement,
-    settings: KubeRaySettings,
-    *,
-    queue: str | None = None,
-) -> dict[str, Any]:
+def build_rayservice(handle: Handle, serve_config: Mapping[str, Any], settings: KubeRaySettings) -> dict[str, Any]:
     """The ``RayService`` that serves one ModelDeployment (contract 2) on its own Ray cluster.
 
     Args:
-        deployment: The ModelDeployment (stored: it has a uid).
+        handle: The ModelDeployment (stored: it has a uid), its placement and Kueue queue.
         serve_config: The ``serveConfigV2`` dict (``{"applications": [...]}``).
-        placement: Replica pods and where they go.
         settings: Images, service account, S3 secret, upgrade strategy.
-        queue: Kueue LocalQueue to label the service with, if any.
 
     Returns:
         The ``ray.io/v1`` RayService as a dict; ``spec.serveConfigV2`` is ``serve_config``
         as YAML (keys in insertion order, so the same config gives the same text).
+
+    Raises:
+        ValueError: The handle has no placement, or its owner no uid.
     """
     spec: dict[str, Any] = {
         "serveConfigV2": yaml.safe_dump(dict(serve_config), sort_keys=False),
-        "rayClusterConfig": _cluster_spec(placement, settings, serve=True),
+        "rayClusterConfig": _cluster_spec(_placement(handle), settings, serve=True),
         "upgradeStrategy": {"type": settings.upgrade_strategy},
     }
     return {
         "apiVersion": KUBERAY_API_VERSION,
         "kind": "RayService",
-        "metadata": _metadata(rayservice_name(deployment), deployment, queue),
+        "metadata": _metadata(rayservice_name(handle.owner.name), handle),
         "spec": spec,
     }

@@ -3,17 +3,17 @@ jobs through Ray's job submission API, deployments through Serve's REST API.
 
 The driver is composed of three parts, one module each:
 
-* :mod:`._local_head` - start/attach/stop the head, its token and owned processes (the
+* :mod:`._head` - start/attach/stop the head, its token and owned processes (the
   token and process-ownership rules are written there), authenticated dashboard requests.
-* :mod:`._local_jobs` - Ray Jobs: submit, status, stop, logs.
-* :mod:`._local_serve` - Ray Serve: deploy, status, delete, endpoint.
+* :mod:`._jobs` - Ray Jobs: submit, status, stop, logs.
+* :mod:`._serve` - Ray Serve: deploy, status, delete, endpoint.
 """
 
 from __future__ import annotations
 
-from ._local_head import read_ray_token
-from ._local_jobs import LocalRayJobs
-from ._local_serve import LocalRayServe
+from ._head import read_ray_token
+from ._jobs import LocalRayJobs
+from ._serve import LocalRayServe
 
 __all__ = ["LocalRayDriver", "read_ray_token"]
 

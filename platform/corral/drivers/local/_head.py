@@ -41,8 +41,8 @@ from pathlib import Path
 from typing import Any, Self
 from uuid import uuid4
 
+from .._protocol import DriverError
 from ._head_record import HeadRecord, head_pids, process_start_time, stop_head_processes, stop_recorded_head
-from ._protocol import DriverError
 
 __all__ = ["LocalRayHead", "read_ray_token"]
 

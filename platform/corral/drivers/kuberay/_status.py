@@ -1,13 +1,11 @@
-"""KubeRay: build ``RayJob``/``RayService`` objects and read their status back as Corral sees it.
+"""KubeRay status, read back as Corral sees it: pure mappers of a RayJob's and a RayService's status.
 
-* Builders (pure, in :mod:`corral.drivers._kuberay`): :func:`build_rayjob`,
-  :func:`build_rayservice`, :class:`KubeRaySettings`, :class:`PodPlacement`.
-* Status mappers (pure, here): :func:`finetunejob_status_from_rayjob` maps a RayJob's
-  ``jobStatus``/``jobDeploymentStatus``/``reason`` onto a Corral phase and reason plus the
-  driver's :class:`~corral.drivers.JobState`; :func:`deployment_status_from_rayservice`
-  maps a RayService's conditions and application statuses onto a phase and reason plus
-  :class:`~corral.drivers.ServeAppState`. The reconcilers in ``corral.control`` consume the
-  driver-level states, so the cluster and the embedded loop share one reconciler.
+:func:`finetunejob_status_from_rayjob` maps a RayJob's ``jobStatus``/``jobDeploymentStatus``/
+``reason`` onto a Corral phase and reason plus the driver's :class:`~corral.drivers.JobState`;
+:func:`deployment_status_from_rayservice` maps a RayService's conditions and application
+statuses onto a phase and reason plus :class:`~corral.drivers.ServeAppState`. The reconcilers
+in ``corral.control`` consume the driver-level states, so the cluster and the embedded loop
+share one reconciler.
 
 Example:
     >>> from corral.drivers.kuberay import finetunejob_status_from_rayjob
@@ -25,49 +23,13 @@ from typing import Any, Literal
 
 import yaml
 
-from ._kuberay import (
-    CHAT_TOKENS_ENV,
-    KUBERAY_API_VERSION,
-    KUEUE_QUEUE_LABEL,
-    MAX_NAME_LENGTH,
-    NETWORK_POLICY_NAME,
-    OWNER_LABELS,
-    RAY_POD_LABELS,
-    KubeRaySettings,
-    PodPlacement,
-    build_ray_network_policy,
-    build_rayjob,
-    build_rayservice,
-    child_name,
-    owner_reference,
-    ray_accelerator_type,
-    rayjob_name,
-    rayservice_name,
-)
-from ._protocol import JobState, JobStatus, ServeAppState, ServeAppStatus
+from .._protocol import JobState, JobStatus, ServeAppState, ServeAppStatus
 
 __all__ = [
-    "CHAT_TOKENS_ENV",
-    "NETWORK_POLICY_NAME",
-    "RAY_POD_LABELS",
-    "build_ray_network_policy",
-    "KUBERAY_API_VERSION",
-    "KUEUE_QUEUE_LABEL",
-    "MAX_NAME_LENGTH",
-    "OWNER_LABELS",
-    "KubeRaySettings",
-    "PodPlacement",
     "RayJobObservation",
     "RayServiceObservation",
-    "build_rayjob",
-    "build_rayservice",
-    "child_name",
     "deployment_status_from_rayservice",
     "finetunejob_status_from_rayjob",
-    "owner_reference",
-    "ray_accelerator_type",
-    "rayjob_name",
-    "rayservice_name",
     "serve_config_of",
 ]
 
@@ -115,10 +77,17 @@ class RayJobObservation:
     end_time: float | None = None
 
     def job_state(self, submission_id: str) -> JobState:
-        """The driver-level state the FineTuneJob reconciler follows."""
+        """The driver-level state the FineTuneJob reconciler follows.
+
+        Its ``reason`` is KubeRay's where it says more than the status: why the job failed
+        (``DeadlineExceeded``, ``AppFailed``...), ``Pending`` (waiting for Kueue or KubeRay),
+        ``Retrying``; empty otherwise (a stopped, admitted, running or finished job).
+        """
         status: JobStatus = "STOPPED" if self.stopped else _PHASE_TO_JOB_STATUS[self.phase]
-        message = f"{self.reason}: {self.message}" if self.message else self.reason
-        return JobState(submission_id, status, message, self.start_time, self.end_time)
+        told = not self.stopped and (self.phase in ("Pending", "Failed") or self.reason == "Retrying")
+        return JobState(
+            submission_id, status, self.message, self.start_time, self.end_time, reason=self.reason if told else ""
+        )
 
 
 def finetunejob_status_from_rayjob(rayjob: Mapping[str, Any]) -> RayJobObservation:
@@ -210,7 +179,8 @@ def deployment_status_from_rayservice(rayservice: Mapping[str, Any], app_name: s
 
     Returns:
         The observation. While KubeRay reports ``UpgradeInProgress``, the application is
-        reported ``DEPLOYING`` (the old cluster keeps serving; the reconciler says Updating).
+        reported ``DEPLOYING`` with reason ``UpgradeInProgress`` (the old cluster keeps
+        serving; the reconciler puts the reason on the Ready condition).
     """
     status = rayservice.get("status") or {}
     config = next((a for a in serve_config_of(rayservice).get("applications") or [] if a.get("name") == app_name), None)
@@ -253,5 +223,6 @@ def deployment_status_from_rayservice(rayservice: Mapping[str, Any], app_name: s
         route_prefix=(config or {}).get("route_prefix"),
         deployments=deployments,
         deployed_config=config,
+        reason="UpgradeInProgress" if phase == "UpgradeInProgress" else "",
     )
     return RayServiceObservation(phase, reason, message, app)

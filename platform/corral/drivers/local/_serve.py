@@ -1,5 +1,8 @@
 """Ray Serve for :class:`~corral.drivers.LocalRayDriver`: deploy, status, delete and the
 endpoint through Serve's declarative REST API on the head's dashboard.
+
+One Serve holds every owner's applications (named apart by the reconcilers) behind one HTTP
+proxy: the :class:`~corral.drivers.Handle` of each call is not needed here.
 """
 
 from __future__ import annotations
@@ -8,8 +11,9 @@ import logging
 from collections.abc import Mapping
 from typing import Any, cast
 
-from ._local_head import LocalRayHead
-from ._protocol import DriverError, ServeAppState, ServeAppStatus
+from .._handle import Handle
+from .._protocol import DriverError, ServeAppState, ServeAppStatus
+from ._head import LocalRayHead
 
 __all__ = ["LocalRayServe"]
 
@@ -25,7 +29,7 @@ class LocalRayServe(LocalRayHead):
         details = self._request("GET", "/api/serve/applications/")
         return details if isinstance(details, dict) else {}
 
-    def deploy_serve(self, config: Mapping[str, Any]) -> None:
+    def deploy_serve(self, handle: Handle, config: Mapping[str, Any]) -> None:
         """Upsert the config's applications by name, keeping the others (one declarative PUT).
 
         Raises:
@@ -56,8 +60,12 @@ class LocalRayServe(LocalRayHead):
             body["http_options"] = dict(http_options)
         self._request("PUT", "/api/serve/applications/", body)
 
-    def serve_status(self) -> dict[str, ServeAppState]:
-        """Every Serve application by name (empty when Serve is not running)."""
+    def serve_status(self, handle: Handle, name: str) -> ServeAppState | None:
+        """The Serve application ``name``, or None when it is not deployed."""
+        return self.applications().get(name)
+
+    def applications(self) -> dict[str, ServeAppState]:
+        """Every Serve application by name, whoever owns it (empty when Serve is not running)."""
         details = self._serve_details()
         out: dict[str, ServeAppState] = {}
         for name, app in (details.get("applications") or {}).items():
@@ -78,7 +86,7 @@ class LocalRayServe(LocalRayHead):
             )
         return out
 
-    def delete_serve_app(self, name: str) -> None:
+    def delete_serve_app(self, handle: Handle, name: str) -> None:
         """Remove one application (the others keep running); absent is success."""
         with self._lock:
             details = self._serve_details()
@@ -89,8 +97,8 @@ class LocalRayServe(LocalRayHead):
             self._put_serve(keep)
         logger.info("Deleted Serve application %s", name)
 
-    def endpoint(self) -> str | None:
-        """Base URL of Serve's HTTP proxy."""
+    def endpoint(self, handle: Handle | None = None) -> str | None:
+        """Base URL of Serve's HTTP proxy (one for every owner)."""
         if self._head_pid is not None:
             return f"http://{self._serve_host}:{self._serve_port}"
         if self._serve_port is not None:

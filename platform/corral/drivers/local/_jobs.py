@@ -1,5 +1,8 @@
 """Ray Jobs for :class:`~corral.drivers.LocalRayDriver`: submit, status, stop and logs
 through Ray's job submission client, authenticated with the head's token.
+
+One Ray runs every owner's jobs: the :class:`~corral.drivers.Handle` of each call is not
+needed here (submission ids are unique per owner already).
 """
 
 from __future__ import annotations
@@ -8,8 +11,9 @@ import logging
 from collections.abc import Mapping
 from typing import Any, cast
 
-from ._local_head import LocalRayHead
-from ._protocol import DriverError, JobState, JobStatus
+from .._handle import Handle
+from .._protocol import DriverError, JobState, JobStatus
+from ._head import LocalRayHead
 
 __all__ = ["LocalRayJobs"]
 
@@ -28,6 +32,7 @@ class LocalRayJobs(LocalRayHead):
 
     def submit_job(
         self,
+        handle: Handle,
         submission_id: str,
         entrypoint: str,
         runtime_env: Mapping[str, Any] | None = None,
@@ -62,7 +67,7 @@ class LocalRayJobs(LocalRayHead):
             raise DriverError(f"Ray refused job {submission_id}: {exc}") from exc
         logger.info("Submitted Ray job %s", submission_id)
 
-    def job_status(self, submission_id: str) -> JobState | None:
+    def job_status(self, handle: Handle, submission_id: str) -> JobState | None:
         """Return the job's state, or None when Ray has no such job."""
         try:
             info = self._jobs().get_job_info(submission_id)
@@ -79,7 +84,7 @@ class LocalRayJobs(LocalRayHead):
             end_time=info.end_time / 1000 if info.end_time else None,
         )
 
-    def stop_job(self, submission_id: str) -> bool:
+    def stop_job(self, handle: Handle, submission_id: str) -> bool:
         """Stop the job; False when it was not running or does not exist."""
         try:
             stopped = bool(self._jobs().stop_job(submission_id))
@@ -91,7 +96,7 @@ class LocalRayJobs(LocalRayHead):
             logger.info("Stopped Ray job %s", submission_id)
         return stopped
 
-    def job_logs(self, submission_id: str) -> str:
+    def job_logs(self, handle: Handle, submission_id: str) -> str:
         """Return the job's logs (empty when it does not exist)."""
         try:
             return str(self._jobs().get_job_logs(submission_id))
