@@ -44,7 +44,7 @@ from corral.store.kubernetes import KubernetesStore
 
 from ._admission import Admission, may_book
 from ._settings import ANNOTATION_PREFIX, OperatorSettings, configure_kopf
-from ._world import INDEX_NAMES, World, parse_body, parsed, world_of
+from ._world import INDEX_NAMES, World, parse_body, parsed, plain, world_of
 
 __all__ = ["OperatorContext", "invalid_status_patch", "merge_condition", "reconcile"]
 
@@ -68,14 +68,6 @@ class OperatorContext:
     admission: Admission = field(default_factory=Admission)
     kopf_settings: Any = None
     """kopf's settings (its executor runs the blocking part of the async handlers); None: asyncio's default."""
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
 
 
 _TERMINAL_PHASES = ("Succeeded", "Failed", "Cancelled")
@@ -256,7 +248,7 @@ def reconcile(
     cls = KINDS[kind]
     obj = parsed(world, kind, body) if world is not None else None
     if obj is None:
-        raw = _plain(body)
+        raw = plain(body)
         try:
             obj = parse_document(raw, source=f"{kind}/{raw.get('metadata', {}).get('name')}")
         except (DocumentError, ValidationError) as exc:

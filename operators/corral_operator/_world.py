@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from corral.api import DocumentError, parse_document
 from corral.api.v1alpha1 import KINDS, Resource
 
-__all__ = ["INDEX_NAMES", "World", "index_name", "parse_body", "parsed", "world_of"]
+__all__ = ["INDEX_NAMES", "World", "index_name", "parse_body", "parsed", "plain", "world_of"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,17 +40,18 @@ INDEX_NAMES: dict[str, str] = {
 """Kind -> index name, for every kind the operator reconciles."""
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
+    """``value`` (a kopf body, or part of one) as plain dicts and lists."""
     if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     return value
 
 
 def parse_body(body: Mapping[str, Any]) -> Resource | None:
     """The parsed object of a watched body (None when it does not validate: its handler says why)."""
-    raw = _plain(body)
+    raw = plain(body)
     try:
         return parse_document(raw, source=f"{raw.get('kind')}/{(raw.get('metadata') or {}).get('name')}")
     except (DocumentError, ValidationError):

@@ -84,7 +84,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, moto_s3: MotoS3) -> Iterat
             "s3": {"endpointUrl": moto_s3.endpoint_url, "region": REGION, "existingSecret": SECRET},
         },
         "operator": {"resyncSeconds": 1, "healthPort": free_port()},
-        "ray": {"python": sys.executable},
+        "ray": {"python": sys.executable, "chatKubernetesAuth": {"namespaces": [NS]}},
     }
     rendered = helm_template(values, namespace=RELEASE_NS)
     with kube:
@@ -215,11 +215,20 @@ def test_kubectl_apply_to_a_chat_answer_on_the_cluster_path(cluster: dict[str, A
     messages: Any = [{"role": "system", "content": system}, {"role": "user", "content": question}]
     # The endpoint asks for one of the namespace's chat tokens (its Secret, mounted by the pods).
     stranger = openai.OpenAI(base_url=endpoint, api_key="not-a-support-token", max_retries=0, timeout=60.0)
-    with pytest.raises(openai.AuthenticationError):
+    with pytest.raises(openai.AuthenticationError):  # 401: neither a Secret token nor one the API server knows
         stranger.chat.completions.create(model="support-bot-v1", messages=messages, max_tokens=4)
     client = openai.OpenAI(base_url=endpoint, api_key=CHAT_TOKEN, max_retries=2, timeout=120.0)
     reply = client.chat.completions.create(model="support-bot-v1", messages=messages, max_tokens=48, temperature=0.0)
     assert (reply.choices[0].message.content or "").strip() == expected
+    # Kubernetes identities: the replica asks the API server (TokenReview, then get on the ModelDeployment)
+    # as the namespace's Ray ServiceAccount, which the chart bound to system:auth-delegator.
+    kube.kubectl("create", "rolebinding", "alice-views", "--clusterrole=view", "--user=alice", "-n", NS)
+    alice = openai.OpenAI(base_url=endpoint, api_key=kube.tokens["alice"], max_retries=2, timeout=120.0)
+    reply = alice.chat.completions.create(model="support-bot-v1", messages=messages, max_tokens=48, temperature=0.0)
+    assert (reply.choices[0].message.content or "").strip() == expected
+    bob = openai.OpenAI(base_url=endpoint, api_key=kube.tokens["bob"], max_retries=0, timeout=60.0)
+    with pytest.raises(openai.PermissionDeniedError):  # 403: a known user RBAC does not let use it
+        bob.chat.completions.create(model="support-bot-v1", messages=messages, max_tokens=4)
     answered = time.monotonic() - started
     print(f"\ncluster loop: trained in {trained:.0f} s, serving after {served:.0f} s, answered after {answered:.0f} s")
     assert cluster["harness"].errors == []

@@ -33,6 +33,7 @@ import base64
 import contextlib
 import logging
 import os
+import tempfile
 import threading
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
@@ -93,6 +94,7 @@ class KubeRayHarness:
         self.deployed: dict[str, str] = {}  # RayService name -> serveConfigV2 deployed
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._files: list[str] = []  # the "pods'" kubeconfigs, removed on stop
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -111,6 +113,9 @@ class KubeRayHarness:
             self._thread.join(timeout=30)
         if self.ray is not None:
             self.ray.down()
+        for path in self._files:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
 
     def __enter__(self) -> KubeRayHarness:
         return self.start()
@@ -172,9 +177,17 @@ class KubeRayHarness:
         )
 
     def pod_env(self, head_template: Mapping[str, Any]) -> dict[str, str]:
-        """The environment of the head pod's first container, ``secretKeyRef`` resolved as the kubelet does."""
-        container = (head_template.get("spec") or {}).get("containers", [{}])[0]
+        """The environment of the head pod's first container, ``secretKeyRef`` resolved as the kubelet does.
+
+        A pod that mounts its ServiceAccount's token (``automountServiceAccountToken``) gets one
+        from the TokenRequest API, as the kubelet would, handed over as a kubeconfig (``KUBECONFIG``)
+        since these "pods" are processes without the in-cluster files.
+        """
+        pod_spec = head_template.get("spec") or {}
+        container = pod_spec.get("containers", [{}])[0]
         env: dict[str, str] = {}
+        if pod_spec.get("automountServiceAccountToken"):
+            env["KUBECONFIG"] = self._account_kubeconfig(pod_spec.get("serviceAccountName") or "default")
         for var in container.get("env") or []:
             if "value" in var:
                 env[var["name"]] = str(var["value"])
@@ -192,6 +205,32 @@ class KubeRayHarness:
                     continue
                 env[var["name"]] = base64.b64decode(data[ref["key"]]).decode()
         return env
+
+    def _account_kubeconfig(self, account: str) -> str:
+        """A kubeconfig file holding a fresh token of ``account`` (this namespace), for one "pod"."""
+        request = kubernetes.client.AuthenticationV1TokenRequest(
+            spec=kubernetes.client.V1TokenRequestSpec(audiences=[], expiration_seconds=3600)
+        )
+        token = self.core.create_namespaced_service_account_token(account, self.namespace, request).status.token
+        conf = self.core.api_client.configuration
+        cluster: dict[str, Any] = {"server": conf.host}
+        if conf.ssl_ca_cert:
+            cluster["certificate-authority"] = conf.ssl_ca_cert
+        else:
+            cluster["insecure-skip-tls-verify"] = True
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "pod", "cluster": cluster}],
+            "users": [{"name": account, "user": {"token": token}}],
+            "contexts": [{"name": "pod", "context": {"cluster": "pod", "user": account, "namespace": self.namespace}}],
+            "current-context": "pod",
+        }
+        fd, path = tempfile.mkstemp(prefix=f"pod-{account}-", suffix=".kubeconfig")
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            yaml.safe_dump(config, out)
+        self._files.append(path)
+        return path
 
     # -- RayJob -------------------------------------------------------------------------------
 

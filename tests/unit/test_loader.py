@@ -122,3 +122,16 @@ def test_other_relative_file_uris_are_refused_with_advice() -> None:
     assert "spec.uri" in text and "is not an absolute file:// URI" in text and "file://./relative/path" in text
     _, errors = validate_source(DATASET.replace("URI", "ftp://host/faq.jsonl"))
     assert "allowed: file:///absolute/path, s3://bucket/key, hf://org/name" in str(errors[0])
+
+
+def test_a_kubectl_directory_skips_core_namespace_and_serviceaccount_but_not_other_core_kinds(tmp_path: Path) -> None:
+    (tmp_path / "00-ns.yaml").write_text("apiVersion: v1\nkind: Namespace\nmetadata: {name: team-a}\n")
+    (tmp_path / "01-sa.yaml").write_text(
+        "apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: corral-ray, namespace: team-a}\n"
+    )
+    (tmp_path / "30-job.yaml").write_text(JOB)
+    objects, errors = validate_source(tmp_path)
+    assert [o.kind for o in objects] == ["FineTuneJob"] and errors == []
+    (tmp_path / "02-cm.yaml").write_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n")
+    _, errors = validate_source(tmp_path)
+    assert len(errors) == 1 and "ConfigMap" in str(errors[0])

@@ -212,8 +212,12 @@ def _decode(label: str, text: str) -> list[Any]:
         ) from None
 
 
-def _is_namespace(doc: Any) -> bool:
-    return isinstance(doc, dict) and doc.get("apiVersion") == "v1" and doc.get("kind") == "Namespace"
+_KUBECTL_ONLY_KINDS = ("Namespace", "ServiceAccount")
+"""Core ``v1`` kinds a directory meant for ``kubectl apply`` carries, which the embedded plane needs no object of."""
+
+
+def _is_kubectl_only(doc: Any) -> bool:
+    return isinstance(doc, dict) and doc.get("apiVersion") == "v1" and doc.get("kind") in _KUBECTL_ONLY_KINDS
 
 
 def validate_source(source: str | Path, *, recursive: bool = False) -> tuple[list[Resource], list[DocumentError]]:
@@ -221,8 +225,8 @@ def validate_source(source: str | Path, *, recursive: bool = False) -> tuple[lis
 
     A directory contributes its ``*.yaml``/``*.yml``/``*.json`` files (and those of its subdirectories
     when ``recursive``), sorted by path, as ``kubectl apply -f DIR [-R]`` does. Core ``v1``
-    ``Namespace`` documents (which a directory meant for ``kubectl apply`` carries) are skipped:
-    the embedded plane's namespaces need no object.
+    ``Namespace`` and ``ServiceAccount`` documents (which a directory meant for ``kubectl apply``
+    carries) are skipped: the embedded plane's namespaces and Ray processes need no object.
     """
     objects: list[Resource] = []
     errors: list[DocumentError] = []
@@ -234,8 +238,8 @@ def validate_source(source: str | Path, *, recursive: bool = False) -> tuple[lis
             continue
         base_dir = Path(label).parent if label != "<input>" else Path.cwd()
         for index, doc in enumerate(docs):
-            if _is_namespace(doc):
-                continue  # for kubectl; Corral's own namespaces exist without an object
+            if _is_kubectl_only(doc):
+                continue  # for kubectl; the embedded plane needs no Namespace or ServiceAccount object
             resolve_relative_uris(doc, base_dir)
             try:
                 objects.append(parse_document(doc, source=label, index=index))

@@ -11,7 +11,8 @@ a KServe InferenceService asks for its object, so a RoleBinding to Kubernetes' `
 namespace (the chart aggregates Corral's kinds into it) lets a user chat there, and a Role
 naming one ModelDeployment (``resourceNames``) lets it chat with that one only.
 
-The replica's own identity (its pod's ServiceAccount token, in-cluster config) asks; it needs
+The replica's own identity (its pod's ServiceAccount token, in-cluster config; else a kubeconfig
+named by ``KUBECONFIG``, how a process outside a pod is given one) asks; it needs
 ``create`` on ``tokenreviews`` and ``subjectaccessreviews`` (``system:auth-delegator``). Answers
 are cached per token digest (60 s when allowed, 10 s when refused, a bounded number of
 tokens); a failure to ask is not cached. The reviews block, so callers on an event loop run
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import threading
 import time
 from collections import OrderedDict
@@ -162,7 +164,7 @@ class KubernetesChatAuth:
     def _api(self) -> tuple[Any, Any]:
         if self._apis is None:
             import kubernetes.client
-            from kubernetes.config import config_exception, incluster_config
+            from kubernetes.config import config_exception, incluster_config, kube_config
 
             client = self._client
             if client is None:
@@ -170,10 +172,15 @@ class KubernetesChatAuth:
                 try:
                     incluster_config.load_incluster_config(client_configuration=config)  # type: ignore[no-untyped-call]
                 except config_exception.ConfigException as exc:
-                    raise AuthUnavailableError(
-                        f"cannot check Kubernetes tokens: no in-cluster config ({exc}); the Ray pods need their "
-                        "ServiceAccount's token (automountServiceAccountToken)"
-                    ) from None
+                    try:  # else a kubeconfig named by KUBECONFIG (a "pod" given its account's token that way)
+                        if not os.environ.get("KUBECONFIG"):
+                            raise
+                        kube_config.load_kube_config(client_configuration=config)  # type: ignore[no-untyped-call]
+                    except config_exception.ConfigException:
+                        raise AuthUnavailableError(
+                            f"cannot check Kubernetes tokens: no in-cluster config ({exc}); the Ray pods need their "
+                            "ServiceAccount's token (automountServiceAccountToken)"
+                        ) from None
                 config.retries = 1
                 client = kubernetes.client.ApiClient(config)
             self._apis = (kubernetes.client.AuthenticationV1Api(client), kubernetes.client.AuthorizationV1Api(client))
