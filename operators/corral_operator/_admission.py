@@ -14,7 +14,11 @@ last free GPUs and both book them. So every reconcile that may book GPUs runs un
 3. records the stored object in the ledger before the lock is released.
 
 So the next admission decision sees every GPU booked or released before it, whether or not
-the watch has caught up. The slow side effects (creating the RayJob or RayService) are
+the watch has caught up. The world a booking reads is copied from the indexes after the lock
+is taken (on kopf's event loop, the thread that updates them), and only bookings drop ledger
+entries: a world copied before the lock, while other bookings went on, would have been older
+than entries another, newer world had already let go of (20 jobs at once over-committed so).
+The slow side effects (creating the RayJob or RayService) are
 applied after the lock is released: the status naming the placement is already stored, and
 the actions are idempotent.
 
@@ -128,12 +132,14 @@ class Ledger:
         with self._lock:
             self._entries.pop((obj.kind, obj.metadata.namespace, obj.metadata.name), None)
 
-    def overlay(self, world: World) -> Snapshot:
+    def overlay(self, world: World, *, prune: bool = True) -> Snapshot:
         """A snapshot of ``world`` with the written objects the index has not delivered yet put over it.
 
         ``world`` is the caller's own copy: its placed kinds' per-namespace maps are copied
-        before they are changed. Entries the index has caught up with, of objects that are
-        gone, or past :data:`LEDGER_TTL_SECONDS` are dropped.
+        before they are changed. With ``prune`` (only under :attr:`Admission.lock`, with a world
+        copied under it), entries the index has caught up with, of objects that are gone, or past
+        :data:`LEDGER_TTL_SECONDS` are dropped: every later booking copies a world at least as
+        new. Without it (a caller whose world may be older than another's) nothing is dropped.
         """
         objects = dict(world)
         copied: set[tuple[str, str | None]] = set()
@@ -151,7 +157,8 @@ class Ledger:
                     or _newer_or_same(seen.metadata.resource_version, written.metadata.resource_version)
                     or now - entry.at > LEDGER_TTL_SECONDS
                 ):
-                    del self._entries[key]
+                    if prune:
+                        del self._entries[key]
                     continue
                 if (kind, namespace) not in copied:  # the world's maps stay as they were
                     if not any(k == kind for k, _ in copied):

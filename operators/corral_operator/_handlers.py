@@ -72,6 +72,7 @@ class OperatorContext:
 
 _TERMINAL_PHASES = ("Succeeded", "Failed", "Cancelled")
 _CONFLICT_RETRIES = 3
+_WORLD_COPY_TIMEOUT = 60.0
 _LOCKS: dict[str, threading.Lock] = {}
 _LOCKS_GUARD = threading.Lock()
 
@@ -225,7 +226,12 @@ def _lock(body: Mapping[str, Any]) -> threading.Lock:
 
 
 def reconcile(
-    ctx: OperatorContext, kind: str, body: Mapping[str, Any], *, wait: bool = True, world: World | None = None
+    ctx: OperatorContext,
+    kind: str,
+    body: Mapping[str, Any],
+    *,
+    wait: bool = True,
+    world: World | Callable[[], World] | None = None,
 ) -> float | None:
     """Reconcile one object with the shared reconcilers; returns the requeue delay asked for.
 
@@ -238,7 +244,8 @@ def reconcile(
         kind: The object's kind.
         body: The object as kopf delivered it.
         wait: Wait for the object's lock (False: skip this pass when it is held).
-        world: Every object as kopf's indexes hold them (:func:`world_of`); None: list them
+        world: Every object as kopf's indexes hold them (:func:`world_of`), or a function that
+            copies them now (a booking copies them under the admission lock); None: list them
             from the store (one pass's snapshot).
 
     Raises:
@@ -246,7 +253,8 @@ def reconcile(
         kopf.TemporaryError: The store or the driver failed; kopf retries.
     """
     cls = KINDS[kind]
-    obj = parsed(world, kind, body) if world is not None else None
+    now = world() if callable(world) else world
+    obj = parsed(now, kind, body) if now is not None else None
     if obj is None:
         raw = plain(body)
         try:
@@ -266,7 +274,9 @@ def reconcile(
         lock.release()
 
 
-def _reconcile_locked(ctx: OperatorContext, obj: Resource, world: World | None) -> float | None:
+def _reconcile_locked(
+    ctx: OperatorContext, obj: Resource, world: World | Callable[[], World] | None
+) -> float | None:
     admission = ctx.admission
     for attempt in range(_CONFLICT_RETRIES):
         try:
@@ -275,7 +285,8 @@ def _reconcile_locked(ctx: OperatorContext, obj: Resource, world: World | None) 
             # Anything that may book GPUs is decided under the one admission lock (see _admission).
             books = may_book(obj) or may_book(admission.ledger.latest(obj))
             with admission.lock if books else contextlib.nullcontext():
-                snap = admission.ledger.overlay(world) if world is not None else runner.snapshot()
+                now = world() if callable(world) else world  # a booking's world is copied under the lock
+                snap = admission.ledger.overlay(now, prune=books) if now is not None else runner.snapshot()
                 result = runner.reconcile_object(obj, snap, deferred)
                 stored = snap.in_namespace(obj.kind, obj.metadata.namespace).get(obj.metadata.name)
                 if result is None:
@@ -299,6 +310,19 @@ def _reconcile_locked(ctx: OperatorContext, obj: Resource, world: World | None) 
             _accepted(ctx, obj)
         return result.requeue_after if result is not None else None
     return None  # pragma: no cover - the loop returns or raises
+
+
+def _world_source(indexes: Mapping[str, Any]) -> Callable[[], World]:
+    """A function that copies kopf's (live) indexes on the event loop when called from a worker thread."""
+    loop = asyncio.get_running_loop()
+
+    async def copy() -> World:
+        return world_of(indexes)
+
+    def source() -> World:
+        return asyncio.run_coroutine_threadsafe(copy(), loop).result(timeout=_WORLD_COPY_TIMEOUT)
+
+    return source
 
 
 async def _in_thread(ctx: OperatorContext, fn: Callable[[], float | None]) -> float | None:
@@ -393,11 +417,11 @@ def _register(kind: str) -> None:
         return None if obj is None else {obj.metadata.namespace: obj}
 
     async def handle(body: kopf.Body, memo: Any, **kwargs: Any) -> None:
-        world = world_of(kwargs)  # on the event loop: the indexes do not change while copied
+        world = _world_source(kwargs)  # copied on the event loop (the indexes do not change while copied)
         await _in_thread(_ctx(memo), functools.partial(reconcile, _ctx(memo), kind, body, world=world))
 
     async def on_delete(body: kopf.Body, memo: Any, **kwargs: Any) -> None:
-        world = world_of(kwargs)
+        world = _world_source(kwargs)
         requeue = await _in_thread(_ctx(memo), functools.partial(reconcile, _ctx(memo), kind, body, world=world))
         if requeue is not None:
             meta = body.get("metadata") or {}
@@ -414,7 +438,7 @@ def _register(kind: str) -> None:
         annotations = (body.get("metadata") or {}).get("annotations") or {}
         if LAST_HANDLED not in annotations:
             return  # the create handler has not finished: it, not the timer, does the first reconcile
-        world = world_of(kwargs)
+        world = _world_source(kwargs)
         try:
             await _in_thread(_ctx(memo), functools.partial(reconcile, _ctx(memo), kind, body, wait=False, world=world))
         except kopf.PermanentError:

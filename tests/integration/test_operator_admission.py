@@ -10,10 +10,11 @@ the scheduler counts): never more than 5. At rest: exactly 5 admitted, 15 Pendin
 No KubeRay runs: the operator creates the RayJobs, which just sit there. A second test creates
 10 jobs, then 10 that queue ahead of them as soon as the first job has a status.
 
-These check the property, not the race itself: the operator before serialized admission (a
-snapshot listed per handler) passed both here too, since handlers that list the same jobs
-compute the same FIFO plan; it over-commits only when handlers' views differ while their
-bookings are in flight, a window this machine's timing did not hit.
+These check the property, so they catch the race only when the timing hits it: the operator
+before serialized admission passed both here (handlers that list the same jobs compute the
+same FIFO plan), while a first serialized version whose ledger let go of bookings on one
+handler's newer world, under another's older one, over-committed in a CI run (a sixth job
+holding a GPU; the operator then failed to build the pool's cluster state).
 """
 
 from __future__ import annotations

@@ -142,3 +142,16 @@ def test_queued_requests_are_computed_once_per_object_version(monkeypatch: Any) 
     assert sorted(calls) == ["a", "b"]
     ledger.overlay(_world(a, _job("b", "2"))).queue()
     assert sorted(calls) == ["a", "b", "b"]
+
+
+def test_only_a_booking_lets_go_of_an_entry_so_an_older_world_still_sees_the_booking() -> None:
+    """A world copied before another, newer one let go of an entry would miss the booking (over-commit)."""
+    ledger = Ledger()
+    ledger.record(_job("a", "12", placed=True, phase="Admitted"))
+    newer = ledger.overlay(_world(_job("a", "15", placed=True, phase="Admitted")), prune=False)
+    assert newer.in_namespace("FineTuneJob", "ns")["a"].metadata.resource_version == "15"
+    assert len(ledger) == 1  # kept: another caller may hold a world from before version 12
+    older = ledger.overlay(_world(_job("a", "10")), prune=False)
+    assert len(older.allocations()) == 1
+    ledger.overlay(_world(_job("a", "15", placed=True, phase="Admitted")))  # a booking (world copied under the lock)
+    assert len(ledger) == 0
