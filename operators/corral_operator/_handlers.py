@@ -269,13 +269,13 @@ def reconcile(
     if not lock.acquire(blocking=wait):
         return None
     try:
-        return _reconcile_locked(ctx, obj, world)
+        return _reconcile_locked(ctx, obj, world, now)
     finally:
         lock.release()
 
 
 def _reconcile_locked(
-    ctx: OperatorContext, obj: Resource, world: World | Callable[[], World] | None
+    ctx: OperatorContext, obj: Resource, world: World | Callable[[], World] | None, copied: World | None
 ) -> float | None:
     admission = ctx.admission
     for attempt in range(_CONFLICT_RETRIES):
@@ -285,7 +285,7 @@ def _reconcile_locked(
             # Anything that may book GPUs is decided under the one admission lock (see _admission).
             books = may_book(obj) or may_book(admission.ledger.latest(obj))
             with admission.lock if books else contextlib.nullcontext():
-                now = world() if callable(world) else world  # a booking's world is copied under the lock
+                now = world() if books and callable(world) else copied  # a booking copies it anew under the lock
                 snap = admission.ledger.overlay(now, prune=books) if now is not None else runner.snapshot()
                 result = runner.reconcile_object(obj, snap, deferred)
                 stored = snap.in_namespace(obj.kind, obj.metadata.namespace).get(obj.metadata.name)
